@@ -1,0 +1,77 @@
+"""The Codec seam: how a model's tensors become bytes on the wire and back.
+
+Codecs see only tensors and bytes. Decoding treats every byte as hostile: no code runs,
+sizes are checked before memory is allocated, and every failure is a `CodecError` that
+names the codec and what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+TensorDict = dict[str, torch.Tensor]
+
+# The dtypes a payload may declare. Anything else is refused before any allocation.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
+
+MAX_NAME_LENGTH = 512
+MAX_DIMS = 8
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds applied while decoding untrusted bytes."""
+
+    max_decoded_bytes: int = 2 * 1024**3
+    max_tensors: int = 10_000
+    max_header_bytes: int = 16 * 1024**2
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns a state dict into bytes and back. Implementations are stateless."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def media_type(self) -> str: ...
+
+    @property
+    def lossy(self) -> bool: ...
+
+    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes: ...
+
+    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict: ...
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The wire name of a tensor dtype; dtypes outside `DTYPES` cannot be sent."""
+    try:
+        return DTYPE_NAMES[dtype]
+    except KeyError:
+        raise TypeError(f"dtype {dtype} cannot be sent; supported: {sorted(DTYPES)}") from None
+
+
+def itemsize(name: str) -> int:
+    return torch.empty((), dtype=DTYPES[name]).element_size()

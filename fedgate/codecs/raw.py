@@ -1,0 +1,26 @@
+"""`raw`: every tensor's bytes as they are, behind a small JSON header."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from fedgate.codecs import container
+from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, TensorDict
+
+
+@dataclass(frozen=True)
+class RawCodec:
+    name: str = "raw"
+    media_type: str = "application/vnd.fedgate.tensors.raw"
+    lossy: bool = False
+
+    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
+        return container.pack(self.name, tensors)
+
+    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+        specs, _ = container.read_header(self.name, data, limits)
+        tensors = container.unpack(self.name, data, limits)
+        return {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}

@@ -1,0 +1,1 @@
+"""FL logic: messages, the federation, strategies, models, data, training, the client loop."""

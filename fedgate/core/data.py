@@ -1,0 +1,82 @@
+"""Data sets by name: scikit-learn's digits (bundled, no download) and a synthetic one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from fedgate.core.models import ModelSpec
+from fedgate.errors import ConfigError
+
+TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and held-out test tensors; images are (N, C, H, W) float32 in [0, 1]."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        channels, height, _ = self.x_train.shape[1:]
+        return ModelSpec(in_channels=channels, num_classes=self.num_classes, image_size=height)
+
+
+def digits(seed: int = 0) -> Dataset:
+    """The 1,797 8x8 handwritten digits that ship inside scikit-learn."""
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32)[:, None] / 16.0
+    return _split("digits", images, np.asarray(bunch.target, dtype=np.int64), 10, seed)
+
+
+def synthetic(seed: int = 0, samples: int = 2000, num_classes: int = 10, size: int = 8) -> Dataset:
+    """Separable Gaussian blobs shaped like digits, for fast tests and scale runs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.5, 0.25, size=(num_classes, 1, size, size)).astype(np.float32)
+    labels = rng.integers(0, num_classes, size=samples)
+    noise = rng.normal(0.0, 0.15, size=(samples, 1, size, size)).astype(np.float32)
+    images = np.clip(centres[labels] + noise, 0.0, 1.0)
+    return _split("synthetic", images, labels.astype(np.int64), num_classes, seed)
+
+
+def _split(
+    name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int
+) -> Dataset:
+    """Stratified, seeded train/test split: the test split is the server's held-out data."""
+    rng = np.random.default_rng(seed)
+    test_idx: list[int] = []
+    for label in range(num_classes):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        test_idx.extend(members[: round(len(members) * TEST_FRACTION)].tolist())
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_idx] = True
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(images[~is_test]),
+        y_train=torch.from_numpy(labels[~is_test]),
+        x_test=torch.from_numpy(images[is_test]),
+        y_test=torch.from_numpy(labels[is_test]),
+        num_classes=num_classes,
+    )
+
+
+DATASETS: dict[str, Callable[[int], Dataset]] = {"digits": digits, "synthetic": synthetic}
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}") from None
+    return loader(seed)

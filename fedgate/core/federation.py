@@ -1,0 +1,422 @@
+"""The Federation: one object that every transport adapter calls.
+
+It owns the client registry, the global model versions and the rounds. Its methods are
+coroutines run on one event loop; decoding, folding, encoding and evaluation go to worker
+threads. Clients may join or leave at any moment; a round closes when every selected
+client has reported or dropped out, or at its deadline if the minimum has reported, and
+is retried otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from fedgate.codecs import DEFAULT_LIMITS, DecodeLimits, get_codec
+from fedgate.core.config import RunConfig
+from fedgate.core.messages import (
+    FINAL_RUN_STATES,
+    ClientState,
+    EncodedModel,
+    FederationStatus,
+    HeartbeatAck,
+    JoinAck,
+    JoinRequest,
+    RoundRecord,
+    RunState,
+    Task,
+    TaskKind,
+    TrainConfig,
+    Update,
+    UpdateReceipt,
+)
+from fedgate.core.modelstore import ModelStore
+from fedgate.core.registry import ClientRecord, ClientRegistry
+from fedgate.core.rounds import Round
+from fedgate.core.strategy import FedAvg, Strategy
+from fedgate.core.traffic import TrafficLedger
+from fedgate.core.training import EvalResult
+from fedgate.core.validation import check_matches, check_num_examples
+from fedgate.errors import (
+    DuplicateUpdate,
+    FedgateError,
+    NotSelected,
+    PayloadTooLarge,
+    RoundClosed,
+    RunNotActive,
+)
+
+MAX_POLL_S = 30.0  # longest a next-task long-poll is held open
+TICK_S = 0.5  # how often waits re-check deadlines and heartbeats
+
+Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
+RoundListener = Callable[[RoundRecord], None]
+
+
+class Federation:
+    def __init__(
+        self,
+        initial_model: Mapping[str, torch.Tensor],
+        config: RunConfig | None = None,
+        *,
+        strategy: Strategy | None = None,
+        evaluator: Evaluator | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+        max_update_bytes: int = 1 << 31,
+        max_clients: int = 10_000,
+        run_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.run_id = run_id or secrets.token_hex(6)
+        self.config = config or RunConfig()
+        self.pending_config: RunConfig | None = None
+        self.strategy = strategy or FedAvg()
+        self.evaluator = evaluator
+        self.limits = limits
+        self.max_update_bytes = max_update_bytes
+        self.clock = clock
+        self.models = ModelStore(initial_model)
+        self.clients = ClientRegistry(max_clients, clock)
+        self.traffic = TrafficLedger()
+        self.history: list[RoundRecord] = []
+        self.listeners: list[RoundListener] = []
+        self.state = RunState.IDLE
+        self.round: Round | None = None
+        self.round_number = 1
+        self._attempt = 1
+        self._last_eval: EvalResult | None = None
+        self._rng = random.Random(self.config.seed)
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ---- client operations ------------------------------------------------------------
+
+    async def join(self, request: JoinRequest) -> JoinAck:
+        if self.state in FINAL_RUN_STATES:
+            raise RunNotActive(f"run {self.run_id} has {self.state.value}; nothing to join")
+        get_codec(request.codec)
+        record = self.clients.add(
+            request.name, request.codec, request.transport, request.num_examples
+        )
+        self._notify()
+        return JoinAck(
+            client_id=record.client_id,
+            token=record.token,
+            run_id=self.run_id,
+            codec=record.codec,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+        )
+
+    async def next_task(self, client_id: str, token: str, wait_s: float = MAX_POLL_S) -> Task:
+        """The client's next task, waiting up to ``wait_s`` for one (long-poll)."""
+        record = self.clients.authenticate(client_id, token)
+        give_up = self.clock() + max(0.0, min(wait_s, MAX_POLL_S))
+        while True:
+            task = self._task_for(record)
+            if task is not None:
+                return task
+            remaining = give_up - self.clock()
+            if remaining <= 0:
+                return Task(TaskKind.WAIT, retry_after_s=0.0)
+            await self._wait_change(remaining)
+            record = self.clients.authenticate(client_id, token)
+
+    async def fetch_model(
+        self, client_id: str, token: str, version: int, codec: str | None = None
+    ) -> EncodedModel:
+        record = self.clients.authenticate(client_id, token)
+        codec_name = codec or record.codec
+        payload = await self.models.encoded(version, codec_name)
+        self.traffic.count(record, codec_name, self._open_round(), down=len(payload))
+        return EncodedModel(version=version, codec=codec_name, payload=payload)
+
+    async def submit_update(self, client_id: str, token: str, update: Update) -> UpdateReceipt:
+        record = self.clients.authenticate(client_id, token)
+        round_ = self._round_for_update(record, update)
+        self.traffic.count(record, update.codec, round_, up=len(update.payload))
+        round_.uploading.add(client_id)
+        record.state = ClientState.UPLOADING
+        try:
+            await asyncio.to_thread(self._decode_and_fold, round_, update)
+        except FedgateError:
+            if not record.gone:
+                record.state = ClientState.TRAINING  # it may still send a good update
+            raise
+        finally:
+            round_.uploading.discard(client_id)
+        round_.reported[client_id] = update.num_examples
+        if math.isfinite(update.train_loss):
+            round_.train_losses.append(update.train_loss)
+        record.state = ClientState.FINISHED
+        record.rounds_completed += 1
+        self._notify()
+        return UpdateReceipt(
+            round=round_.number, accepted=len(round_.reported), expected=len(round_.selected)
+        )
+
+    async def heartbeat(self, client_id: str, token: str) -> HeartbeatAck:
+        record = self.clients.authenticate(client_id, token)
+        return HeartbeatAck(state=record.state, run_state=self.state)
+
+    async def leave(self, client_id: str, token: str) -> None:
+        record = self.clients.authenticate(client_id, token)
+        self._drop(record, ClientState.LEFT, "left")
+
+    # ---- operator controls ------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[FederationStatus]:
+        """Run the federation in the background; returns the task that ends with it."""
+        if self._tasks:
+            raise RunNotActive(f"run {self.run_id} has already started")
+        run = asyncio.create_task(self.run(), name=f"fedgate-run-{self.run_id}")
+        self._tasks = [run, asyncio.create_task(self._watch_heartbeats())]
+        return run
+
+    def pause(self) -> None:
+        """No new round opens until `resume`; the open round runs to its end."""
+        self._require_active("pause")
+        self.state = RunState.PAUSED
+        self._notify()
+
+    def resume(self) -> None:
+        if self.state is not RunState.PAUSED:
+            raise RunNotActive(f"run {self.run_id} is {self.state.value}, not paused")
+        self.state = RunState.RUNNING if self._open_round() else RunState.WAITING
+        self._notify()
+
+    def stop(self) -> None:
+        """End the run now; an open round is abandoned and the model stays as it was."""
+        self._require_active("stop")
+        self.state = RunState.STOPPED
+        self._notify()
+
+    def update_config(self, changes: Mapping[str, Any]) -> RunConfig:
+        """Validate ``changes`` now; they take effect when the next round opens."""
+        self._require_active("change the config of")
+        self.pending_config = (self.pending_config or self.config).with_changes(changes)
+        self._notify()
+        return self.pending_config
+
+    def kick(self, client_id: str, reason: str = "removed by operator") -> None:
+        record = self.clients.get(client_id)
+        if not record.gone:
+            self._drop(record, ClientState.LEFT, reason)
+
+    async def close(self) -> None:
+        """Cancel background tasks (the run, heartbeat watch); for shutdown."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def status(self) -> FederationStatus:
+        last = self._last_eval
+        return FederationStatus(
+            run_id=self.run_id,
+            state=self.state,
+            round=self.round_number,
+            rounds_completed=sum(1 for r in self.history if r.outcome == "completed"),
+            model_version=self.models.version,
+            config=self.config,
+            pending_config=self.pending_config,
+            clients=self.clients.views(),
+            history=tuple(self.history),
+            bytes_by_transport=dict(self.traffic.by_transport),
+            bytes_by_codec=dict(self.traffic.by_codec),
+            accuracy=last.accuracy if last else math.nan,
+            loss=last.loss if last else math.nan,
+        )
+
+    # ---- the run ------------------------------------------------------------------------
+
+    async def run(self) -> FederationStatus:
+        """Open, wait for and close rounds until the configured rounds are done or stopped."""
+        if self.state is RunState.IDLE:
+            self.state = RunState.WAITING
+        while self.state not in FINAL_RUN_STATES:
+            if self.state is RunState.PAUSED:
+                await self._wait_change(TICK_S)
+                continue
+            self._apply_pending_config()
+            if self.round_number > self.config.rounds:
+                self.state = RunState.FINISHED
+                break
+            round_ = await self._open_when_ready()
+            if round_ is not None:
+                await self._run_round(round_)
+        self._notify()
+        return self.status()
+
+    async def _open_when_ready(self) -> Round | None:
+        while self.state is RunState.WAITING:
+            # Busy clients count too: one still on a closed round's task takes the new one
+            # at its next poll, so a retry is not starved by the stragglers that caused it.
+            active = [c.client_id for c in self.clients.active()]
+            if len(active) >= self.config.min_clients:
+                return self._open_round_with(self.strategy.select(active, self.config, self._rng))
+            await self._wait_change(TICK_S)
+        return None
+
+    def _open_round_with(self, selected: list[str]) -> Round:
+        now = self.clock()
+        self.round = Round(
+            number=self.round_number,
+            attempt=self._attempt,
+            config=self.config,
+            base_version=self.models.version,
+            selected=set(selected),
+            aggregator=self.strategy.aggregator(self.models.current),
+            opened_at=now,
+            deadline=now + self.config.round_deadline_s,
+        )
+        self.state = RunState.RUNNING
+        self._notify()
+        return self.round
+
+    async def _run_round(self, round_: Round) -> None:
+        while self.state is not RunState.STOPPED:
+            if round_.accounted_for() or round_.cannot_reach_minimum():
+                break
+            remaining = round_.deadline - self.clock()
+            if remaining <= 0:
+                break
+            await self._wait_change(min(remaining, TICK_S))
+        round_.close()
+        if self.state is RunState.STOPPED:
+            self._finish_round(round_, "abandoned")
+        elif round_.reached_minimum():
+            await self._complete(round_)
+        else:
+            self._finish_round(round_, "retried")
+            self._attempt += 1
+        if self.state is RunState.RUNNING:
+            self.state = RunState.WAITING
+
+    async def _complete(self, round_: Round) -> None:
+        weights = await asyncio.to_thread(round_.result)
+        self.models.publish(weights)
+        if self.evaluator is not None:
+            self._last_eval = await asyncio.to_thread(self.evaluator, weights)
+        self._finish_round(round_, "completed")
+        self.round_number += 1
+        self._attempt = 1
+
+    def _finish_round(self, round_: Round, outcome: str) -> None:
+        last = self._last_eval if outcome == "completed" else None
+        record = round_.record(
+            outcome,
+            self.models.version,
+            self.clock(),
+            accuracy=last.accuracy if last else math.nan,
+            loss=last.loss if last else math.nan,
+        )
+        self.history.append(record)
+        self.round = None
+        for listener in self.listeners:
+            listener(record)
+        self._notify()
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _task_for(self, record: ClientRecord) -> Task | None:
+        """A task if there is one for this client now, else None (and the client is ready)."""
+        if self.state in FINAL_RUN_STATES:
+            return Task(TaskKind.STOP)
+        round_ = self._open_round()
+        if round_ is not None and self._admit_late(round_, record):
+            round_.selected.add(record.client_id)
+        if round_ is not None and record.client_id in round_.pending():
+            record.state = ClientState.TRAINING
+            cfg = round_.config
+            return Task(
+                TaskKind.TRAIN,
+                round=round_.number,
+                round_id=round_.round_id,
+                model_version=round_.base_version,
+                deadline_s=max(0.0, round_.deadline - self.clock()),
+                train=TrainConfig(cfg.learning_rate, cfg.local_epochs, cfg.batch_size),
+            )
+        record.state = ClientState.READY
+        return None
+
+    def _admit_late(self, round_: Round, record: ClientRecord) -> bool:
+        return (
+            round_.config.admit_late
+            and round_.has_room()
+            and record.client_id not in round_.selected
+            and record.state in (ClientState.JOINED, ClientState.READY)
+        )
+
+    def _round_for_update(self, record: ClientRecord, update: Update) -> Round:
+        """The open round this update belongs to, after every check short of decoding."""
+        round_ = self._open_round()
+        open_id = round_.round_id if round_ else "none"
+        if round_ is None or update.round_id != round_.round_id:
+            raise RoundClosed(f"round {update.round_id} is not open (open round: {open_id})")
+        if record.client_id not in round_.selected:
+            raise NotSelected(f"client {record.client_id} was not selected for round {open_id}")
+        if record.client_id in round_.reported or record.client_id in round_.uploading:
+            raise DuplicateUpdate(f"client {record.client_id} already sent round {open_id}")
+        if update.model_version != round_.base_version:
+            raise RoundClosed(
+                f"update was trained from version {update.model_version}; round {open_id} "
+                f"trains version {round_.base_version}"
+            )
+        check_num_examples(update.num_examples, record.num_examples)
+        get_codec(update.codec)
+        if len(update.payload) > self.max_update_bytes:
+            raise PayloadTooLarge(
+                f"update of {len(update.payload)} bytes exceeds {self.max_update_bytes}"
+            )
+        return round_
+
+    def _decode_and_fold(self, round_: Round, update: Update) -> None:
+        """Worker thread: decode, check against the global model, fold into the round."""
+        tensors = get_codec(update.codec).decode(update.payload, self.limits)
+        check_matches(tensors, self.models.get(round_.base_version))
+        round_.fold(tensors, update.num_examples)
+
+    def _open_round(self) -> Round | None:
+        round_ = self.round
+        return round_ if round_ is not None and not round_.closed else None
+
+    def _drop(self, record: ClientRecord, state: ClientState, reason: str) -> None:
+        record.state, record.reason = state, reason
+        round_ = self._open_round()
+        if round_ is not None and record.client_id in round_.pending():
+            round_.dropped.add(record.client_id)
+        self._notify()
+
+    async def _watch_heartbeats(self) -> None:
+        while self.state not in FINAL_RUN_STATES:
+            timeout = self.config.heartbeat_timeout_s
+            for record in self.clients.expired(timeout):
+                self._drop(record, ClientState.FAILED, f"no heartbeat for {timeout:g}s")
+            await self._wait_change(min(TICK_S, self.config.heartbeat_interval_s))
+
+    def _apply_pending_config(self) -> None:
+        if self.pending_config is not None:
+            self.config, self.pending_config = self.pending_config, None
+
+    def _require_active(self, action: str) -> None:
+        if self.state in FINAL_RUN_STATES:
+            raise RunNotActive(f"cannot {action} run {self.run_id}: it has {self.state.value}")
+
+    def _notify(self) -> None:
+        """Wake every waiter (long-polls, the run loop): something changed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_change(self, at_most_s: float) -> None:
+        event = self._changed
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most_s):
+                await event.wait()

@@ -1,0 +1,177 @@
+"""The messages the core exchanges with clients, as frozen dataclasses.
+
+Transports map these to and from their wire formats (protobuf, JSON + binary bodies);
+the core never sees a wire type.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from fedgate.core.config import RunConfig
+
+
+class ClientState(enum.StrEnum):
+    """Where a client stands; shown the same in status, dashboard and logs."""
+
+    JOINED = "joined"
+    READY = "ready"
+    TRAINING = "training"
+    UPLOADING = "uploading"
+    FINISHED = "finished"
+    LEFT = "left"
+    FAILED = "failed"
+
+
+GONE_STATES = frozenset({ClientState.LEFT, ClientState.FAILED})
+
+
+class RunState(enum.StrEnum):
+    IDLE = "idle"
+    WAITING = "waiting"  # for enough clients to open a round
+    RUNNING = "running"  # a round is open
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+FINAL_RUN_STATES = frozenset({RunState.FINISHED, RunState.STOPPED})
+
+
+class TaskKind(enum.StrEnum):
+    TRAIN = "train"
+    WAIT = "wait"  # nothing for this client yet: ask again
+    STOP = "stop"  # the run is over: leave
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    name: str
+    codec: str
+    num_examples: int = 0  # the client's dataset size; 0 when it does not say
+    transport: str = "inproc"  # set by the server-side adapter, not trusted from the client
+
+
+@dataclass(frozen=True)
+class JoinAck:
+    client_id: str
+    token: str
+    run_id: str
+    codec: str
+    heartbeat_interval_s: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a client needs to run one round of local training."""
+
+    learning_rate: float
+    local_epochs: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: TaskKind
+    round: int = 0
+    round_id: str = ""
+    model_version: int = 0
+    deadline_s: float = 0.0  # seconds left when the task was handed out
+    train: TrainConfig | None = None
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EncodedModel:
+    version: int
+    codec: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Update:
+    """A client's result for one round: its trained weights in the codec it names."""
+
+    round_id: str
+    model_version: int
+    num_examples: int
+    codec: str
+    payload: bytes
+    train_loss: float = float("nan")
+    train_accuracy: float = float("nan")
+
+
+@dataclass(frozen=True)
+class UpdateReceipt:
+    round: int
+    accepted: int  # updates accepted so far in this round, this one included
+    expected: int
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    state: ClientState
+    run_state: RunState
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """What status reports about one client."""
+
+    client_id: str
+    name: str
+    state: ClientState
+    codec: str
+    transport: str
+    num_examples: int
+    rounds_completed: int
+    bytes_up: int
+    bytes_down: int
+    last_seen_s: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One closed round attempt, as history keeps it."""
+
+    round: int
+    attempt: int
+    outcome: str  # "completed" | "retried" | "abandoned"
+    participants: tuple[str, ...]
+    selected: tuple[str, ...]
+    num_examples: int
+    model_version: int
+    accuracy: float
+    loss: float
+    bytes_up: int
+    bytes_down: int
+    duration_s: float
+    train_loss: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    up: int = 0
+    down: int = 0
+
+    def add(self, up: int = 0, down: int = 0) -> Traffic:
+        return Traffic(self.up + up, self.down + down)
+
+
+@dataclass(frozen=True)
+class FederationStatus:
+    run_id: str
+    state: RunState
+    round: int  # the round open or about to open (1-based); rounds completed = round - 1
+    rounds_completed: int
+    model_version: int
+    config: RunConfig
+    pending_config: RunConfig | None
+    clients: tuple[ClientView, ...]
+    history: tuple[RoundRecord, ...]
+    bytes_by_transport: dict[str, Traffic] = field(default_factory=dict)
+    bytes_by_codec: dict[str, Traffic] = field(default_factory=dict)
+    accuracy: float = float("nan")
+    loss: float = float("nan")

@@ -1,0 +1,104 @@
+"""One round attempt: who was chosen, who reported, who dropped, and the running aggregate.
+
+Bookkeeping (selected, reported, dropped) changes only on the event loop. The aggregate
+is folded from worker threads, so `fold` and `close` share a lock: an update that finishes
+decoding after the round closed is refused and never touches the result.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from fedgate.codecs import TensorDict
+from fedgate.core.config import RunConfig
+from fedgate.core.messages import RoundRecord, Traffic
+from fedgate.core.strategy import Aggregator
+from fedgate.errors import RoundClosed
+
+
+@dataclass
+class Round:
+    number: int
+    attempt: int
+    config: RunConfig
+    base_version: int
+    selected: set[str]
+    aggregator: Aggregator
+    opened_at: float
+    deadline: float
+    reported: dict[str, int] = field(default_factory=dict)  # client id -> num_examples
+    dropped: set[str] = field(default_factory=set)
+    uploading: set[str] = field(default_factory=set)
+    train_losses: list[float] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
+    closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def round_id(self) -> str:
+        return f"{self.number}.{self.attempt}"
+
+    @property
+    def target(self) -> int:
+        return self.config.clients_per_round or len(self.selected)
+
+    def pending(self) -> set[str]:
+        """Selected clients that have neither reported nor dropped out."""
+        return self.selected - set(self.reported) - self.dropped
+
+    def accounted_for(self) -> bool:
+        return not self.pending()
+
+    def reached_minimum(self) -> bool:
+        return len(self.reported) >= self.config.min_clients
+
+    def cannot_reach_minimum(self) -> bool:
+        return len(self.reported) + len(self.pending()) < self.config.min_clients
+
+    def has_room(self) -> bool:
+        return len(self.selected) < self.target
+
+    def fold(self, tensors: Mapping[str, torch.Tensor], num_examples: int) -> None:
+        """Add a validated update to the aggregate (worker thread)."""
+        with self._lock:
+            if self.closed:
+                raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
+            self.aggregator.add(tensors, num_examples)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+    def result(self) -> TensorDict:
+        with self._lock:
+            return self.aggregator.result()
+
+    def record(
+        self,
+        outcome: str,
+        model_version: int,
+        closed_at: float,
+        accuracy: float = math.nan,
+        loss: float = math.nan,
+    ) -> RoundRecord:
+        losses = self.train_losses
+        return RoundRecord(
+            round=self.number,
+            attempt=self.attempt,
+            outcome=outcome,
+            participants=tuple(sorted(self.reported)),
+            selected=tuple(sorted(self.selected)),
+            num_examples=sum(self.reported.values()),
+            model_version=model_version,
+            accuracy=accuracy,
+            loss=loss,
+            bytes_up=self.traffic.up,
+            bytes_down=self.traffic.down,
+            duration_s=round(closed_at - self.opened_at, 4),
+            train_loss=sum(losses) / len(losses) if losses else math.nan,
+        )

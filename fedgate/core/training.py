@@ -1,0 +1,99 @@
+"""Local training on a client's examples, and evaluation on held-out data."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedgate.codecs import TensorDict
+from fedgate.core.messages import TrainConfig
+
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: TensorDict
+    num_examples: int
+    loss: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+def state_dict_copy(model: nn.Module) -> TensorDict:
+    """Detached CPU copies of a model's parameters and buffers."""
+    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+
+
+class LocalTrainer:
+    """Trains one model on one client's examples; call from a worker thread."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> None:
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError("a client needs a non-empty set of examples with one label each")
+        self.model = model
+        self.x, self.y = x, y
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.x)
+
+    def train(self, weights: Mapping[str, torch.Tensor], config: TrainConfig) -> TrainResult:
+        """Load ``weights``, run SGD for the configured epochs, return the new weights."""
+        self.model.load_state_dict(dict(weights))
+        self.model.train()
+        optimiser = torch.optim.SGD(self.model.parameters(), lr=config.learning_rate, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        seen = correct = 0
+        loss_sum = 0.0
+        for _ in range(config.local_epochs):
+            order = torch.randperm(len(self.x), generator=self._generator)
+            for batch in torch.split(order, config.batch_size):
+                x, y = self.x[batch], self.y[batch]
+                optimiser.zero_grad(set_to_none=True)
+                logits = self.model(x)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                optimiser.step()
+                seen += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+        return TrainResult(
+            weights=state_dict_copy(self.model),
+            num_examples=self.num_examples,
+            loss=loss_sum / max(seen, 1),
+            accuracy=correct / max(seen, 1),
+        )
+
+
+def evaluate(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> EvalResult:
+    """Cross-entropy loss and accuracy of ``weights`` on (x, y)."""
+    model.load_state_dict(dict(weights))
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss_sum, correct = 0.0, 0
+    with torch.inference_mode():
+        batches = zip(torch.split(x, EVAL_BATCH), torch.split(y, EVAL_BATCH), strict=True)
+        for xb, yb in batches:
+            logits = model(xb)
+            loss_sum += float(loss_fn(logits, yb))
+            correct += int((logits.argmax(1) == yb).sum())
+    n = len(y)
+    return EvalResult(
+        loss=loss_sum / n if n else math.nan,
+        accuracy=correct / n if n else math.nan,
+        num_examples=n,
+    )

@@ -1,0 +1,51 @@
+"""The client side's Transport seam: the six calls a client makes to a federation.
+
+The client loop (`fedgate.core.client`) drives any implementation: in-process, gRPC or
+REST (`fedgate.transport`). Implementations raise only fedgate's own errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from fedgate.core.messages import (
+    EncodedModel,
+    HeartbeatAck,
+    JoinAck,
+    JoinRequest,
+    Task,
+    Update,
+    UpdateReceipt,
+)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is calling: the id and secret token a join handed out."""
+
+    client_id: str
+    token: str
+
+    @classmethod
+    def from_ack(cls, ack: JoinAck) -> Session:
+        return cls(ack.client_id, ack.token)
+
+
+class Transport(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def join(self, request: JoinRequest) -> JoinAck: ...
+
+    async def next_task(self, session: Session, wait_s: float) -> Task: ...
+
+    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel: ...
+
+    async def submit_update(self, session: Session, update: Update) -> UpdateReceipt: ...
+
+    async def heartbeat(self, session: Session) -> HeartbeatAck: ...
+
+    async def leave(self, session: Session) -> None: ...
+
+    async def close(self) -> None: ...

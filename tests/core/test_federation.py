@@ -1,0 +1,308 @@
+"""The federation's rules: membership at any time, deadlines, retries, validation, control."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from fedgate.core.config import RunConfig
+from fedgate.core.federation import Federation
+from fedgate.core.messages import ClientState, JoinRequest, RunState, TaskKind, Update
+from fedgate.errors import (
+    CodecError,
+    ConfigError,
+    Conflict,
+    DuplicateUpdate,
+    InvalidUpdate,
+    NonFiniteUpdate,
+    NotSelected,
+    RoundClosed,
+    RunNotActive,
+    Unauthorized,
+    UnknownClient,
+    UnknownCodec,
+)
+from tests.conftest import Player, join, tiny_model, until
+
+
+def state_of(federation: Federation, player: Player) -> ClientState:
+    return federation.clients.get(player.client_id).state
+
+
+async def test_a_round_averages_the_updates_weighted_by_examples(federation: Federation) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b", codec="msgpack")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    assert task_a.round_id == task_b.round_id and task_a.train is not None
+    await a.send(task_a, tiny_model(1.0), num_examples=10)
+    await b.send(task_b, tiny_model(4.0), num_examples=30)
+    await until(lambda: federation.models.version == 1)
+    assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 3.25))
+    record = federation.history[-1]
+    assert record.outcome == "completed" and set(record.participants) == {a.client_id, b.client_id}
+    assert record.bytes_up > 0 and record.bytes_down == 0  # these players never fetched
+
+
+async def test_a_late_joiner_takes_part_from_the_next_round(federation: Federation) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    late = await join(federation, "late")
+    assert (await late.task(wait_s=0.2)).kind is TaskKind.WAIT
+    assert state_of(federation, late) is ClientState.READY
+    await a.send(task_a, tiny_model(1.0))
+    await b.send(task_b, tiny_model(1.0))
+    next_task = await late.train_task()
+    assert next_task.round == 2
+    assert federation.round is not None and late.client_id in federation.round.selected
+
+
+async def test_a_late_joiner_fills_an_open_round_when_allowed() -> None:
+    config = RunConfig(rounds=1, min_clients=2, clients_per_round=3, admit_late=True)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        a, _b = await join(federation, "a"), await join(federation, "b")
+        task_a = await a.train_task()
+        late = await join(federation, "late")
+        task_late = await late.train_task()
+        assert task_late.round_id == task_a.round_id
+    finally:
+        await federation.close()
+
+
+async def test_a_client_leaving_mid_round_does_not_block_it() -> None:
+    config = RunConfig(rounds=2, min_clients=2, round_deadline_s=60.0)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        players = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in players]
+        await players[0].send(tasks[0], tiny_model(2.0))
+        await players[1].send(tasks[1], tiny_model(4.0))
+        await players[2].leave()
+        await until(lambda: federation.models.version == 1, within_s=2.0)  # not 60s
+        assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 3.0))
+        assert state_of(federation, players[2]) is ClientState.LEFT
+        with pytest.raises(UnknownClient, match="left"):
+            await players[2].task()
+    finally:
+        await federation.close()
+
+
+async def test_a_silent_client_is_failed_and_the_round_closes_with_the_rest() -> None:
+    config = RunConfig(
+        rounds=1,
+        min_clients=2,
+        round_deadline_s=30.0,
+        heartbeat_interval_s=0.1,
+        heartbeat_timeout_s=0.5,
+    )
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        players = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in players]
+        for player, task in zip(players[:2], tasks[:2], strict=True):
+            await player.send(task, tiny_model(1.0))
+        for _ in range(15):  # a and b keep beating; c has gone quiet
+            await asyncio.gather(players[0].heartbeat(), players[1].heartbeat())
+            await asyncio.sleep(0.1)
+        assert state_of(federation, players[2]) is ClientState.FAILED
+        assert federation.models.version == 1
+    finally:
+        await federation.close()
+
+
+async def test_the_deadline_closes_a_round_once_the_minimum_reported() -> None:
+    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=0.6)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        players = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in players]
+        await players[0].send(tasks[0], tiny_model(1.0))
+        await players[1].send(tasks[1], tiny_model(1.0))
+        await until(lambda: federation.models.version == 1, within_s=3.0)
+        with pytest.raises(RoundClosed):  # the straggler arrives after the deadline
+            await players[2].send(tasks[2], tiny_model(100.0))
+        assert torch.allclose(federation.models.current["w"], torch.ones(2, 3))
+    finally:
+        await federation.close()
+
+
+async def test_a_round_short_of_the_minimum_at_its_deadline_is_retried() -> None:
+    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=0.4)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        a, b = await join(federation, "a"), await join(federation, "b")
+        first = await a.train_task()
+        await b.train_task()
+        await a.send(first, tiny_model(9.0))
+        second = await a.train_task()
+        assert (second.round, second.round_id) == (1, "1.2")
+        assert federation.history[0].outcome == "retried"
+        assert federation.models.version == 0
+        assert torch.equal(federation.models.current["w"], torch.zeros(2, 3))
+        await a.send(second, tiny_model(1.0))
+        await b.send(await b.train_task(), tiny_model(3.0))
+        await until(lambda: federation.state is RunState.FINISHED)
+        assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 2.0))
+    finally:
+        await federation.close()
+
+
+async def test_bad_updates_are_refused_and_leave_the_model_unchanged(
+    federation: Federation,
+) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    bad_weights = [
+        ({"w": torch.zeros(3, 2), "b": torch.zeros(3), "steps": torch.tensor(0)}, InvalidUpdate),
+        ({"w": torch.zeros(2, 3), "b": torch.zeros(3)}, InvalidUpdate),
+        ({**tiny_model(), "extra": torch.zeros(1)}, InvalidUpdate),
+        ({**tiny_model(), "w": torch.zeros(2, 3, dtype=torch.float64)}, InvalidUpdate),
+        ({**tiny_model(), "w": torch.tensor([[1.0, math.nan, 0], [0, 0, 0]])}, NonFiniteUpdate),
+        ({**tiny_model(), "b": torch.tensor([math.inf, 0, 0])}, NonFiniteUpdate),
+    ]
+    for weights, error in bad_weights:
+        with pytest.raises(error):
+            await a.send(task_a, weights)
+        assert state_of(federation, a) is ClientState.TRAINING
+    garbage = Update(task_a.round_id, task_a.model_version, 10, "raw", b"\x00garbage")
+    with pytest.raises(CodecError):
+        await federation.submit_update(a.client_id, a.token, garbage)
+    pickled = Update(task_a.round_id, task_a.model_version, 10, "pickle", b"x")
+    with pytest.raises(UnknownCodec):
+        await federation.submit_update(a.client_id, a.token, pickled)
+    with pytest.raises(InvalidUpdate, match="num_examples"):
+        await a.send(task_a, tiny_model(), num_examples=0)
+    with pytest.raises(InvalidUpdate, match="declared"):
+        await a.send(task_a, tiny_model(), num_examples=10**9)
+    with pytest.raises(Unauthorized):
+        await federation.submit_update(a.client_id, "forged", garbage)
+    with pytest.raises(UnknownClient):
+        await federation.submit_update("c999-none", a.token, garbage)
+    wrong_round = Update("7.1", task_a.model_version, 10, "raw", b"")
+    with pytest.raises(RoundClosed):
+        await federation.submit_update(a.client_id, a.token, wrong_round)
+    assert federation.models.version == 0 and federation.round is not None
+    assert federation.round.aggregator.count == 0
+    # the round still takes good updates, and only they count
+    await a.send(task_a, tiny_model(2.0))
+    with pytest.raises(DuplicateUpdate):
+        await a.send(task_a, tiny_model(50.0))
+    await b.send(task_b, tiny_model(4.0))
+    await until(lambda: federation.models.version == 1)
+    assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 3.0))
+
+
+async def test_an_unselected_client_cannot_send_an_update() -> None:
+    config = RunConfig(rounds=1, min_clients=2, clients_per_round=2)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        a, b = await join(federation, "a"), await join(federation, "b")
+        task = await a.train_task()
+        outsider = await join(federation, "outsider")
+        with pytest.raises(NotSelected):
+            await outsider.send(task, tiny_model(1.0))
+        assert federation.round is not None
+        assert federation.round.selected == {a.client_id, b.client_id}
+    finally:
+        await federation.close()
+
+
+async def test_config_changed_mid_run_applies_from_the_next_round(
+    federation: Federation,
+) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    pending = federation.update_config({"learning_rate": 0.5, "local_epochs": 3})
+    assert pending.learning_rate == 0.5
+    assert federation.config.learning_rate == 0.1  # the open round is unchanged
+    await a.send(task_a, tiny_model(1.0))
+    await b.send(task_b, tiny_model(1.0))
+    second = await a.train_task()
+    assert second.round == 2 and second.train is not None
+    assert (second.train.learning_rate, second.train.local_epochs) == (0.5, 3)
+    assert task_a.train is not None and task_a.train.learning_rate == 0.1
+
+
+async def test_bad_config_changes_are_refused(federation: Federation) -> None:
+    for changes in (
+        {"rounds": 0},
+        {"colour": "red"},
+        {"seed": 3},
+        {"rounds": "ten"},
+        {"admit_late": 1},
+        {"local_epochs": 1.5},
+    ):
+        with pytest.raises(ConfigError):
+            federation.update_config(changes)
+    assert federation.pending_config is None
+
+
+async def test_rounds_can_be_cut_short_mid_run(federation: Federation) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b")
+    federation.update_config({"rounds": 1})
+    await a.send(await a.train_task(), tiny_model(1.0))
+    await b.send(await b.train_task(), tiny_model(1.0))
+    assert (await a.task()).kind is TaskKind.STOP
+    assert federation.state is RunState.FINISHED
+
+
+async def test_pause_holds_the_next_round_and_stop_ends_the_run(
+    federation: Federation,
+) -> None:
+    federation.start()
+    a, b = await join(federation, "a"), await join(federation, "b")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    federation.pause()
+    await a.send(task_a, tiny_model(1.0))
+    await b.send(task_b, tiny_model(1.0))
+    await until(lambda: federation.models.version == 1)
+    assert (await a.task(wait_s=0.3)).kind is TaskKind.WAIT
+    assert federation.state is RunState.PAUSED
+    federation.resume()
+    assert (await a.train_task()).round == 2
+    federation.stop()
+    assert (await b.task()).kind is TaskKind.STOP
+    await until(lambda: bool(federation.history) and federation.history[-1].outcome == "abandoned")
+    assert federation.models.version == 1
+    with pytest.raises(RunNotActive):
+        federation.resume()
+    with pytest.raises(RunNotActive):
+        await federation.join(JoinRequest(name="too-late", codec="raw"))
+
+
+async def test_each_version_is_encoded_once_per_codec(federation: Federation) -> None:
+    a = await join(federation, "a")
+    first = await federation.fetch_model(a.client_id, a.token, 0, "bf16-zstd")
+    again = await federation.fetch_model(a.client_id, a.token, 0, "bf16-zstd")
+    other = await federation.fetch_model(a.client_id, a.token, 0, "json")
+    assert first.payload is again.payload and other.payload is not first.payload
+    status = federation.status()
+    assert status.bytes_by_codec["bf16-zstd"].down == 2 * len(first.payload)
+    assert status.bytes_by_transport["inproc"].down == sum(
+        len(p.payload) for p in (first, again, other)
+    )
+    with pytest.raises(Conflict, match="version 5 is not served"):
+        await federation.fetch_model(a.client_id, a.token, 5, "raw")
+    with pytest.raises(UnknownCodec):
+        await federation.fetch_model(a.client_id, a.token, 0, "nope")
+
+
+async def test_join_is_validated(federation: Federation) -> None:
+    with pytest.raises(UnknownCodec):
+        await federation.join(JoinRequest(name="a", codec="gzip"))
+    for name in ("", "x" * 500, "bad\nname"):
+        with pytest.raises(ConfigError):
+            await federation.join(JoinRequest(name=name, codec="raw"))

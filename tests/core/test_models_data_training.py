@@ -1,0 +1,57 @@
+"""Models build offline with 10 classes, data ships with the package, training learns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedgate.core.data import load_dataset
+from fedgate.core.messages import TrainConfig
+from fedgate.core.models import ModelSpec, build_model
+from fedgate.core.training import LocalTrainer, evaluate, state_dict_copy
+from fedgate.errors import ConfigError
+
+
+def test_digits_ship_with_the_package_and_split_stratified() -> None:
+    data = load_dataset("digits")
+    assert data.x_train.shape[1:] == (1, 8, 8) and data.x_train.dtype == torch.float32
+    assert len(data.x_train) + len(data.x_test) == 1797
+    assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
+    assert set(data.y_test.tolist()) == set(range(10))
+    assert 0.18 < len(data.x_test) / 1797 < 0.22
+
+
+def test_synthetic_data_is_seeded() -> None:
+    assert torch.equal(load_dataset("synthetic", 1).x_train, load_dataset("synthetic", 1).x_train)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnets_have_ten_classes_and_a_cifar_stem_option(name: str) -> None:
+    cifar = build_model(name, ModelSpec(in_channels=3, image_size=32, cifar_stem=True))
+    imagenet = build_model(name, ModelSpec(in_channels=3, image_size=32, cifar_stem=False))
+    with torch.inference_mode():
+        assert cifar.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+        assert imagenet.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert "bn1.num_batches_tracked" in cifar.state_dict()
+    assert isinstance(cifar.conv1, torch.nn.Conv2d) and isinstance(imagenet.conv1, torch.nn.Conv2d)
+    assert cifar.conv1.kernel_size == (3, 3) and imagenet.conv1.kernel_size == (7, 7)
+
+
+def test_models_are_seeded_and_unknown_names_refused() -> None:
+    a, b = build_model("cnn", seed=4).state_dict(), build_model("cnn", seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="cnn"):
+        build_model("vgg")
+
+
+def test_local_training_improves_the_model_on_its_data() -> None:
+    data = load_dataset("digits")
+    model = build_model("cnn", data.model_spec, seed=0)
+    start = state_dict_copy(model)
+    before = evaluate(build_model("cnn", data.model_spec), start, data.x_test, data.y_test)
+    trainer = LocalTrainer(model, data.x_train[:600], data.y_train[:600], seed=0)
+    result = trainer.train(start, TrainConfig(learning_rate=0.1, local_epochs=3, batch_size=32))
+    after = evaluate(build_model("cnn", data.model_spec), result.weights, data.x_test, data.y_test)
+    assert result.num_examples == 600
+    assert after.loss < before.loss and after.accuracy > 0.6 > 0.2 > before.accuracy
+    assert not torch.equal(result.weights["classifier.3.weight"], start["classifier.3.weight"])

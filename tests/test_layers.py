@@ -1,0 +1,68 @@
+"""The layering rules of shared/DESIGN.md, checked on the source and at import time."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fedgate"
+FORBIDDEN = {
+    "core": {
+        "grpc",
+        "fastapi",
+        "starlette",
+        "httpx",
+        "uvicorn",
+        "sqlalchemy",
+        "fedgate.transport",
+        "fedgate.gateway",
+        "fedgate.store",
+        "fedgate.cli",
+    },
+    "codecs": {
+        "grpc",
+        "fastapi",
+        "starlette",
+        "httpx",
+        "uvicorn",
+        "sqlalchemy",
+        "fedgate.core",
+        "fedgate.transport",
+        "fedgate.gateway",
+        "fedgate.store",
+    },
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_nothing_above_it(layer: str) -> None:
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for name in imported_modules(path):
+            for banned in FORBIDDEN[layer]:
+                assert not (name == banned or name.startswith(banned + ".")), (
+                    f"{path.relative_to(PACKAGE.parent)} imports {name}"
+                )
+
+
+def test_importing_the_core_loads_no_web_or_rpc_library() -> None:
+    probe = (
+        "import sys, fedgate.core.federation, fedgate.core.client, fedgate.codecs;"
+        "print(sorted(m for m in ('grpc','fastapi','starlette','httpx','sqlalchemy')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
