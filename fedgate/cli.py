@@ -1,27 +1,34 @@
-"""The `fedgate` command: sim | demo (serve, client, bench and report join as they land)."""
+"""The `fedgate` command: serve | client | sim | demo | bench | report."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedgate.benchrun import add_bench_arguments, run_bench
 from fedgate.codecs import codec_names
+from fedgate.core.config import RunConfig
 from fedgate.core.messages import RoundRecord
 from fedgate.errors import FedgateError
-from fedgate.simulation import MIXED, SimConfig, simulate
+from fedgate.gateway.serve import ServeOptions, serve
+from fedgate.gateway.server import GatewaySettings
+from fedgate.results import write_json
+from fedgate.runner import ClientOptions, run_client
+from fedgate.simulation import MIXED, TRANSPORT_CHOICES, SimConfig, run_simulation
+from fedgate.transport.connect import TRANSPORTS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else logging.INFO if args.info else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -37,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--info", action="store_true", help="progress logging")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    add_serve_command(commands)
+    add_client_command(commands)
     sim = commands.add_parser("sim", help="run a whole federation and write results JSON")
     add_sim_options(sim)
     sim.add_argument("--out", type=Path, help="write the results JSON here")
@@ -45,15 +55,123 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a federation on the embedded defaults")
     demo.add_argument("--out-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--rounds", type=int, default=15)
+    demo.add_argument("--clients", type=int, default=6)
     demo.set_defaults(handler=run_demo)
+    bench = commands.add_parser("bench", help="run a bench suite, write results JSON")
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=lambda args: run_bench(args, args.argv))
+    report = commands.add_parser("report", help="render results JSON into a report")
+    report.add_argument("results", nargs="+", type=Path, help="results JSON from fedgate bench")
+    report.add_argument(
+        "--out",
+        "--out-dir",
+        dest="out_dir",
+        type=Path,
+        default=Path("report"),
+        help="directory for report.md, report.html and the PNGs",
+    )
+    report.set_defaults(handler=run_report_command)
     return parser
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from fedgate.report import run_report  # noqa: PLC0415 - matplotlib loads only when used
+
+    return run_report(args)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    defaults = RunConfig()
+    group = parser.add_argument_group("run")
+    group.add_argument("--rounds", type=int, default=defaults.rounds)
+    group.add_argument(
+        "--clients-per-round",
+        type=int,
+        default=defaults.clients_per_round,
+        help="clients selected per round (0: all available)",
+    )
+    group.add_argument(
+        "--min-clients",
+        type=int,
+        default=defaults.min_clients,
+        help="to open a round, and to close one at its deadline",
+    )
+    group.add_argument(
+        "--deadline",
+        type=float,
+        default=defaults.round_deadline_s,
+        dest="round_deadline_s",
+        help="seconds a round stays open",
+    )
+    group.add_argument("--lr", type=float, default=defaults.learning_rate, dest="learning_rate")
+    group.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        dest="heartbeat_interval_s",
+        default=defaults.heartbeat_interval_s,
+    )
+    group.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        dest="heartbeat_timeout_s",
+        default=defaults.heartbeat_timeout_s,
+    )
+    group.add_argument(
+        "--admit-late", action="store_true", help="let a joiner into an open round that has room"
+    )
+    group.add_argument("--seed", type=int, default=defaults.seed)
+
+
+def add_serve_command(commands: Any) -> None:
+    serve_parser = commands.add_parser("serve", help="serve a federation over gRPC and REST")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--grpc-port", type=int, default=50051, help="0: any free port")
+    serve_parser.add_argument("--http-port", type=int, default=8000, help="0: any free port")
+    serve_parser.add_argument(
+        "--admin-token", default="", help="operator token (default: generated and printed)"
+    )
+    serve_parser.add_argument("--max-update-mb", type=float, default=1024.0)
+    serve_parser.add_argument("--dataset", default="digits", help="for server-side evaluation")
+    serve_parser.add_argument("--model", default="cnn")
+    serve_parser.add_argument("--ready-file", type=Path, help="write the bound ports here")
+    serve_parser.add_argument("--results", type=Path, help="write the results JSON here")
+    serve_parser.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit when the run finishes (default: keep serving)",
+    )
+    add_run_options(serve_parser)
+    serve_parser.set_defaults(handler=run_serve)
+
+
+def add_client_command(commands: Any) -> None:
+    client = commands.add_parser("client", help="join a federation and train on local data")
+    client.add_argument("--server", required=True, help="HOST:PORT (REST also takes a URL)")
+    client.add_argument("--transport", required=True, choices=sorted(TRANSPORTS))
+    client.add_argument("--codec", default="raw", choices=codec_names())
+    client.add_argument("--dataset", default="digits")
+    client.add_argument("--model", default="cnn")
+    client.add_argument("--partition", default="iid")
+    client.add_argument("--index", type=int, default=0, help="this client's part of the split")
+    client.add_argument("--of", type=int, default=1, help="parts the data is split into")
+    client.add_argument("--seed", type=int, default=0)
+    client.add_argument("--name", default="")
+    client.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    client.set_defaults(handler=run_client_command)
 
 
 def add_sim_options(parser: argparse.ArgumentParser) -> None:
     defaults = SimConfig()
     parser.add_argument("--clients", type=int, default=defaults.clients)
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
-    parser.add_argument("--transport", default=defaults.transport, choices=["inproc"])
+    parser.add_argument(
+        "--transport",
+        default=defaults.transport,
+        choices=TRANSPORT_CHOICES,
+        help="inproc, or real server and client processes: grpc, rest, mixed",
+    )
     parser.add_argument(
         "--codec",
         default=defaults.codec,
@@ -72,6 +190,48 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    run_fields = {name: getattr(args, name) for name in RunConfig.__dataclass_fields__}
+    settings = GatewaySettings(
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        max_update_bytes=int(args.max_update_mb * 1024**2),
+        **({"admin_token": args.admin_token} if args.admin_token else {}),
+    )
+    options = ServeOptions(
+        gateway=settings,
+        run=RunConfig(**run_fields),
+        dataset=args.dataset,
+        model=args.model,
+        ready_file=args.ready_file,
+        results_file=args.results,
+        exit_when_done=args.exit_when_done,
+    )
+    status = asyncio.run(serve(options))
+    print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")
+    return 0
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    options = ClientOptions(
+        server=args.server,
+        transport=args.transport,
+        codec=args.codec,
+        index=args.index,
+        of=args.of,
+        dataset=args.dataset,
+        model=args.model,
+        partition=args.partition,
+        seed=args.seed,
+        name=args.name,
+        threads=args.threads,
+    )
+    report = asyncio.run(run_client(options))
+    print(f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.refused)} refused")
+    return 0
 
 
 def sim_config(args: argparse.Namespace) -> SimConfig:
@@ -93,7 +253,7 @@ def sim_config(args: argparse.Namespace) -> SimConfig:
 
 def run_sim(args: argparse.Namespace) -> int:
     config = sim_config(args)
-    results = asyncio.run(simulate(config, on_round=progress_printer(config.rounds)))
+    results = run_simulation(config, on_round=progress_printer(config.rounds))
     print_summary(results)
     if args.out:
         write_json(args.out, results)
@@ -102,12 +262,20 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    config = SimConfig(clients=5, rounds=args.rounds, codec=MIXED, partition="dirichlet:0.5")
-    print(
-        f"fedgate demo: {config.clients} clients on digits ({config.partition}), "
-        f"codecs {', '.join(config.codec_for(i) for i in range(config.clients))}"
+    config = SimConfig(
+        clients=args.clients,
+        rounds=args.rounds,
+        transport=MIXED,
+        codec=MIXED,
+        partition="dirichlet:0.5",
     )
-    results = asyncio.run(simulate(config, on_round=progress_printer(config.rounds)))
+    print(
+        f"fedgate demo: a real server and {config.clients} client processes on loopback, "
+        f"digits split {config.partition}"
+    )
+    for i in range(config.clients):
+        print(f"  client-{i}: {config.transport_for(i):<4} {config.codec_for(i)}")
+    results = run_simulation(config, on_round=progress_printer(config.rounds))
     print_summary(results)
     out = args.out_dir / "results.json"
     write_json(out, results)
@@ -138,13 +306,9 @@ def print_summary(results: dict[str, Any]) -> None:
         f"final accuracy {shown}  bytes up {_mb(results['bytes_up'])}  "
         f"down {_mb(results['bytes_down'])}  in {results['duration_s']:.1f}s"
     )
-    for codec, traffic in results["bytes_by_codec"].items():
-        print(f"  {codec:<12} up {_mb(traffic['up'])}  down {_mb(traffic['down'])}")
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    for kind in ("bytes_by_transport", "bytes_by_codec"):
+        for key, traffic in results[kind].items():
+            print(f"  {key:<12} up {_mb(traffic['up'])}  down {_mb(traffic['down'])}")
 
 
 def _mb(size: int) -> str:

@@ -24,6 +24,12 @@ class ConfigError(FedgateError, ValueError):
     code = "invalid_config"
 
 
+class BadRequest(FedgateError):
+    """A wire request that is malformed before any fedgate rule applies (missing field...)."""
+
+    code = "bad_request"
+
+
 class CodecError(FedgateError):
     """A payload could not be encoded or decoded by a codec."""
 
@@ -132,6 +138,7 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
     for cls in (
         FedgateError,
         ConfigError,
+        BadRequest,
         CodecError,
         UnknownCodec,
         DecodedSizeExceeded,

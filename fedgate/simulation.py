@@ -1,41 +1,43 @@
-"""A whole federation in one command: a server and N clients, with results as JSON."""
+"""A whole federation in one command: a server and N clients, with results as JSON.
+
+``inproc`` runs everything in this process; ``grpc``, ``rest`` and ``mixed`` start a real
+`fedgate serve` and one `fedgate client` process per client on loopback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
-import os
-import platform
-import sys
+import json
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import torch
-
-import fedgate
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
-from fedgate.core.data import Dataset, load_dataset
-from fedgate.core.federation import Federation
-from fedgate.core.messages import FederationStatus, RoundRecord
-from fedgate.core.models import build_model
-from fedgate.core.partition import partition
-from fedgate.core.training import EvalResult, LocalTrainer, evaluate, state_dict_copy
-from fedgate.errors import ConfigError
+from fedgate.core.data import load_dataset
+from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.messages import RoundRecord
+from fedgate.errors import ConfigError, FedgateError
+from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.results import results_document
 from fedgate.transport.inproc import InProcTransport
 
 MIXED = "mixed"
+NETWORK_TRANSPORTS = ("grpc", "rest")
+TRANSPORT_CHOICES = ("inproc", *NETWORK_TRANSPORTS, MIXED)
+RoundCallback = Callable[[RoundRecord], None]
 
 
 @dataclass(frozen=True)
 class SimConfig:
     clients: int = 5
     rounds: int = 20
-    transport: str = "inproc"
+    transport: str = "inproc"  # inproc | grpc | rest | mixed (clients alternate grpc, rest)
     codec: str = "raw"  # a registry name, or "mixed": clients take the codecs in turn
     partition: str = "iid"
     dataset: str = "digits"
@@ -52,6 +54,11 @@ class SimConfig:
         names = codec_names()
         return names[index % len(names)] if self.codec == MIXED else self.codec
 
+    def transport_for(self, index: int) -> str:
+        if self.transport == MIXED:
+            return NETWORK_TRANSPORTS[index % len(NETWORK_TRANSPORTS)]
+        return self.transport
+
     def run_config(self) -> RunConfig:
         return RunConfig(
             rounds=self.rounds,
@@ -65,8 +72,10 @@ class SimConfig:
         )
 
     def validate(self) -> None:
-        if self.transport != "inproc":
-            raise ConfigError(f"unknown transport {self.transport!r}; available: inproc")
+        if self.transport not in TRANSPORT_CHOICES:
+            raise ConfigError(
+                f"unknown transport {self.transport!r}; available: {', '.join(TRANSPORT_CHOICES)}"
+            )
         if self.codec != MIXED:
             get_codec(self.codec)
         if self.clients < 1:
@@ -74,46 +83,27 @@ class SimConfig:
         self.run_config()
 
 
-def client_trainer(
-    dataset: Dataset, model: str, *, spec: str, index: int, of: int, seed: int
-) -> LocalTrainer:
-    """Client ``index`` of ``of``'s trainer on its part of the training split."""
-    parts = partition(dataset.y_train.numpy(), of, spec, seed)
-    rows = torch.from_numpy(parts[index])
-    return LocalTrainer(
-        build_model(model, dataset.model_spec),
-        dataset.x_train[rows],
-        dataset.y_train[rows],
-        seed=seed * 1000 + index,
-    )
+def run_simulation(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
+    """Run the federation the config describes and return its results document."""
+    config.validate()
+    if config.transport == "inproc":
+        return asyncio.run(simulate(config, on_round))
+    return simulate_network(config, on_round)
 
 
-def server_federation(config: SimConfig, dataset: Dataset) -> Federation:
-    """A federation on a freshly seeded model that evaluates on the held-out split."""
-    model = build_model(config.model, dataset.model_spec, seed=config.seed)
-    eval_model = build_model(config.model, dataset.model_spec)
-
-    def evaluator(weights: Mapping[str, torch.Tensor]) -> EvalResult:
-        return evaluate(eval_model, weights, dataset.x_test, dataset.y_test)
-
-    return Federation(state_dict_copy(model), config.run_config(), evaluator=evaluator)
-
-
-async def simulate(
-    config: SimConfig, on_round: Callable[[RoundRecord], None] | None = None
-) -> dict[str, Any]:
-    """Run the whole federation in this process and return the results document."""
+async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
+    """Everything in this process, over the in-process transport."""
     config.validate()
     started = time.perf_counter()
     dataset = load_dataset(config.dataset, config.seed)
-    federation = server_federation(config, dataset)
+    federation = build_federation(dataset, config.model, config.run_config())
     if on_round is not None:
         federation.listeners.append(on_round)
     run = federation.start()
     clients = [
         FederatedClient(
             InProcTransport(federation),
-            client_trainer(
+            build_trainer(
                 dataset,
                 config.model,
                 spec=config.partition,
@@ -134,67 +124,99 @@ async def simulate(
         for task in client_tasks:
             task.cancel()
         await federation.close()
-    return results_document(config, status, time.perf_counter() - started)
+    return results_document(dataclasses.asdict(config), status, time.perf_counter() - started)
 
 
-def results_document(
-    config: SimConfig, status: FederationStatus, duration_s: float
-) -> dict[str, Any]:
-    rounds = [round_entry(r) for r in status.history if r.outcome == "completed"]
-    total_up = sum(t.up for t in status.bytes_by_transport.values())
-    total_down = sum(t.down for t in status.bytes_by_transport.values())
-    return {
-        "config": dataclasses.asdict(config),
-        "run_id": status.run_id,
-        "state": status.state.value,
-        "rounds": rounds,
-        "attempts": [round_entry(r) for r in status.history if r.outcome != "completed"],
-        "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
-        "final_loss": rounds[-1]["loss"] if rounds else None,
-        "bytes_up": total_up,
-        "bytes_down": total_down,
-        "bytes_by_transport": _traffic(status.bytes_by_transport),
-        "bytes_by_codec": _traffic(status.bytes_by_codec),
-        "duration_s": round(duration_s, 3),
-        "machine": machine_info(),
-    }
+def simulate_network(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
+    """A real `fedgate serve` and one `fedgate client` process per client, on loopback."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
+        workdir = Path(tmp)
+        results_path = workdir / "results.json"
+        server = start_server(serve_arguments(config, results_path), workdir)
+        clients = [
+            start_client(
+                server,
+                config.transport_for(i),
+                client_arguments(config, i),
+                workdir / f"client-{i}.log",
+            )
+            for i in range(config.clients)
+        ]
+        try:
+            _follow(server, on_round)
+            if not results_path.exists():
+                raise FedgateError(f"the server left no results; its log ends:\n{_log(server)}")
+            document: dict[str, Any] = json.loads(results_path.read_text())
+        finally:
+            for process in clients:
+                stop_process(process)
+            server.stop()
+    document["config"] = dataclasses.asdict(config)
+    document["duration_s"] = round(time.perf_counter() - started, 3)
+    return document
 
 
-def round_entry(record: RoundRecord) -> dict[str, Any]:
-    return {
-        "round": record.round,
-        "attempt": record.attempt,
-        "outcome": record.outcome,
-        "accuracy": _finite(record.accuracy),
-        "loss": _finite(record.loss),
-        "train_loss": _finite(record.train_loss),
-        "participants": len(record.participants),
-        "participant_ids": list(record.participants),
-        "num_examples": record.num_examples,
-        "bytes_up": record.bytes_up,
-        "bytes_down": record.bytes_down,
-        "duration_s": record.duration_s,
-    }
+def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
+    run = config.run_config()
+    return [
+        "--dataset",
+        config.dataset,
+        "--model",
+        config.model,
+        "--seed",
+        str(config.seed),
+        "--rounds",
+        str(run.rounds),
+        "--min-clients",
+        str(run.min_clients),
+        "--clients-per-round",
+        str(run.clients_per_round),
+        "--deadline",
+        str(run.round_deadline_s),
+        "--lr",
+        str(run.learning_rate),
+        "--local-epochs",
+        str(run.local_epochs),
+        "--batch-size",
+        str(run.batch_size),
+        "--exit-when-done",
+        "--results",
+        str(results_path),
+    ]
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpus": _cpu_count(),
-        "torch": torch.__version__,
-        "fedgate": fedgate.__version__,
-    }
+def client_arguments(config: SimConfig, index: int) -> list[str]:
+    return [
+        "--codec",
+        config.codec_for(index),
+        "--dataset",
+        config.dataset,
+        "--model",
+        config.model,
+        "--partition",
+        config.partition,
+        "--index",
+        str(index),
+        "--of",
+        str(config.clients),
+        "--seed",
+        str(config.seed),
+        "--threads",
+        "1",
+    ]
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _follow(server: ServerProcess, on_round: RoundCallback | None) -> None:
+    """Report rounds as the server closes them, from its status stream, until the run ends."""
+    reported = 0
+    for status in server.watch():
+        for record in status.history[reported:]:
+            if on_round is not None:
+                on_round(record)
+        reported = len(status.history)
+    server.process.wait()
 
 
-def _traffic(table: dict[str, Any]) -> dict[str, dict[str, int]]:
-    return {key: {"up": t.up, "down": t.down} for key, t in sorted(table.items())}
-
-
-def _finite(value: float) -> float | None:
-    return round(value, 6) if math.isfinite(value) else None
+def _log(server: ServerProcess) -> str:
+    return "\n".join(server.log_path.read_text(errors="replace").splitlines()[-30:])

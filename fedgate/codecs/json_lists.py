@@ -24,8 +24,9 @@ class JsonCodec:
     lossy: bool = False
 
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
+        # json.dumps' default separators (", ", ": "): the baseline as people write it
         entries = [self._entry(name, tensor) for name, tensor in tensors.items()]
-        return json.dumps({"format": FORMAT, "tensors": entries}, separators=(",", ":")).encode()
+        return json.dumps({"format": FORMAT, "tensors": entries}).encode()
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         try:

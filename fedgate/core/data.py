@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from fedgate.core.models import ModelSpec
 from fedgate.errors import ConfigError
@@ -34,6 +33,9 @@ class Dataset:
 
 def digits(seed: int = 0) -> Dataset:
     """The 1,797 8x8 handwritten digits that ship inside scikit-learn."""
+    # imported here: scikit-learn takes a second or two to import; only digits needs it
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32)[:, None] / 16.0
     return _split("digits", images, np.asarray(bunch.target, dtype=np.int64), 10, seed)

@@ -15,7 +15,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import torch
@@ -126,7 +126,7 @@ class Federation:
             remaining = give_up - self.clock()
             if remaining <= 0:
                 return Task(TaskKind.WAIT, retry_after_s=0.0)
-            await self._wait_change(remaining)
+            await self.wait_for_change(remaining)
             record = self.clients.authenticate(client_id, token)
 
     async def fetch_model(
@@ -234,6 +234,15 @@ class Federation:
             loss=last.loss if last else math.nan,
         )
 
+    async def watch(self, min_interval_s: float = 0.25) -> AsyncIterator[FederationStatus]:
+        """Status now, then again after every change (at most every ``min_interval_s``)."""
+        while True:
+            yield self.status()
+            if self.state in FINAL_RUN_STATES:
+                return
+            await self.wait_for_change(MAX_POLL_S)
+            await asyncio.sleep(min_interval_s)
+
     # ---- the run ------------------------------------------------------------------------
 
     async def run(self) -> FederationStatus:
@@ -242,7 +251,7 @@ class Federation:
             self.state = RunState.WAITING
         while self.state not in FINAL_RUN_STATES:
             if self.state is RunState.PAUSED:
-                await self._wait_change(TICK_S)
+                await self.wait_for_change(TICK_S)
                 continue
             self._apply_pending_config()
             if self.round_number > self.config.rounds:
@@ -261,7 +270,7 @@ class Federation:
             active = [c.client_id for c in self.clients.active()]
             if len(active) >= self.config.min_clients:
                 return self._open_round_with(self.strategy.select(active, self.config, self._rng))
-            await self._wait_change(TICK_S)
+            await self.wait_for_change(TICK_S)
         return None
 
     def _open_round_with(self, selected: list[str]) -> Round:
@@ -287,7 +296,7 @@ class Federation:
             remaining = round_.deadline - self.clock()
             if remaining <= 0:
                 break
-            await self._wait_change(min(remaining, TICK_S))
+            await self.wait_for_change(min(remaining, TICK_S))
         round_.close()
         if self.state is RunState.STOPPED:
             self._finish_round(round_, "abandoned")
@@ -399,7 +408,7 @@ class Federation:
             timeout = self.config.heartbeat_timeout_s
             for record in self.clients.expired(timeout):
                 self._drop(record, ClientState.FAILED, f"no heartbeat for {timeout:g}s")
-            await self._wait_change(min(TICK_S, self.config.heartbeat_interval_s))
+            await self.wait_for_change(min(TICK_S, self.config.heartbeat_interval_s))
 
     def _apply_pending_config(self) -> None:
         if self.pending_config is not None:
@@ -414,7 +423,8 @@ class Federation:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_change(self, at_most_s: float) -> None:
+    async def wait_for_change(self, at_most_s: float) -> None:
+        """Return at the next change of state, or after ``at_most_s`` seconds."""
         event = self._changed
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
         with contextlib.suppress(TimeoutError):

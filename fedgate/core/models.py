@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from fedgate.errors import ConfigError
 
@@ -47,9 +46,12 @@ class DigitsCNN(nn.Module):
         return out
 
 
-def _resnet(builder: Callable[..., tv_models.ResNet]) -> Callable[[ModelSpec], nn.Module]:
+def _resnet(name: str) -> Callable[[ModelSpec], nn.Module]:
     def build(spec: ModelSpec) -> nn.Module:
-        model: nn.Module = builder(weights=None, num_classes=spec.num_classes)
+        # imported here: torchvision costs seconds to import, and most runs use the CNN
+        from torchvision import models as tv_models  # noqa: PLC0415
+
+        model: nn.Module = getattr(tv_models, name)(weights=None, num_classes=spec.num_classes)
         if spec.cifar_stem or spec.in_channels != 3:
             stride = 1 if spec.cifar_stem else 2
             kernel = 3 if spec.cifar_stem else 7
@@ -65,8 +67,8 @@ def _resnet(builder: Callable[..., tv_models.ResNet]) -> Callable[[ModelSpec], n
 
 MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "cnn": DigitsCNN,
-    "resnet18": _resnet(tv_models.resnet18),
-    "resnet50": _resnet(tv_models.resnet50),
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
 }
 
 

@@ -1,0 +1,49 @@
+"""Build a federation or a client trainer from names: dataset, model, partition, seed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from fedgate.core.config import RunConfig
+from fedgate.core.data import Dataset
+from fedgate.core.federation import Federation
+from fedgate.core.models import build_model
+from fedgate.core.partition import partition
+from fedgate.core.training import EvalResult, LocalTrainer, evaluate, state_dict_copy
+
+
+def build_federation(
+    dataset: Dataset, model: str, config: RunConfig, *, max_update_bytes: int = 1 << 31
+) -> Federation:
+    """A federation on a model seeded with ``config.seed`` that evaluates on the test split."""
+    initial = build_model(model, dataset.model_spec, seed=config.seed)
+    eval_model = build_model(model, dataset.model_spec)
+
+    def evaluator(weights: Mapping[str, torch.Tensor]) -> EvalResult:
+        return evaluate(eval_model, weights, dataset.x_test, dataset.y_test)
+
+    return Federation(
+        state_dict_copy(initial), config, evaluator=evaluator, max_update_bytes=max_update_bytes
+    )
+
+
+def build_trainer(
+    dataset: Dataset, model: str, *, spec: str, index: int, of: int, seed: int
+) -> LocalTrainer:
+    """Client ``index`` of ``of``: a trainer on its part of the training split.
+
+    Every client computes the same split from (spec, of, seed) and takes its own part, so
+    clients in separate processes need no coordination to get disjoint data.
+    """
+    if not 0 <= index < of:
+        raise ValueError(f"client index {index} is outside 0..{of - 1}")
+    parts = partition(dataset.y_train.numpy(), of, spec, seed)
+    rows = torch.from_numpy(parts[index])
+    return LocalTrainer(
+        build_model(model, dataset.model_spec),
+        dataset.x_train[rows],
+        dataset.y_train[rows],
+        seed=seed * 1000 + index,
+    )

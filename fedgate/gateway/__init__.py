@@ -1,0 +1,1 @@
+"""The server process: REST and gRPC adapters over one Federation in one event loop."""

@@ -1,0 +1,33 @@
+"""The FastAPI application: REST adapter, operator routes, health, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import fedgate
+from fedgate.core.federation import Federation
+from fedgate.transport.rest.operator import operator_router
+from fedgate.transport.rest.problems import install_problem_handlers
+from fedgate.transport.rest.router import federation_router
+
+
+def create_app(federation: Federation, *, admin_token: str, max_update_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="fedgate",
+        version=fedgate.__version__,
+        description=(
+            "Federated learning over REST. Every operation mirrors the gRPC services "
+            "`fedgate.v1.Federation` and `fedgate.v1.Operator`. Errors are "
+            "`application/problem+json` with a stable `code`."
+        ),
+    )
+    install_problem_handlers(app)
+    app.include_router(federation_router(federation, max_update_bytes=max_update_bytes))
+    app.include_router(operator_router(federation, admin_token=admin_token))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process is up and serving."""
+        return {"status": "ok", "run_id": federation.run_id, "state": federation.state.value}
+
+    return app

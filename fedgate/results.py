@@ -1,0 +1,94 @@
+"""The results document a run leaves behind (`fedgate sim --out`, `fedgate serve --results`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import fedgate
+from fedgate.core.messages import FederationStatus, RoundRecord, Traffic
+
+
+def results_document(
+    config: dict[str, Any], status: FederationStatus, duration_s: float
+) -> dict[str, Any]:
+    rounds = [round_entry(r) for r in status.history if r.outcome == "completed"]
+    return {
+        "config": config,
+        "run_id": status.run_id,
+        "state": status.state.value,
+        "rounds": rounds,
+        "attempts": [round_entry(r) for r in status.history if r.outcome != "completed"],
+        "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
+        "final_loss": rounds[-1]["loss"] if rounds else None,
+        "bytes_up": sum(t.up for t in status.bytes_by_transport.values()),
+        "bytes_down": sum(t.down for t in status.bytes_by_transport.values()),
+        "bytes_by_transport": traffic_table(status.bytes_by_transport),
+        "bytes_by_codec": traffic_table(status.bytes_by_codec),
+        "clients": [
+            {
+                "client_id": c.client_id,
+                "name": c.name,
+                "transport": c.transport,
+                "codec": c.codec,
+                "state": c.state.value,
+                "rounds_completed": c.rounds_completed,
+                "bytes_up": c.bytes_up,
+                "bytes_down": c.bytes_down,
+            }
+            for c in status.clients
+        ],
+        "duration_s": round(duration_s, 3),
+        "machine": machine_info(),
+    }
+
+
+def round_entry(record: RoundRecord) -> dict[str, Any]:
+    return {
+        "round": record.round,
+        "attempt": record.attempt,
+        "outcome": record.outcome,
+        "accuracy": finite(record.accuracy),
+        "loss": finite(record.loss),
+        "train_loss": finite(record.train_loss),
+        "participants": len(record.participants),
+        "participant_ids": list(record.participants),
+        "num_examples": record.num_examples,
+        "bytes_up": record.bytes_up,
+        "bytes_down": record.bytes_down,
+        "duration_s": record.duration_s,
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": cpus,
+        "torch": torch.__version__,
+        "fedgate": fedgate.__version__,
+    }
+
+
+def traffic_table(table: dict[str, Traffic]) -> dict[str, dict[str, int]]:
+    return {key: {"up": t.up, "down": t.down} for key, t in sorted(table.items())}
+
+
+def finite(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)  # readers never see a half-written file

@@ -1,0 +1,58 @@
+"""`fedgate client`: one client process on its share of the data, over gRPC or REST."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import torch
+
+from fedgate.core.client import ClientReport, FederatedClient
+from fedgate.core.data import load_dataset
+from fedgate.core.factory import build_trainer
+from fedgate.transport.connect import connect
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    server: str
+    transport: str
+    codec: str
+    index: int
+    of: int
+    dataset: str = "digits"
+    model: str = "cnn"
+    partition: str = "iid"
+    seed: int = 0
+    name: str = ""
+    threads: int = 0  # torch threads; 0 keeps torch's default
+
+
+async def run_client(options: ClientOptions) -> ClientReport:
+    """Join, train until the run ends, leave. SIGINT/SIGTERM make the client leave cleanly."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    dataset = load_dataset(options.dataset, options.seed)
+    trainer = build_trainer(
+        dataset,
+        options.model,
+        spec=options.partition,
+        index=options.index,
+        of=options.of,
+        seed=options.seed,
+    )
+    transport = connect(options.transport, options.server)
+    client = FederatedClient(
+        transport, trainer, options.name or f"client-{options.index}", options.codec
+    )
+    task = asyncio.create_task(client.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return client.report  # run() left the federation on its way out
+    finally:
+        await transport.close()

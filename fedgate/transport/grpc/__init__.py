@@ -1,0 +1,1 @@
+"""The gRPC adapter: an asyncio server over a Federation, and a client Transport."""

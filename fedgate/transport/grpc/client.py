@@ -1,0 +1,129 @@
+"""The client side of the gRPC adapter: a `Transport` over a grpc.aio channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import grpc
+
+from fedgate.core.messages import (
+    EncodedModel,
+    HeartbeatAck,
+    JoinAck,
+    JoinRequest,
+    Task,
+    Update,
+    UpdateReceipt,
+)
+from fedgate.core.transport import Session
+from fedgate.errors import TransportError
+from fedgate.transport.grpc import serde
+from fedgate.transport.grpc.proto import fedgate_pb2 as pb
+from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
+from fedgate.transport.grpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
+from fedgate.transport.grpc.status import error_from_rpc
+
+T = TypeVar("T")
+CALL_TIMEOUT_S = 30.0
+TRANSFER_TIMEOUT_S = 900.0  # a ResNet-50 in JSON is half a gigabyte
+
+
+def session_metadata(session: Session) -> tuple[tuple[str, str], ...]:
+    return (("fedgate-client-id", session.client_id), ("authorization", f"Bearer {session.token}"))
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """No grpc exception escapes: each becomes the fedgate error it stands for."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        raise error_from_rpc(error) from None
+    except (grpc.aio.UsageError, grpc.aio.InternalError, OSError) as error:
+        raise TransportError(f"gRPC channel failed: {error}") from None
+
+
+class GrpcTransport:
+    name = "grpc"
+
+    def __init__(self, target: str, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.target = target
+        self.chunk_bytes = chunk_bytes
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub: Any = pb_grpc.FederationStub(self._channel)
+
+    async def join(self, request: JoinRequest) -> JoinAck:
+        reply = await self._call(
+            lambda: self._stub.Join(serde.join_request_to_proto(request), timeout=CALL_TIMEOUT_S)
+        )
+        return serde.join_ack_from_proto(reply)
+
+    async def next_task(self, session: Session, wait_s: float) -> Task:
+        reply = await self._call(
+            lambda: self._stub.NextTask(
+                pb.NextTaskRequest(wait_s=wait_s),
+                metadata=session_metadata(session),
+                timeout=wait_s + CALL_TIMEOUT_S,
+            )
+        )
+        return serde.task_from_proto(reply)
+
+    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel:
+        request = pb.FetchModelRequest(version=version, codec=codec)
+        body = bytearray()
+        header: pb.ModelChunk | None = None
+        async with translated_errors():
+            call = self._stub.FetchModel(
+                request, metadata=session_metadata(session), timeout=TRANSFER_TIMEOUT_S
+            )
+            async for chunk in call:
+                header = header or chunk
+                body += chunk.data
+        if header is None or len(body) != header.total_size:
+            raise TransportError(
+                f"model download ended after {len(body)} of "
+                f"{header.total_size if header else '?'} bytes"
+            )
+        return EncodedModel(version=header.version, codec=header.codec, payload=bytes(body))
+
+    async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
+        reply = await self._call(
+            lambda: self._stub.SubmitUpdate(
+                self._update_chunks(update),
+                metadata=session_metadata(session),
+                timeout=TRANSFER_TIMEOUT_S,
+            )
+        )
+        return serde.receipt_from_proto(reply)
+
+    async def heartbeat(self, session: Session) -> HeartbeatAck:
+        reply = await self._call(
+            lambda: self._stub.Heartbeat(
+                pb.HeartbeatRequest(),
+                metadata=session_metadata(session),
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
+        return serde.heartbeat_from_proto(reply)
+
+    async def leave(self, session: Session) -> None:
+        await self._call(
+            lambda: self._stub.Leave(
+                pb.LeaveRequest(), metadata=session_metadata(session), timeout=CALL_TIMEOUT_S
+            )
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _update_chunks(self, update: Update) -> AsyncIterator[pb.UpdateChunk]:
+        yield pb.UpdateChunk(header=serde.update_header_to_proto(update))
+        view = memoryview(update.payload)
+        for start in range(0, len(view), self.chunk_bytes):
+            yield pb.UpdateChunk(data=bytes(view[start : start + self.chunk_bytes]))
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with translated_errors():
+            return await call()

@@ -1,0 +1,149 @@
+"""The client side of the REST adapter: a `Transport` over httpx."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from fedgate.codecs import get_codec
+from fedgate.core.messages import (
+    EncodedModel,
+    HeartbeatAck,
+    JoinAck,
+    JoinRequest,
+    Task,
+    Update,
+    UpdateReceipt,
+)
+from fedgate.core.transport import Session
+from fedgate.errors import ServerError, TransportError, UnknownCodec
+from fedgate.transport.rest import schemas
+from fedgate.transport.rest.problems import error_from_response
+from fedgate.transport.rest.router import CLIENT_HEADER, CODEC_HEADER, MODEL_VERSION_HEADER
+
+CALL_TIMEOUT_S = 30.0
+OCTET_STREAM = "application/octet-stream"
+TRANSFER_TIMEOUT_S = 900.0
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """No httpx or pydantic exception escapes: each becomes a fedgate error."""
+    try:
+        yield
+    except httpx.HTTPError as error:
+        raise TransportError(f"HTTP request failed: {type(error).__name__}: {error}") from None
+    except ValidationError as error:
+        raise ServerError(f"the server sent an unexpected body: {error}") from None
+
+
+class RestTransport:
+    name = "rest"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/api/v1", timeout=httpx.Timeout(CALL_TIMEOUT_S)
+        )
+
+    async def join(self, request: JoinRequest) -> JoinAck:
+        body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
+        reply = await self._json("POST", "/clients", json=body)
+        return schemas.join_ack_from_json(schemas.JoinReply.model_validate(reply))
+
+    async def next_task(self, session: Session, wait_s: float) -> Task:
+        reply = await self._json(
+            "GET",
+            f"/clients/{session.client_id}/task",
+            session=session,
+            params={"wait_s": wait_s},
+            limit_s=wait_s + CALL_TIMEOUT_S,
+        )
+        return schemas.task_from_json(schemas.TaskJson.model_validate(reply))
+
+    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel:
+        response = await self._send(
+            "GET",
+            f"/models/{version}",
+            session=session,
+            limit_s=TRANSFER_TIMEOUT_S,
+            headers={"Accept": _media_type(codec)},
+            params={"codec": codec} if codec else None,
+        )
+        return EncodedModel(
+            version=int(response.headers.get(MODEL_VERSION_HEADER, version)),
+            codec=response.headers.get(CODEC_HEADER, codec),
+            payload=response.content,
+        )
+
+    async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
+        params: dict[str, Any] = {
+            "model_version": update.model_version,
+            "num_examples": update.num_examples,
+        }
+        media_type = _media_type(update.codec)
+        if media_type == OCTET_STREAM:
+            params["codec"] = update.codec  # unknown here: let the server judge the name
+        for key in ("train_loss", "train_accuracy"):
+            value = getattr(update, key)
+            if math.isfinite(value):
+                params[key] = value
+        reply = await self._json(
+            "POST",
+            f"/rounds/{update.round_id}/updates",
+            session=session,
+            params=params,
+            content=update.payload,
+            limit_s=TRANSFER_TIMEOUT_S,
+            headers={"Content-Type": media_type},
+        )
+        return schemas.receipt_from_json(schemas.ReceiptJson.model_validate(reply))
+
+    async def heartbeat(self, session: Session) -> HeartbeatAck:
+        reply = await self._json("POST", f"/clients/{session.client_id}/heartbeat", session=session)
+        return schemas.heartbeat_from_json(schemas.HeartbeatJson.model_validate(reply))
+
+    async def leave(self, session: Session) -> None:
+        await self._send("DELETE", f"/clients/{session.client_id}", session=session)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._send(method, path, **kwargs)
+        async with translated_errors():
+            return response.json()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        session: Session | None = None,
+        headers: dict[str, str] | None = None,
+        limit_s: float = CALL_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if session is not None:
+            all_headers["Authorization"] = f"Bearer {session.token}"
+            all_headers[CLIENT_HEADER] = session.client_id
+        async with translated_errors():
+            response = await self._http.request(
+                method, path, headers=all_headers, timeout=limit_s, **kwargs
+            )
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+
+def _media_type(codec: str) -> str:
+    try:
+        return get_codec(codec).media_type
+    except UnknownCodec:
+        return OCTET_STREAM

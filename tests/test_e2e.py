@@ -1,0 +1,140 @@
+"""End to end with real processes: `fedgate serve` and `fedgate client`s on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedgate.cli import main
+from fedgate.codecs import CODECS
+from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+
+DEADLINE_S = 15.0
+HEARTBEAT_TIMEOUT_S = 25.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    # The heartbeat timeout outlasts the deadline: a client killed mid-round is waited for
+    # until the deadline, and the round then closes with the rest.
+    options = (
+        f"--rounds 6 --min-clients 3 --deadline {DEADLINE_S} --local-epochs 3 "
+        f"--heartbeat-interval 0.5 --heartbeat-timeout {HEARTBEAT_TIMEOUT_S} --exit-when-done"
+    ).split()
+    process = start_server(
+        [*options, "--results", str(tmp_path / "results.json")],
+        tmp_path,
+    )
+    yield process
+    process.stop()
+
+
+def wait_for(
+    server: ServerProcess, predicate: Callable[[dict[str, Any]], bool], within_s: float = 90.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        status = server.status()
+        if predicate(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"condition not reached; last status: {json.dumps(status)[:2000]}")
+
+
+def client_state(status: dict[str, Any], name: str) -> str | None:
+    return next((c["state"] for c in status["clients"] if c["name"] == name), None)
+
+
+def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Path) -> None:
+    plan = [("grpc", "raw"), ("rest", "bf16-zstd"), ("grpc", "msgpack"), ("rest", "json")]
+    clients: list[subprocess.Popen[bytes]] = []
+
+    def launch(index: int) -> None:
+        transport, codec = plan[index]
+        args = [
+            "--codec",
+            codec,
+            "--index",
+            str(index),
+            "--of",
+            "4",
+            "--name",
+            f"client-{index}",
+            "--threads",
+            "1",
+        ]
+        clients.append(start_client(server, transport, args, tmp_path / f"client-{index}.log"))
+
+    try:
+        for index in range(3):
+            launch(index)
+        wait_for(server, lambda s: s["round"] == 2 and s["state"] == "running")
+        # a stalled client holds round 2 open (up to its deadline) while a fourth joins
+        os.kill(clients[2].pid, signal.SIGSTOP)
+        launch(3)
+        joined = wait_for(server, lambda s: client_state(s, "client-3") is not None)
+        assert joined["round"] == 2, "client-3 should have joined during round 2"
+        os.kill(clients[2].pid, signal.SIGCONT)
+        wait_for(
+            server,
+            lambda s: (
+                s["round"] == 4
+                and s["state"] == "running"
+                and client_state(s, "client-1") == "training"
+            ),
+        )
+        clients[1].send_signal(signal.SIGKILL)  # dies mid-round without a word
+        killed_at = time.monotonic()
+        wait_for(server, lambda s: s["round"] == 5)
+        assert time.monotonic() - killed_at < DEADLINE_S + 5  # closed at its deadline
+        assert server.process.wait(timeout=180) == 0
+    finally:
+        for process in clients:
+            stop_process(process)
+    results = json.loads((tmp_path / "results.json").read_text())
+    ids = {c["name"]: c["client_id"] for c in results["clients"]}
+    by_round = {r["round"]: set(r["participant_ids"]) for r in results["rounds"]}
+    assert ids["client-3"] not in by_round[2] and ids["client-3"] in by_round[3]
+    assert ids["client-1"] in by_round[3] and ids["client-1"] not in by_round[4]
+    assert by_round[4] == {ids["client-0"], ids["client-2"], ids["client-3"]}
+    states = {c["name"]: c["state"] for c in results["clients"]}
+    assert states["client-1"] == "failed" and states["client-0"] == "left"
+    assert len(results["rounds"]) == 6
+    assert results["final_accuracy"] >= 0.93
+    assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
+
+
+def test_sim_over_mixed_transports_and_codecs(tmp_path: Path) -> None:
+    out = tmp_path / "mixed.json"
+    code = main(
+        [
+            "sim",
+            "--transport",
+            "mixed",
+            "--codec",
+            "mixed",
+            "--clients",
+            "6",
+            "--rounds",
+            "15",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["final_accuracy"] >= 0.93
+    assert len(results["rounds"]) == 15
+    assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
+    assert set(results["bytes_by_codec"]) == set(CODECS)
+    for table in ("bytes_by_transport", "bytes_by_codec"):
+        assert all(t["up"] > 0 and t["down"] > 0 for t in results[table].values())
+    assert results["bytes_up"] == sum(t["up"] for t in results["bytes_by_transport"].values())

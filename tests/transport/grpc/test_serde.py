@@ -1,0 +1,122 @@
+"""Every x_to_proto / x_from_proto pair round-trips, and survives serialisation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from fedgate.core.config import RunConfig
+from fedgate.core.messages import (
+    ClientState,
+    ClientView,
+    FederationStatus,
+    HeartbeatAck,
+    JoinAck,
+    JoinRequest,
+    RoundRecord,
+    RunState,
+    Task,
+    TaskKind,
+    Traffic,
+    TrainConfig,
+    Update,
+    UpdateReceipt,
+)
+from fedgate.errors import ConfigError
+from fedgate.transport.grpc import serde
+from fedgate.transport.grpc.proto import fedgate_pb2 as pb
+
+
+def wire(message: Any) -> Any:
+    """Through bytes and back, as the message would cross the network."""
+    return type(message).FromString(message.SerializeToString())
+
+
+def sample_status(pending: bool) -> FederationStatus:
+    record = RoundRecord(
+        round=2,
+        attempt=1,
+        outcome="completed",
+        participants=("c1", "c2"),
+        selected=("c1", "c2", "c3"),
+        num_examples=300,
+        model_version=2,
+        accuracy=0.9,
+        loss=0.3,
+        bytes_up=10,
+        bytes_down=20,
+        duration_s=1.5,
+        train_loss=0.4,
+    )
+    view = ClientView("c1", "alice", ClientState.TRAINING, "raw", "grpc", 100, 2, 5, 6, 0.5, "")
+    return FederationStatus(
+        run_id="r1",
+        state=RunState.RUNNING,
+        round=3,
+        rounds_completed=2,
+        model_version=2,
+        config=RunConfig(rounds=7, admit_late=True),
+        pending_config=RunConfig(learning_rate=0.3) if pending else None,
+        clients=(view,),
+        history=(record,),
+        bytes_by_transport={"grpc": Traffic(1, 2)},
+        bytes_by_codec={"raw": Traffic(3, 4)},
+        accuracy=0.9,
+        loss=0.3,
+    )
+
+
+@pytest.mark.parametrize(
+    "to_proto,from_proto,value",
+    [
+        (serde.join_ack_to_proto, serde.join_ack_from_proto, JoinAck("c1", "t", "r", "raw", 2.0)),
+        (serde.receipt_to_proto, serde.receipt_from_proto, UpdateReceipt(3, 2, 5)),
+        (
+            serde.heartbeat_to_proto,
+            serde.heartbeat_from_proto,
+            HeartbeatAck(ClientState.UPLOADING, RunState.PAUSED),
+        ),
+        (serde.config_to_proto, serde.config_from_proto, RunConfig(rounds=3, seed=9)),
+        (
+            serde.task_to_proto,
+            serde.task_from_proto,
+            Task(TaskKind.TRAIN, 4, "4.2", 3, 9.5, TrainConfig(0.1, 2, 16)),
+        ),
+        (serde.task_to_proto, serde.task_from_proto, Task(TaskKind.WAIT, retry_after_s=1.0)),
+        (serde.task_to_proto, serde.task_from_proto, Task(TaskKind.STOP)),
+        (serde.status_to_proto, serde.status_from_proto, sample_status(pending=True)),
+        (serde.status_to_proto, serde.status_from_proto, sample_status(pending=False)),
+    ],
+)
+def test_round_trips(to_proto: Any, from_proto: Any, value: Any) -> None:
+    assert from_proto(wire(to_proto(value))) == value
+
+
+def test_join_request_takes_the_transport_from_the_server_side() -> None:
+    request = JoinRequest("a", "raw", 5, transport="claimed-by-client")
+    back = serde.join_request_from_proto(wire(serde.join_request_to_proto(request)), "grpc")
+    assert back == JoinRequest("a", "raw", 5, transport="grpc")
+
+
+def test_update_header_and_payload_round_trip() -> None:
+    update = Update("1.1", 0, 10, "raw", b"payload", train_loss=0.5, train_accuracy=math.nan)
+    header = wire(serde.update_header_to_proto(update))
+    assert header.total_size == len(update.payload)
+    back = serde.update_from_proto(header, update.payload)
+    assert back.payload == update.payload and back.train_loss == 0.5
+    assert math.isnan(back.train_accuracy)
+
+
+def test_config_changes_carry_only_what_changes() -> None:
+    message = wire(serde.config_change_to_proto({"rounds": 4, "admit_late": False}))
+    assert serde.config_change_from_proto(message) == {"rounds": 4, "admit_late": False}
+    assert serde.config_change_from_proto(pb.ConfigChange()) == {}
+    with pytest.raises(ConfigError):
+        serde.config_change_to_proto({"seed": 1})
+
+
+def test_an_unknown_task_kind_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        serde.task_from_proto(pb.Task(kind=pb.TASK_KIND_UNSPECIFIED))

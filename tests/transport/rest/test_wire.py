@@ -1,0 +1,198 @@
+"""The REST adapter on the wire: statuses, problem bodies, media types, OpenAPI."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from fedgate.codecs import CODECS, get_codec
+from fedgate.core.config import RunConfig
+from fedgate.core.federation import Federation
+from fedgate.gateway.server import Gateway, GatewaySettings
+from tests.conftest import tiny_model
+from tests.transport.conftest import ADMIN_TOKEN
+
+LIMIT = 50_000
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Federation]]:
+    federation = Federation(tiny_model(), RunConfig(rounds=2, min_clients=1))
+    settings = GatewaySettings(
+        grpc_port=0, http_port=0, admin_token=ADMIN_TOKEN, max_update_bytes=LIMIT
+    )
+    async with Gateway(federation, settings) as gateway:
+        federation.start()
+        async with httpx.AsyncClient(base_url=gateway.http_url, timeout=30) as http:
+            yield http, federation
+
+
+async def joined(http: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, Any]]:
+    reply = await http.post("/api/v1/clients", json={"name": "w", "codec": "raw"})
+    assert reply.status_code == 201
+    ack = reply.json()
+    headers = {"Authorization": f"Bearer {ack['token']}", "X-Fedgate-Client-Id": ack["client_id"]}
+    task = (
+        await http.get(
+            f"/api/v1/clients/{ack['client_id']}/task", headers=headers, params={"wait_s": 5}
+        )
+    ).json()
+    assert task["kind"] == "train"
+    return headers, task
+
+
+async def post_update(
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    task: dict[str, Any],
+    body: bytes,
+    media_type: str,
+    round_id: str | None = None,
+) -> httpx.Response:
+    return await http.post(
+        f"/api/v1/rounds/{round_id or task['round_id']}/updates",
+        content=body,
+        headers={**headers, "Content-Type": media_type},
+        params={"model_version": task["model_version"], "num_examples": 10},
+    )
+
+
+async def test_models_come_in_the_media_type_asked_for(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    http, _ = api
+    headers, _ = await joined(http)
+    for codec in CODECS.values():
+        by_accept = await http.get(
+            "/api/v1/models/0", headers={**headers, "Accept": codec.media_type}
+        )
+        by_query = await http.get("/api/v1/models/0", headers=headers, params={"codec": codec.name})
+        for reply in (by_accept, by_query):
+            assert reply.status_code == 200
+            assert reply.headers["content-type"] == codec.media_type
+            assert reply.headers["x-fedgate-codec"] == codec.name
+            assert torch.equal(codec.decode(reply.content)["steps"], torch.tensor(0))
+    default = await http.get("/api/v1/models/0", headers=headers)
+    assert default.headers["x-fedgate-codec"] == "raw"
+
+
+async def test_each_bad_call_gets_its_status_and_a_problem_body(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    http, federation = api
+    headers, task = await joined(http)
+    raw = get_codec("raw")
+    nan_model = {**tiny_model(), "w": torch.full((2, 3), math.nan)}
+    cases = [
+        (await post_update(http, headers, task, b"junk", raw.media_type), 400, "codec_error"),
+        (
+            await post_update(
+                http, headers, task, raw.encode({"w": torch.zeros(1)}), raw.media_type
+            ),
+            422,
+            "invalid_update",
+        ),
+        (
+            await post_update(http, headers, task, raw.encode(nan_model), raw.media_type),
+            422,
+            "non_finite_update",
+        ),
+        (
+            await post_update(
+                http, headers, task, raw.encode(tiny_model()), raw.media_type, round_id="42.1"
+            ),
+            409,
+            "round_closed",
+        ),
+        (
+            await post_update(http, headers, task, b"\x80\x04", "application/python-pickle"),
+            415,
+            "unknown_codec",
+        ),
+        (
+            await post_update(http, headers, task, bytes(LIMIT + 1), raw.media_type),
+            413,
+            "payload_too_large",
+        ),
+        (
+            await http.post("/api/v1/clients/nobody/heartbeat", headers=headers),
+            404,
+            "unknown_client",
+        ),
+        (
+            await http.post(f"/api/v1/clients/{headers['X-Fedgate-Client-Id']}/heartbeat"),
+            401,
+            "unauthorized",
+        ),
+        (
+            await http.get("/api/v1/models/0", headers={**headers, "Accept": "image/png"}),
+            415,
+            "unknown_codec",
+        ),
+        (await http.get("/api/v1/models/7", headers=headers), 409, "conflict"),
+        (await http.post("/api/v1/clients", json={"name": "", "codec": "raw"}), 400, "bad_request"),
+        (
+            await http.post(
+                "/api/v1/clients",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+            "bad_request",
+        ),
+        (await http.get("/api/v1/status"), 401, "unauthorized"),
+    ]
+    for reply, status, code in cases:
+        assert (reply.status_code, reply.json()["code"]) == (status, code), reply.text
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert reply.json()["detail"]
+    assert federation.models.version == 0 and federation.round is not None
+    assert federation.round.aggregator.count == 0
+
+
+async def test_a_body_over_the_limit_is_refused_while_streaming(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    http, _ = api
+    headers, task = await joined(http)
+
+    async def endless() -> AsyncIterator[bytes]:  # no Content-Length: chunked upload
+        for _ in range(100):
+            yield bytes(10_000)
+
+    reply = await http.post(
+        f"/api/v1/rounds/{task['round_id']}/updates",
+        content=endless(),
+        headers={**headers, "Content-Type": get_codec("raw").media_type},
+        params={"model_version": 0, "num_examples": 10},
+    )
+    assert reply.status_code == 413
+
+
+async def test_openapi_documents_every_route(api: tuple[httpx.AsyncClient, Federation]) -> None:
+    http, _ = api
+    spec = (await http.get("/openapi.json")).json()
+    operations = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert {
+        ("POST", "/api/v1/clients"),
+        ("GET", "/api/v1/clients/{client_id}/task"),
+        ("GET", "/api/v1/models/{version}"),
+        ("POST", "/api/v1/rounds/{round_id}/updates"),
+        ("POST", "/api/v1/clients/{client_id}/heartbeat"),
+        ("DELETE", "/api/v1/clients/{client_id}"),
+        ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/status/watch"),
+        ("POST", "/api/v1/run/pause"),
+        ("POST", "/api/v1/run/resume"),
+        ("POST", "/api/v1/run/stop"),
+        ("PATCH", "/api/v1/run/config"),
+        ("POST", "/api/v1/clients/{client_id}/kick"),
+    } <= operations
+    upload = spec["paths"]["/api/v1/rounds/{round_id}/updates"]["post"]["requestBody"]
+    assert set(upload["content"]) == {c.media_type for c in CODECS.values()}
+    assert (await http.get("/docs")).status_code == 200
