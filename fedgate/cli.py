@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from fedgate.benchrun import add_bench_arguments, run_bench
-from fedgate.codecs import codec_names
+from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import RoundRecord
 from fedgate.errors import FedgateError
 from fedgate.gateway.serve import ServeOptions, serve
 from fedgate.gateway.server import GatewaySettings
+from fedgate.launch import ServerProcess
 from fedgate.results import write_json
 from fedgate.runner import ClientOptions, run_client
-from fedgate.simulation import MIXED, TRANSPORT_CHOICES, SimConfig, run_simulation
+from fedgate.simulation import DELTAS, MIXED, TRANSPORT_CHOICES, SimConfig, run_simulation
 from fedgate.transport.connect import TRANSPORTS
 
 
@@ -39,6 +40,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+# the baseline, the design's codecs, and the smallest ones that keep accuracy
+DEMO_CODECS = "json,raw,msgpack,bf16-zstd,int8-zstd,topk-int8"
+CODEC_HELP = f"{', '.join(codec_names())} (topk-int8:<fraction> sets the share of each delta kept)"
+
+
+def codec_name(name: str) -> str:
+    """argparse type: a codec the registry knows, parameters included (topk-int8:0.01)."""
+    try:
+        get_codec(name)
+    except FedgateError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return name
+
+
+def codec_choice(value: str) -> str:
+    """argparse type for sim: a codec, a comma-separated list, or 'mixed'."""
+    if value != MIXED:
+        for name in value.split(","):
+            codec_name(name)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +173,7 @@ def add_client_command(commands: Any) -> None:
     client = commands.add_parser("client", help="join a federation and train on local data")
     client.add_argument("--server", required=True, help="HOST:PORT (REST also takes a URL)")
     client.add_argument("--transport", required=True, choices=sorted(TRANSPORTS))
-    client.add_argument("--codec", default="raw", choices=codec_names())
+    client.add_argument("--codec", default="raw", type=codec_name, help=CODEC_HELP)
     client.add_argument("--dataset", default="digits")
     client.add_argument("--model", default="cnn")
     client.add_argument("--partition", default="iid")
@@ -159,6 +182,12 @@ def add_client_command(commands: Any) -> None:
     client.add_argument("--seed", type=int, default=0)
     client.add_argument("--name", default="")
     client.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    client.add_argument(
+        "--deltas",
+        choices=sorted(DELTAS),
+        default="auto",
+        help="send and receive model differences (auto: for lossy codecs)",
+    )
     client.set_defaults(handler=run_client_command)
 
 
@@ -175,8 +204,9 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--codec",
         default=defaults.codec,
-        choices=[*codec_names(), MIXED],
-        help="payload codec for every client, or 'mixed' to give clients codecs in turn",
+        type=codec_choice,
+        help=f"{CODEC_HELP}; a comma-separated list that clients take in turn; or 'mixed' "
+        "for every codec in turn",
     )
     parser.add_argument(
         "--partition",
@@ -190,6 +220,12 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round)
+    parser.add_argument(
+        "--deltas",
+        choices=sorted(DELTAS),
+        default=defaults.deltas,
+        help="send and receive model differences (auto: for lossy codecs)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -228,6 +264,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         threads=args.threads,
+        deltas=DELTAS[args.deltas],
     )
     report = asyncio.run(run_client(options))
     print(f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.refused)} refused")
@@ -248,6 +285,7 @@ def sim_config(args: argparse.Namespace) -> SimConfig:
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
         clients_per_round=args.clients_per_round,
+        deltas=args.deltas,
     )
 
 
@@ -266,7 +304,7 @@ def run_demo(args: argparse.Namespace) -> int:
         clients=args.clients,
         rounds=args.rounds,
         transport=MIXED,
-        codec=MIXED,
+        codec=DEMO_CODECS,
         partition="dirichlet:0.5",
     )
     print(
@@ -275,12 +313,23 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     for i in range(config.clients):
         print(f"  client-{i}: {config.transport_for(i):<4} {config.codec_for(i)}")
-    results = run_simulation(config, on_round=progress_printer(config.rounds))
+    results = run_simulation(
+        config, on_round=progress_printer(config.rounds), on_server=show_server
+    )
     print_summary(results)
     out = args.out_dir / "results.json"
     write_json(out, results)
     print(f"results: {out.resolve()}")
     return 0
+
+
+def show_server(server: ServerProcess) -> None:
+    token = f"Authorization: Bearer {server.admin_token}"
+    print(f"server (run {server.run_id}), while the run lasts:")
+    print(f"  REST API docs  {server.http_url}/docs")
+    print(f"  live status    curl -H '{token}' {server.http_url}/api/v1/status")
+    print(f"  status stream  curl -N -H '{token}' {server.http_url}/api/v1/status/watch")
+    print(f"  gRPC           {server.address('grpc')}  (fedgate.v1.Federation, .Operator)")
 
 
 def progress_printer(rounds: int) -> Any:

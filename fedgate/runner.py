@@ -27,6 +27,7 @@ class ClientOptions:
     seed: int = 0
     name: str = ""
     threads: int = 0  # torch threads; 0 keeps torch's default
+    deltas: bool | None = None  # None: deltas when the codec is lossy
 
 
 async def run_client(options: ClientOptions) -> ClientReport:
@@ -43,9 +44,8 @@ async def run_client(options: ClientOptions) -> ClientReport:
         seed=options.seed,
     )
     transport = connect(options.transport, options.server)
-    client = FederatedClient(
-        transport, trainer, options.name or f"client-{options.index}", options.codec
-    )
+    name = options.name or f"client-{options.index}"
+    client = FederatedClient(transport, trainer, name, options.codec, deltas=options.deltas)
     task = asyncio.create_task(client.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -28,6 +28,7 @@ from fedgate.results import results_document
 from fedgate.transport.inproc import InProcTransport
 
 MIXED = "mixed"
+DELTAS: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 NETWORK_TRANSPORTS = ("grpc", "rest")
 TRANSPORT_CHOICES = ("inproc", *NETWORK_TRANSPORTS, MIXED)
 RoundCallback = Callable[[RoundRecord], None]
@@ -38,7 +39,7 @@ class SimConfig:
     clients: int = 5
     rounds: int = 20
     transport: str = "inproc"  # inproc | grpc | rest | mixed (clients alternate grpc, rest)
-    codec: str = "raw"  # a registry name, or "mixed": clients take the codecs in turn
+    codec: str = "raw"  # a codec, "a,b,c" (clients take them in turn), or "mixed" (all)
     partition: str = "iid"
     dataset: str = "digits"
     model: str = "cnn"
@@ -49,15 +50,19 @@ class SimConfig:
     clients_per_round: int = 0
     min_clients: int = 0  # 0: every client
     round_deadline_s: float = 120.0
+    deltas: str = "auto"  # auto (deltas for lossy codecs) | on | off
 
     def codec_for(self, index: int) -> str:
-        names = codec_names()
-        return names[index % len(names)] if self.codec == MIXED else self.codec
+        names = codec_names() if self.codec == MIXED else self.codec.split(",")
+        return names[index % len(names)]
 
     def transport_for(self, index: int) -> str:
         if self.transport == MIXED:
             return NETWORK_TRANSPORTS[index % len(NETWORK_TRANSPORTS)]
         return self.transport
+
+    def deltas_flag(self) -> bool | None:
+        return DELTAS[self.deltas]
 
     def run_config(self) -> RunConfig:
         return RunConfig(
@@ -77,18 +82,28 @@ class SimConfig:
                 f"unknown transport {self.transport!r}; available: {', '.join(TRANSPORT_CHOICES)}"
             )
         if self.codec != MIXED:
-            get_codec(self.codec)
+            for name in self.codec.split(","):
+                get_codec(name)
         if self.clients < 1:
             raise ConfigError("a simulation needs at least one client")
+        if self.deltas not in DELTAS:
+            raise ConfigError(f"deltas must be one of {', '.join(DELTAS)}, got {self.deltas!r}")
         self.run_config()
 
 
-def run_simulation(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
-    """Run the federation the config describes and return its results document."""
+def run_simulation(
+    config: SimConfig,
+    on_round: RoundCallback | None = None,
+    on_server: Callable[[ServerProcess], None] | None = None,
+) -> dict[str, Any]:
+    """Run the federation the config describes and return its results document.
+
+    ``on_server`` is told about the server process once it listens (network transports).
+    """
     config.validate()
     if config.transport == "inproc":
         return asyncio.run(simulate(config, on_round))
-    return simulate_network(config, on_round)
+    return simulate_network(config, on_round, on_server)
 
 
 async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
@@ -113,6 +128,7 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
             ),
             name=f"client-{i}",
             codec=config.codec_for(i),
+            deltas=config.deltas_flag(),
         )
         for i in range(config.clients)
     ]
@@ -127,13 +143,19 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
     return results_document(dataclasses.asdict(config), status, time.perf_counter() - started)
 
 
-def simulate_network(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
+def simulate_network(
+    config: SimConfig,
+    on_round: RoundCallback | None = None,
+    on_server: Callable[[ServerProcess], None] | None = None,
+) -> dict[str, Any]:
     """A real `fedgate serve` and one `fedgate client` process per client, on loopback."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
         workdir = Path(tmp)
         results_path = workdir / "results.json"
         server = start_server(serve_arguments(config, results_path), workdir)
+        if on_server is not None:
+            on_server(server)
         clients = [
             start_client(
                 server,
@@ -204,6 +226,8 @@ def client_arguments(config: SimConfig, index: int) -> list[str]:
         str(config.seed),
         "--threads",
         "1",
+        "--deltas",
+        config.deltas,
     ]
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from fedgate.cli import main
-from fedgate.codecs import CODECS
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.simulation import SimConfig
 
 DEADLINE_S = 15.0
 HEARTBEAT_TIMEOUT_S = 25.0
@@ -134,7 +134,9 @@ def test_sim_over_mixed_transports_and_codecs(tmp_path: Path) -> None:
     assert results["final_accuracy"] >= 0.93
     assert len(results["rounds"]) == 15
     assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
-    assert set(results["bytes_by_codec"]) == set(CODECS)
+    assert set(results["bytes_by_codec"]) == {
+        SimConfig(codec="mixed").codec_for(i) for i in range(6)
+    }
     for table in ("bytes_by_transport", "bytes_by_codec"):
         assert all(t["up"] > 0 and t["down"] > 0 for t in results[table].values())
     assert results["bytes_up"] == sum(t["up"] for t in results["bytes_by_transport"].values())

@@ -31,7 +31,7 @@ async def test_the_same_seed_gives_the_same_run() -> None:
 
 
 async def test_mixed_codecs_share_one_run() -> None:
-    results = await simulate(SimConfig(clients=4, rounds=2, codec="mixed"))
+    results = await simulate(SimConfig(clients=len(CODECS), rounds=2, codec="mixed"))
     assert set(results["bytes_by_codec"]) == set(CODECS)
     assert all(t["up"] > 0 and t["down"] > 0 for t in results["bytes_by_codec"].values())
 

@@ -1,25 +1,62 @@
-"""Codecs by name. A client names its codec when it joins; the server uses the registry."""
+"""Codecs by name. A client names its codec when it joins; the server uses the registry.
+
+A codec with a parameter is named ``name:parameter`` (``topk-int8:0.01``); `CODECS`
+lists each codec once, with its default parameter, under its plain name.
+"""
 
 from __future__ import annotations
 
-from fedgate.codecs.base import DEFAULT_LIMITS, Codec, DecodeLimits, TensorDict
+from collections.abc import Callable
+
+from fedgate.codecs import topk_int8
+from fedgate.codecs.base import (
+    DEFAULT_LIMITS,
+    BoundedCodec,
+    Codec,
+    DecodeLimits,
+    InvalidCodecParameter,
+    TensorDict,
+)
 from fedgate.codecs.bf16_zstd import Bf16ZstdCodec
+from fedgate.codecs.int8_zstd import Int8ZstdCodec
 from fedgate.codecs.json_lists import JsonCodec
 from fedgate.codecs.msgpack_map import MsgpackCodec
 from fedgate.codecs.raw import RawCodec
+from fedgate.codecs.shuffle_zstd import Bf16ShuffleZstdCodec, Fp16ZstdCodec, ShuffleZstdCodec
 from fedgate.errors import UnknownCodec
 
 CODECS: dict[str, Codec] = {
-    codec.name: codec for codec in (JsonCodec(), RawCodec(), MsgpackCodec(), Bf16ZstdCodec())
+    codec.name: codec
+    for codec in (
+        JsonCodec(),
+        RawCodec(),
+        MsgpackCodec(),
+        Bf16ZstdCodec(),
+        ShuffleZstdCodec(),
+        Bf16ShuffleZstdCodec(),
+        Fp16ZstdCodec(),
+        Int8ZstdCodec(),
+        topk_int8.TopkInt8Codec(),
+    )
+}
+# Codecs that take a parameter: name -> builds the codec from the text after the colon.
+PARAMETERS: dict[str, Callable[[str, list[str]], Codec]] = {
+    topk_int8.NAME: topk_int8.with_fraction,
 }
 
 
 def get_codec(name: str) -> Codec:
-    """The registered codec called ``name``; an unknown name lists the available ones."""
+    """The codec called ``name`` (or ``name:parameter``); unknown names list the available."""
     try:
         return CODECS[name]
     except KeyError:
-        raise UnknownCodec(name, list(CODECS)) from None
+        pass
+    base, colon, parameter = name.partition(":")
+    if not colon or base not in CODECS:
+        raise UnknownCodec(name, list(CODECS))
+    if base not in PARAMETERS:
+        raise InvalidCodecParameter(name, f"{base!r} takes no parameter", list(CODECS))
+    return PARAMETERS[base](parameter, list(CODECS))
 
 
 def codec_names() -> list[str]:
@@ -29,8 +66,10 @@ def codec_names() -> list[str]:
 __all__ = [
     "CODECS",
     "DEFAULT_LIMITS",
+    "BoundedCodec",
     "Codec",
     "DecodeLimits",
+    "InvalidCodecParameter",
     "TensorDict",
     "codec_names",
     "get_codec",

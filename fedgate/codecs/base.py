@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from fedgate.errors import ConfigError, FedgateError, UnknownCodec
+
 TensorDict = dict[str, torch.Tensor]
 
 # The dtypes a payload may declare. Anything else is refused before any allocation.
@@ -63,6 +65,33 @@ class Codec(Protocol):
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes: ...
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict: ...
+
+
+@runtime_checkable
+class BoundedCodec(Codec, Protocol):
+    """A lossy codec that states how far a decoded value may be from the one encoded.
+
+    ``error_bound(tensor)`` is, per element, the largest ``|decode(encode(x)) - x|`` the
+    codec allows for ``tensor`` (float64, same shape; zeros where it is exact). Every lossy
+    codec states one, so tests hold each codec to its own claim rather than a shared one.
+    Non-finite inputs are outside the bound: codecs keep them non-finite instead.
+    """
+
+    def error_bound(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
+class InvalidCodecParameter(UnknownCodec, ConfigError):
+    """A codec name whose ``:parameter`` the codec refuses (or a codec that takes none).
+
+    An `UnknownCodec` to the wire (the name names no usable codec), a `ConfigError` to
+    command-line code; the message says what the parameter should have been.
+    """
+
+    def __init__(self, name: str, reason: str, available: list[str]) -> None:
+        FedgateError.__init__(self, f"codec {name!r}: {reason}")
+        self.codec = name
+        self.reason = reason
+        self.available = sorted(available)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

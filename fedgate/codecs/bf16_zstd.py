@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import compression, container
+from fedgate.codecs import bounds, compression, container
 from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, FLOAT_DTYPES, DecodeLimits, TensorDict
 
 # The largest container header a legal payload can carry beyond its buffers.
@@ -35,6 +35,10 @@ class Bf16ZstdCodec:
             originals[name] = original
             cast[name] = tensor.to(torch.bfloat16) if original in FLOAT_DTYPES else tensor
         return compression.compress(container.pack(self.name, cast, originals), self.level)
+
+    def error_bound(self, tensor: torch.Tensor) -> torch.Tensor:
+        """2**-8 of |x| (2**-134 near zero); values beyond bfloat16's range become inf."""
+        return bounds.bf16_bound(tensor)
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         cap = limits.max_decoded_bytes + _HEADER_ALLOWANCE

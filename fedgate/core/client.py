@@ -17,11 +17,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from fedgate.codecs import get_codec
+from fedgate.codecs import TensorDict, get_codec
+from fedgate.core import delta
 from fedgate.core.messages import JoinRequest, Task, TaskKind, Update
-from fedgate.core.training import LocalTrainer
+from fedgate.core.training import Trainer
 from fedgate.core.transport import Session, Transport
-from fedgate.errors import Conflict, FedgateError, InvalidUpdate, TransportError, UnknownClient
+from fedgate.errors import (
+    Conflict,
+    FedgateError,
+    InvalidUpdate,
+    TransportError,
+    UnknownClient,
+)
 
 log = logging.getLogger("fedgate.client")
 T = TypeVar("T")
@@ -35,6 +42,14 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return float(min(self.max_s, self.initial_s * 2**attempt))
+
+
+@dataclass(frozen=True)
+class HeldModel:
+    """The model this client holds, under the name the server knows it by."""
+
+    ref: str
+    weights: TensorDict
 
 
 @dataclass
@@ -53,12 +68,13 @@ class FederatedClient:
     def __init__(
         self,
         transport: Transport,
-        trainer: LocalTrainer,
+        trainer: Trainer,
         name: str,
         codec: str,
         *,
         poll_s: float = 10.0,
         backoff: Backoff | None = None,
+        deltas: bool | None = None,
     ) -> None:
         self.transport = transport
         self.trainer = trainer
@@ -66,9 +82,14 @@ class FederatedClient:
         self.codec = get_codec(codec)
         self.poll_s = poll_s
         self.backoff = backoff or Backoff()
+        # Deltas by default where they pay: a lossy codec loses precision on the change,
+        # not on the weight. Error feedback then carries what it loses into the next round.
+        self.deltas = self.codec.lossy if deltas is None else deltas
         self.report = ClientReport()
         self._session: Session | None = None
         self._heartbeat_s = 2.0
+        self._held: HeldModel | None = None
+        self._residual: TensorDict = {}
 
     async def run(self) -> ClientReport:
         """Take part until the run ends (a STOP task) or this task is cancelled."""
@@ -88,11 +109,9 @@ class FederatedClient:
     async def _train(self, task: Task) -> None:
         session = await self._ensure_session()
         assert task.train is not None
-        model = await self.transport.fetch_model(session, task.model_version, self.codec.name)
-        self.report.bytes_down += len(model.payload)
-        weights = await asyncio.to_thread(self.codec.decode, model.payload)
-        result = await asyncio.to_thread(self.trainer.train, weights, task.train)
-        payload = await asyncio.to_thread(self.codec.encode, result.weights)
+        start = await self._fetch(session, task.model_version)
+        result = await asyncio.to_thread(self.trainer.train, start.weights, task.train)
+        payload, residual = await asyncio.to_thread(self._encode, result.weights, start)
         update = Update(
             round_id=task.round_id,
             model_version=task.model_version,
@@ -101,6 +120,7 @@ class FederatedClient:
             payload=payload,
             train_loss=result.loss,
             train_accuracy=result.accuracy,
+            base_ref=start.ref if self.deltas else "",
         )
         try:
             await self.transport.submit_update(session, update)
@@ -111,8 +131,38 @@ class FederatedClient:
             return
         finally:
             self.report.bytes_up += len(payload)
+        self._residual = residual
         self.report.rounds.append(task.round)
         log.info("%s: round %d sent (loss %.4f)", self.name, task.round, result.loss)
+
+    async def _fetch(self, session: Session, version: int) -> HeldModel:
+        """The model to train from: a delta to what this client holds, or in full."""
+        have = self._held.ref if self.deltas and self._held is not None else ""
+        model = await self.transport.fetch_model(session, version, self.codec.name, have)
+        self.report.bytes_down += len(model.payload)
+        # the server names the codec it used: a whole model may come in a dense one
+        decoded = await asyncio.to_thread(get_codec(model.codec).decode, model.payload)
+        if model.base_ref:
+            if self._held is None or model.base_ref != self._held.ref:
+                log.warning("%s: got a delta to a model not held here; fetching in full", self.name)
+                self._held = None
+                return await self._fetch(session, version)
+            decoded = await asyncio.to_thread(delta.apply, self._held.weights, decoded)
+        self._held = HeldModel(model.ref, decoded)
+        return self._held
+
+    def _encode(self, trained: TensorDict, start: HeldModel) -> tuple[bytes, TensorDict]:
+        """Worker thread: the payload to send, and the residual to carry (error feedback)."""
+        if not self.deltas:
+            return self.codec.encode(trained), {}
+        change = delta.difference(trained, start.weights)
+        for name, carried in self._residual.items():
+            change[name] = change[name] + carried
+        payload = self.codec.encode(change)
+        if not self.codec.lossy:
+            return payload, {}
+        sent = self.codec.decode(payload)
+        return payload, {n: t - sent[n] for n, t in change.items() if t.is_floating_point()}
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call``; on a lost connection back off and retry, on a forgotten id rejoin."""

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fedgate.codecs import DEFAULT_LIMITS, DecodeLimits, get_codec
+from fedgate.core.admission import admit, decode_and_fold
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import (
     FINAL_RUN_STATES,
@@ -44,13 +45,8 @@ from fedgate.core.rounds import Round
 from fedgate.core.strategy import FedAvg, Strategy
 from fedgate.core.traffic import TrafficLedger
 from fedgate.core.training import EvalResult
-from fedgate.core.validation import check_matches, check_num_examples
 from fedgate.errors import (
-    DuplicateUpdate,
     FedgateError,
-    NotSelected,
-    PayloadTooLarge,
-    RoundClosed,
     RunNotActive,
 )
 
@@ -130,22 +126,30 @@ class Federation:
             record = self.clients.authenticate(client_id, token)
 
     async def fetch_model(
-        self, client_id: str, token: str, version: int, codec: str | None = None
+        self,
+        client_id: str,
+        token: str,
+        version: int,
+        codec: str | None = None,
+        have_ref: str = "",
     ) -> EncodedModel:
+        """A model version in ``codec`` (default: the client's), as a delta to ``have_ref``
+        when the server still knows that model, else in full."""
         record = self.clients.authenticate(client_id, token)
         codec_name = codec or record.codec
-        payload = await self.models.encoded(version, codec_name)
-        self.traffic.count(record, codec_name, self._open_round(), down=len(payload))
-        return EncodedModel(version=version, codec=codec_name, payload=payload)
+        model = await self.models.encoded(version, codec_name, have_ref)
+        self.traffic.count(record, codec_name, self._open_round(), down=len(model.payload))
+        return model
 
     async def submit_update(self, client_id: str, token: str, update: Update) -> UpdateReceipt:
         record = self.clients.authenticate(client_id, token)
-        round_ = self._round_for_update(record, update)
+        admission = admit(self._open_round(), record, update, self.models, self.max_update_bytes)
+        round_ = admission.round
         self.traffic.count(record, update.codec, round_, up=len(update.payload))
         round_.uploading.add(client_id)
         record.state = ClientState.UPLOADING
         try:
-            await asyncio.to_thread(self._decode_and_fold, round_, update)
+            await asyncio.to_thread(decode_and_fold, admission, self.limits)
         except FedgateError:
             if not record.gone:
                 record.state = ClientState.TRAINING  # it may still send a good update
@@ -362,35 +366,6 @@ class Federation:
             and record.client_id not in round_.selected
             and record.state in (ClientState.JOINED, ClientState.READY)
         )
-
-    def _round_for_update(self, record: ClientRecord, update: Update) -> Round:
-        """The open round this update belongs to, after every check short of decoding."""
-        round_ = self._open_round()
-        open_id = round_.round_id if round_ else "none"
-        if round_ is None or update.round_id != round_.round_id:
-            raise RoundClosed(f"round {update.round_id} is not open (open round: {open_id})")
-        if record.client_id not in round_.selected:
-            raise NotSelected(f"client {record.client_id} was not selected for round {open_id}")
-        if record.client_id in round_.reported or record.client_id in round_.uploading:
-            raise DuplicateUpdate(f"client {record.client_id} already sent round {open_id}")
-        if update.model_version != round_.base_version:
-            raise RoundClosed(
-                f"update was trained from version {update.model_version}; round {open_id} "
-                f"trains version {round_.base_version}"
-            )
-        check_num_examples(update.num_examples, record.num_examples)
-        get_codec(update.codec)
-        if len(update.payload) > self.max_update_bytes:
-            raise PayloadTooLarge(
-                f"update of {len(update.payload)} bytes exceeds {self.max_update_bytes}"
-            )
-        return round_
-
-    def _decode_and_fold(self, round_: Round, update: Update) -> None:
-        """Worker thread: decode, check against the global model, fold into the round."""
-        tensors = get_codec(update.codec).decode(update.payload, self.limits)
-        check_matches(tensors, self.models.get(round_.base_version))
-        round_.fold(tensors, update.num_examples)
 
     def _open_round(self) -> Round | None:
         round_ = self.round

@@ -84,14 +84,24 @@ class Task:
 
 @dataclass(frozen=True)
 class EncodedModel:
+    """A model version as sent: in full, or as the difference to a model the client holds.
+
+    ``ref`` names what the client holds once it has decoded this (send it back as
+    ``have_ref`` and as an update's ``base_ref``); ``base_ref``, when set, says the payload
+    is a delta to add to the model the client holds under that name.
+    """
+
     version: int
     codec: str
     payload: bytes
+    ref: str = ""
+    base_ref: str = ""
 
 
 @dataclass(frozen=True)
 class Update:
-    """A client's result for one round: its trained weights in the codec it names."""
+    """A client's result for one round, in the codec it names: its trained weights, or,
+    with ``base_ref`` set, their difference to the model it was sent under that name."""
 
     round_id: str
     model_version: int
@@ -100,6 +110,7 @@ class Update:
     payload: bytes
     train_loss: float = float("nan")
     train_accuracy: float = float("nan")
+    base_ref: str = ""
 
 
 @dataclass(frozen=True)

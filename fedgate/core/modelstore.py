@@ -1,22 +1,51 @@
-"""Global model versions, and each version encoded once per codec (cached, off the loop)."""
+"""Global model versions, and the encodings clients fetch, each computed once.
+
+A client is sent either a version in full, or — when it names a model it already holds —
+the difference to that model. Every model a client can hold gets a *reference*: the
+exact tensors the client has after decoding (for a lossy codec, not the version itself).
+The server keeps them, so deltas are always taken against what the client really holds
+and lossy downlinks never drift. References are shared: clients that followed the same
+path hold the same one, so each (version, codec, starting point) is encoded once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import TensorDict, get_codec
+from fedgate.codecs import Codec, TensorDict, get_codec
+from fedgate.core import delta
+from fedgate.core.messages import EncodedModel
 from fedgate.errors import Conflict
 
 KEEP_VERSIONS = 2  # the current model and the one before it, for clients a round behind
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A model some client holds: which version it stands for, and its exact tensors."""
+
+    ref: str
+    version: int
+    weights: TensorDict
+
+
+@dataclass(frozen=True)
+class Encoding:
+    model: EncodedModel
+    held: Reference | None = None  # a new reference, when the client will not hold a version
+
+
 class ModelStore:
     def __init__(self, initial: Mapping[str, torch.Tensor]) -> None:
-        self._versions: dict[int, TensorDict] = {0: _fp_copy(initial)}
-        self._encoded: dict[tuple[int, str], asyncio.Task[bytes]] = {}
+        self._versions: dict[int, TensorDict] = {0: _copy(initial)}
+        self._refs: dict[str, Reference] = {"0": Reference("0", 0, self._versions[0])}
+        self._encoded: dict[tuple[int, str, str], asyncio.Task[Encoding]] = {}
+        self._ids = itertools.count(1)
         self.version = 0
 
     @property
@@ -32,33 +61,77 @@ class ModelStore:
                 f"model version {version} is not served; the current version is {self.version}"
             ) from None
 
+    def reference(self, ref: str) -> Reference:
+        try:
+            return self._refs[ref]
+        except KeyError:
+            raise Conflict(f"model reference {ref!r} is unknown or has expired") from None
+
     def publish(self, weights: Mapping[str, torch.Tensor]) -> int:
-        """Make ``weights`` the next version; forget versions older than KEEP_VERSIONS."""
+        """Make ``weights`` the next version; forget what is older than KEEP_VERSIONS."""
         self.version += 1
         self._versions[self.version] = dict(weights)
+        self._refs[str(self.version)] = Reference(str(self.version), self.version, dict(weights))
         oldest = self.version - KEEP_VERSIONS + 1
         for old in [v for v in self._versions if v < oldest]:
             del self._versions[old]
+        for ref in [r for r, held in self._refs.items() if held.version < oldest]:
+            del self._refs[ref]
         for key in [k for k in self._encoded if k[0] < oldest]:
             del self._encoded[key]
         return self.version
 
-    async def encoded(self, version: int, codec_name: str) -> bytes:
-        """``version`` in ``codec_name``, encoded at most once however many clients ask."""
-        weights = self.get(version)
-        codec = get_codec(codec_name)
-        key = (version, codec_name)
+    async def encoded(self, version: int, codec_name: str, have_ref: str = "") -> EncodedModel:
+        """``version`` in ``codec_name``: a delta to ``have_ref`` if that is still known and
+        not newer, else in full. Computed at most once however many clients ask."""
+        target = self.get(version)
+        get_codec(codec_name)
+        base = self._refs.get(have_ref) if have_ref else None
+        if base is not None and base.version > version:
+            base = None
+        key = (version, codec_name, base.ref if base else "")
         task = self._encoded.get(key)
         if task is None:
-            task = asyncio.create_task(asyncio.to_thread(codec.encode, weights))
+            work = asyncio.to_thread(self._encode, target, version, codec_name, base)
+            task = asyncio.create_task(work)
             self._encoded[key] = task
         try:
             # shield: one caller giving up must not cancel the encoding others wait for
-            return await asyncio.shield(task)
+            encoding = await asyncio.shield(task)
         except Exception:
             self._encoded.pop(key, None)
             raise
+        held = encoding.held
+        if held is not None and held.version in self._versions:
+            self._refs.setdefault(held.ref, held)  # registered here, on the loop's thread
+        return encoding.model
+
+    def _encode(
+        self, target: TensorDict, version: int, codec_name: str, base: Reference | None
+    ) -> Encoding:
+        """Worker thread: encode, and work out exactly what the client will hold."""
+        codec = get_codec(codec_name)
+        if base is None:
+            codec = dense_codec(codec)
+            payload = codec.encode(target)
+            if not codec.lossy:  # the client will hold exactly this version
+                return Encoding(EncodedModel(version, codec.name, payload, ref=str(version)))
+            held = codec.decode(payload)
+        else:
+            payload = codec.encode(delta.difference(target, base.weights))
+            held = delta.apply(base.weights, codec.decode(payload))
+        ref = f"{version}.{next(self._ids)}"
+        start = base.ref if base else ""
+        model = EncodedModel(version, codec.name, payload, ref=ref, base_ref=start)
+        return Encoding(model, Reference(ref, version, held))
 
 
-def _fp_copy(weights: Mapping[str, torch.Tensor]) -> TensorDict:
+def dense_codec(codec: Codec) -> Codec:
+    """The codec a full model travels in: the codec itself, unless it only suits deltas
+    (a sparsifying codec names a dense one to carry whole models)."""
+    name: str = getattr(codec, "dense_codec", "")
+    return get_codec(name) if name else codec
+
+
+def _copy(weights: Mapping[str, torch.Tensor]) -> TensorDict:
     return {name: t.detach().cpu().clone() for name, t in weights.items()}

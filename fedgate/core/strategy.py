@@ -19,11 +19,12 @@ from fedgate.errors import ConfigError
 
 
 def zeros_accumulator(model: Mapping[str, torch.Tensor]) -> TensorDict:
-    """fp32 zeros shaped like ``model`` (float64 for integer buffers, to round exactly)."""
-    return {
-        name: torch.zeros(t.shape, dtype=torch.float32 if t.is_floating_point() else torch.float64)
-        for name, t in model.items()
-    }
+    """float64 zeros shaped like ``model``.
+
+    The sum is kept in float64 so that the fp32 mean does not depend on the order updates
+    arrived in (a run is reproducible from its seed), and integer buffers round exactly.
+    """
+    return {name: torch.zeros(t.shape, dtype=torch.float64) for name, t in model.items()}
 
 
 def accumulate(acc: TensorDict, tensors: Mapping[str, torch.Tensor], weight: float) -> None:
@@ -35,7 +36,8 @@ def accumulate(acc: TensorDict, tensors: Mapping[str, torch.Tensor], weight: flo
 def weighted_mean(
     acc: Mapping[str, torch.Tensor], total_weight: float, like: Mapping[str, torch.Tensor]
 ) -> TensorDict:
-    """acc / total_weight, cast back to the dtypes of ``like`` (integers rounded)."""
+    """acc / total_weight, cast back to the dtypes of ``like`` (fp32 for fp32 weights,
+    integers rounded)."""
     if total_weight <= 0:
         raise ValueError("cannot average with a total weight of zero")
     out: TensorDict = {}

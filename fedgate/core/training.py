@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -33,6 +34,15 @@ class EvalResult:
 def state_dict_copy(model: nn.Module) -> TensorDict:
     """Detached CPU copies of a model's parameters and buffers."""
     return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+
+
+class Trainer(Protocol):
+    """What the client loop needs of local training."""
+
+    @property
+    def num_examples(self) -> int: ...
+
+    def train(self, weights: Mapping[str, torch.Tensor], config: TrainConfig) -> TrainResult: ...
 
 
 class LocalTrainer:

@@ -29,8 +29,12 @@ class InProcTransport:
     async def next_task(self, session: Session, wait_s: float) -> Task:
         return await self.federation.next_task(session.client_id, session.token, wait_s)
 
-    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel:
-        return await self.federation.fetch_model(session.client_id, session.token, version, codec)
+    async def fetch_model(
+        self, session: Session, version: int, codec: str, have_ref: str = ""
+    ) -> EncodedModel:
+        return await self.federation.fetch_model(
+            session.client_id, session.token, version, codec, have_ref
+        )
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
         return await self.federation.submit_update(session.client_id, session.token, update)

@@ -70,8 +70,10 @@ class GrpcTransport:
         )
         return serde.task_from_proto(reply)
 
-    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel:
-        request = pb.FetchModelRequest(version=version, codec=codec)
+    async def fetch_model(
+        self, session: Session, version: int, codec: str, have_ref: str = ""
+    ) -> EncodedModel:
+        request = pb.FetchModelRequest(version=version, codec=codec, have_ref=have_ref)
         body = bytearray()
         header: pb.ModelChunk | None = None
         async with translated_errors():
@@ -86,7 +88,7 @@ class GrpcTransport:
                 f"model download ended after {len(body)} of "
                 f"{header.total_size if header else '?'} bytes"
             )
-        return EncodedModel(version=header.version, codec=header.codec, payload=bytes(body))
+        return serde.model_from_proto(header, bytes(body))
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
         reply = await self._call(

@@ -12,6 +12,7 @@ from fedgate.core.config import MUTABLE_FIELDS, RunConfig
 from fedgate.core.messages import (
     ClientState,
     ClientView,
+    EncodedModel,
     FederationStatus,
     HeartbeatAck,
     JoinAck,
@@ -120,6 +121,7 @@ def update_header_to_proto(update: Update) -> pb.UpdateHeader:
         total_size=len(update.payload),
         train_loss=update.train_loss,
         train_accuracy=update.train_accuracy,
+        base_ref=update.base_ref,
     )
 
 
@@ -132,6 +134,29 @@ def update_from_proto(header: pb.UpdateHeader, payload: bytes) -> Update:
         payload=payload,
         train_loss=header.train_loss,
         train_accuracy=header.train_accuracy,
+        base_ref=header.base_ref,
+    )
+
+
+def model_header_to_proto(model: EncodedModel, first_chunk: bytes) -> pb.ModelChunk:
+    """The first chunk of a model download: what it is, and its first bytes."""
+    return pb.ModelChunk(
+        version=model.version,
+        codec=model.codec,
+        total_size=len(model.payload),
+        data=first_chunk,
+        ref=model.ref,
+        base_ref=model.base_ref,
+    )
+
+
+def model_from_proto(header: pb.ModelChunk, payload: bytes) -> EncodedModel:
+    return EncodedModel(
+        version=header.version,
+        codec=header.codec,
+        payload=payload,
+        ref=header.ref,
+        base_ref=header.base_ref,
     )
 
 

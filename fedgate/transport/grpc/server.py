@@ -87,18 +87,13 @@ class FederationServicer(pb_grpc.FederationServicer):
         try:
             client_id, token = credentials(context)
             model = await self.federation.fetch_model(
-                client_id, token, request.version, request.codec or None
+                client_id, token, request.version, request.codec or None, request.have_ref
             )
         except FedgateError as error:
             await abort_with(context, error)
             return
         view = memoryview(model.payload)
-        yield pb.ModelChunk(
-            version=model.version,
-            codec=model.codec,
-            total_size=len(view),
-            data=bytes(view[:CHUNK_BYTES]),
-        )
+        yield serde.model_header_to_proto(model, bytes(view[:CHUNK_BYTES]))
         for start in range(CHUNK_BYTES, len(view), CHUNK_BYTES):
             yield pb.ModelChunk(data=bytes(view[start : start + CHUNK_BYTES]))
 

@@ -24,7 +24,13 @@ from fedgate.core.transport import Session
 from fedgate.errors import ServerError, TransportError, UnknownCodec
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.problems import error_from_response
-from fedgate.transport.rest.router import CLIENT_HEADER, CODEC_HEADER, MODEL_VERSION_HEADER
+from fedgate.transport.rest.router import (
+    BASE_REF_HEADER,
+    CLIENT_HEADER,
+    CODEC_HEADER,
+    MODEL_VERSION_HEADER,
+    REF_HEADER,
+)
 
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
@@ -66,19 +72,24 @@ class RestTransport:
         )
         return schemas.task_from_json(schemas.TaskJson.model_validate(reply))
 
-    async def fetch_model(self, session: Session, version: int, codec: str) -> EncodedModel:
+    async def fetch_model(
+        self, session: Session, version: int, codec: str, have_ref: str = ""
+    ) -> EncodedModel:
+        params = {"codec": codec, **({"have": have_ref} if have_ref else {})}
         response = await self._send(
             "GET",
             f"/models/{version}",
             session=session,
             limit_s=TRANSFER_TIMEOUT_S,
             headers={"Accept": _media_type(codec)},
-            params={"codec": codec} if codec else None,
+            params=params,
         )
         return EncodedModel(
             version=int(response.headers.get(MODEL_VERSION_HEADER, version)),
             codec=response.headers.get(CODEC_HEADER, codec),
             payload=response.content,
+            ref=response.headers.get(REF_HEADER, ""),
+            base_ref=response.headers.get(BASE_REF_HEADER, ""),
         )
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
@@ -89,6 +100,8 @@ class RestTransport:
         media_type = _media_type(update.codec)
         if media_type == OCTET_STREAM:
             params["codec"] = update.codec  # unknown here: let the server judge the name
+        if update.base_ref:
+            params["base_ref"] = update.base_ref
         for key in ("train_loss", "train_accuracy"):
             value = getattr(update, key)
             if math.isfinite(value):

@@ -22,6 +22,8 @@ TRANSPORT = "rest"
 MODEL_VERSION_HEADER = "X-Fedgate-Model-Version"
 CODEC_HEADER = "X-Fedgate-Codec"
 CLIENT_HEADER = "X-Fedgate-Client-Id"
+REF_HEADER = "X-Fedgate-Model-Ref"
+BASE_REF_HEADER = "X-Fedgate-Base-Ref"
 
 
 def bearer(authorization: Annotated[str, Header()] = "") -> str:
@@ -109,19 +111,30 @@ def federation_router(federation: Federation, *, max_update_bytes: int) -> APIRo
         },
     )
     async def fetch_model(
+        *,
         version: int,
         client_id: HeaderClient,
         token: Token,
         codec: Annotated[str | None, Query()] = None,
+        have: Annotated[str, Query(max_length=64)] = "",
         accept: Annotated[str, Header()] = "*/*",
     ) -> Response:
-        """A global model version, encoded in ``?codec=``, the Accept type, or the client's."""
+        """A global model version, encoded in ``?codec=``, the Accept type, or the client's.
+
+        With ``?have=REF`` (the ``X-Fedgate-Model-Ref`` of a model the client holds) the
+        body may be a delta to that model: ``X-Fedgate-Base-Ref`` then names it.
+        """
         chosen = codec_for_accept(accept, codec)
-        model = await federation.fetch_model(client_id, token, version, chosen)
+        model = await federation.fetch_model(client_id, token, version, chosen, have)
+        headers = {
+            MODEL_VERSION_HEADER: str(model.version),
+            CODEC_HEADER: model.codec,
+            REF_HEADER: model.ref,
+        }
+        if model.base_ref:
+            headers[BASE_REF_HEADER] = model.base_ref
         return Response(
-            content=model.payload,
-            media_type=get_codec(model.codec).media_type,
-            headers={MODEL_VERSION_HEADER: str(model.version), CODEC_HEADER: model.codec},
+            content=model.payload, media_type=get_codec(model.codec).media_type, headers=headers
         )
 
     @router.post(
@@ -149,8 +162,10 @@ def federation_router(federation: Federation, *, max_update_bytes: int) -> APIRo
         codec: Annotated[str | None, Query()] = None,
         train_loss: Annotated[float | None, Query()] = None,
         train_accuracy: Annotated[float | None, Query()] = None,
+        base_ref: Annotated[str, Query(max_length=64)] = "",
     ) -> schemas.ReceiptJson:
-        """An update for a round, as a binary body in its codec's media type."""
+        """An update for a round, as a binary body in its codec's media type: trained
+        weights, or with ``?base_ref=REF`` their difference to the model held as REF."""
         name = codec_for_media_type(request.headers.get("content-type", ""), codec)
         payload = await read_body(request, max_update_bytes)
         update = Update(
@@ -161,6 +176,7 @@ def federation_router(federation: Federation, *, max_update_bytes: int) -> APIRo
             payload=payload,
             train_loss=_nan(train_loss),
             train_accuracy=_nan(train_accuracy),
+            base_ref=base_ref,
         )
         receipt = await federation.submit_update(client_id, token, update)
         return schemas.receipt_to_json(receipt)

@@ -192,18 +192,24 @@ class FetchModelRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     CODEC_FIELD_NUMBER: _builtins.int
+    HAVE_REF_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     codec: _builtins.str
     """empty: the codec the client joined with"""
+    have_ref: _builtins.str
+    """The model the client holds (a ModelChunk.ref it received): the server sends the
+    difference to it when it still knows it, else the model in full.
+    """
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         codec: _builtins.str = ...,
+        have_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "have_ref", b"have_ref", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,11 +223,17 @@ class ModelChunk(_message.Message):
     CODEC_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    BASE_REF_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Set on the first chunk only."""
     codec: _builtins.str
     total_size: _builtins.int
     data: _builtins.bytes
+    ref: _builtins.str
+    """what the client holds once it has decoded this model"""
+    base_ref: _builtins.str
+    """set: data is a delta to add to the model held as base_ref"""
     def __init__(
         self,
         *,
@@ -229,10 +241,12 @@ class ModelChunk(_message.Message):
         codec: _builtins.str = ...,
         total_size: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        ref: _builtins.str = ...,
+        base_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "data", b"data", "total_size", b"total_size", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_ref", b"base_ref", "codec", b"codec", "data", b"data", "ref", b"ref", "total_size", b"total_size", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,6 +263,7 @@ class UpdateHeader(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     TRAIN_LOSS_FIELD_NUMBER: _builtins.int
     TRAIN_ACCURACY_FIELD_NUMBER: _builtins.int
+    BASE_REF_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     model_version: _builtins.int
     num_examples: _builtins.int
@@ -256,6 +271,8 @@ class UpdateHeader(_message.Message):
     total_size: _builtins.int
     train_loss: _builtins.float
     train_accuracy: _builtins.float
+    base_ref: _builtins.str
+    """Set: the update is trained weights minus the model the client held as base_ref."""
     def __init__(
         self,
         *,
@@ -266,10 +283,11 @@ class UpdateHeader(_message.Message):
         total_size: _builtins.int = ...,
         train_loss: _builtins.float = ...,
         train_accuracy: _builtins.float = ...,
+        base_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "model_version", b"model_version", "num_examples", b"num_examples", "round_id", b"round_id", "total_size", b"total_size", "train_accuracy", b"train_accuracy", "train_loss", b"train_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_ref", b"base_ref", "codec", b"codec", "model_version", b"model_version", "num_examples", b"num_examples", "round_id", b"round_id", "total_size", b"total_size", "train_accuracy", b"train_accuracy", "train_loss", b"train_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
