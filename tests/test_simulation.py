@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,44 @@ def test_sim_command_writes_results_json(
 def test_sim_command_refuses_bad_input_clearly(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--partition", "zipf:1", "--rounds", "1"]) == 2
     assert "unknown partition 'zipf:1'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def ten_client_runs() -> dict[str, dict[str, Any]]:
+    """10 clients, dirichlet:0.5, 30 rounds, seed 0: raw and every codec issue 5 added."""
+    runs: dict[str, dict[str, Any]] = {}
+    for codec in ("raw", *NEW_CODECS):
+        config = SimConfig(clients=10, rounds=30, partition="dirichlet:0.5", codec=codec)
+        runs[codec] = asyncio.run(simulate(config))
+    return runs
+
+
+NEW_CODECS = ("shuffle-zstd", "bf16-shuffle-zstd", "fp16-zstd", "int8-zstd", "topk-int8")
+
+
+def late_accuracy(run: dict[str, Any]) -> float:
+    """Mean accuracy of the last five rounds: one test sample is 0.28 points of accuracy."""
+    return float(sum(r["accuracy"] for r in run["rounds"][-5:]) / 5)
+
+
+def traffic(run: dict[str, Any]) -> int:
+    return int(run["bytes_up"] + run["bytes_down"])
+
+
+@pytest.mark.parametrize("codec", NEW_CODECS)
+def test_smaller_codecs_keep_the_accuracy_of_raw(
+    codec: str, ten_client_runs: dict[str, dict[str, Any]]
+) -> None:
+    raw, run = ten_client_runs["raw"], ten_client_runs[codec]
+    # top-k keeps a tenth of each update: allowed a little more drift than dense codecs
+    tolerance = 0.01 if codec == "topk-int8" else 0.005
+    assert late_accuracy(run) >= late_accuracy(raw) - tolerance
+    assert traffic(run) < traffic(raw)
+
+
+def test_int8_and_topk_deltas_move_a_fraction_of_raw_bytes(
+    ten_client_runs: dict[str, dict[str, Any]],
+) -> None:
+    raw = traffic(ten_client_runs["raw"])
+    assert traffic(ten_client_runs["int8-zstd"]) <= 0.25 * raw
+    assert traffic(ten_client_runs["topk-int8"]) <= 0.10 * raw

@@ -21,7 +21,8 @@ from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, InvalidCodecParame
 from fedgate.codecs.container import TensorSpec
 
 NAME = "topk-int8"
-DEFAULT_FRACTION = 0.05
+DEFAULT_FRACTION = 0.1
+DOWNLINK_FACTOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,17 @@ class TopkInt8Codec:
     # Whole models (a first download, with nothing to take a delta from) would lose 95% of
     # their weights here; this is the codec the platform sends them in instead.
     dense_codec: str = "int8-zstd"
+
+    @property
+    def downlink_codec(self) -> str:
+        """The codec model deltas are sent down in to clients that send in this one.
+
+        The global model moves by the average of many clients' sparse updates, which is far
+        denser than any one of them; sent at the clients' own k, the downlink lags and
+        accuracy suffers (measured on digits: -1 to -4 points at k=5%). It keeps
+        DOWNLINK_FACTOR times as many elements.
+        """
+        return f"{NAME}:{min(1.0, self.fraction * DOWNLINK_FACTOR)!r}"
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:

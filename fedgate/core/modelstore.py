@@ -118,6 +118,7 @@ class ModelStore:
                 return Encoding(EncodedModel(version, codec.name, payload, ref=str(version)))
             held = codec.decode(payload)
         else:
+            codec = downlink_codec(codec)
             payload = codec.encode(delta.difference(target, base.weights))
             held = delta.apply(base.weights, codec.decode(payload))
         ref = f"{version}.{next(self._ids)}"
@@ -130,6 +131,12 @@ def dense_codec(codec: Codec) -> Codec:
     """The codec a full model travels in: the codec itself, unless it only suits deltas
     (a sparsifying codec names a dense one to carry whole models)."""
     name: str = getattr(codec, "dense_codec", "")
+    return get_codec(name) if name else codec
+
+
+def downlink_codec(codec: Codec) -> Codec:
+    """The codec a model delta travels down in: the client's, unless it names another."""
+    name: str = getattr(codec, "downlink_codec", "")
     return get_codec(name) if name else codec
 
 

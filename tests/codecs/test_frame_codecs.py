@@ -128,7 +128,7 @@ def test_topk_keeps_exactly_the_k_largest_magnitudes() -> None:
     magnitudes = torch.randperm(64 * 64).float().add(1).reshape(64, 64) / 100
     weight = magnitudes * torch.where(torch.rand(64, 64) < 0.5, -1.0, 1.0)
     k = math.ceil(0.05 * weight.numel())
-    decoded = round_trip("topk-int8", {"w": weight})["w"]
+    decoded = round_trip("topk-int8:0.05", {"w": weight})["w"]
     kept = torch.zeros(weight.numel(), dtype=torch.bool)
     kept[weight.abs().flatten().topk(k).indices] = True
     kept = kept.reshape(weight.shape)
