@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto
+.PHONY: demo test lint check clean proto bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,13 @@ clean:
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py
+
+# Every bench suite and the report (about 12 minutes on 2 cores); results in runs/bench/.
+BENCH := runs/bench
+bench: $(STAMP)
+	$(BIN)/fedgate bench codecs --out $(BENCH)/codecs.json
+	$(BIN)/fedgate bench transports --out $(BENCH)/transports.json
+	$(BIN)/fedgate bench rounds --out $(BENCH)/rounds.json
+	$(BIN)/fedgate bench flower --out $(BENCH)/flower.json
+	$(BIN)/fedgate report $(BENCH)/codecs.json $(BENCH)/transports.json $(BENCH)/rounds.json \
+		$(BENCH)/flower.json --out $(BENCH)/report

@@ -6,20 +6,14 @@ two options below; every suite must accept them, so they live here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from benchkit import MODEL_SPECS, BenchServer
 from torch import nn
 
 from fedgate.core.models import ModelSpec, build_model
 
-# Input shapes the models are benchmarked at: the CNN on 8x8 digits, the resnets as they
-# run on CIFAR-sized images.
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "cnn": ModelSpec(),
-    "resnet18": ModelSpec(in_channels=3, image_size=32),
-    "resnet50": ModelSpec(in_channels=3, image_size=32),
-}
 QUICK_MODELS = ["cnn"]
 
 
@@ -72,3 +66,13 @@ def make_model() -> Callable[[str], tuple[nn.Module, ModelSpec]]:
         return build_model(name, spec, seed=0), spec
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bench_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchServer]:
+    """The fedgate server process the suites' clients talk to (see bench_server.py)."""
+    server = BenchServer(tmp_path_factory.mktemp("bench-server") / "server.log")
+    try:
+        yield server
+    finally:
+        server.close()

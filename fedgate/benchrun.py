@@ -5,6 +5,7 @@ in a subprocess and converts pytest-benchmark's document into fedgate's, which
 ``fedgate report`` renders::
 
     {"machine": {...}, "command": "fedgate bench codecs --out r.json", "created": "…",
+     "skipped": ["SKIPPED [1] bench/test_x.py:12: why", …],
      "results": [{"suite": "codecs", "model": "cnn", "codec": "raw", "bytes": …}, …]}
 
 The conversion knows nothing about any one suite, so new suites need no change here:
@@ -47,6 +48,7 @@ from fedgate.errors import ConfigError, FedgateError
 SUITES = ("codecs", "transports", "rounds", "flower")
 MB = 1_000_000
 REFERENCE_CODECS = ("json", "raw")
+CODEC_FIELDS = ("codec", "wire_codec")  # wire_codec: what a codec's bytes travelled in
 _STATS = {"median": "s", "mean": "mean_s", "min": "min_s", "max": "max_s", "stddev": "stddev_s"}
 _TAIL_LINES = 40
 
@@ -103,8 +105,9 @@ def pytest_argv(
     path: Path, json_path: Path, models: Sequence[str] | None, quick: bool
 ) -> list[str]:
     argv = [sys.executable, "-m", "pytest", str(path), f"--benchmark-json={json_path}"]
-    # No cache: a bench run must not leave state that changes the next one.
-    argv += ["-p", "no:cacheprovider", "--benchmark-columns=median,min,max,rounds"]
+    # No cache: a bench run must not leave state that changes the next one. -rs: the
+    # summary names each skipped test and its reason, which the results file keeps.
+    argv += ["-p", "no:cacheprovider", "-rs", "--benchmark-columns=median,min,max,rounds"]
     argv += ["--fedgate-quick"] if quick else []
     return argv + ([f"--fedgate-models={','.join(models)}"] if models else [])
 
@@ -129,20 +132,26 @@ def run_suite(
         raise ConfigError("bench suites need pytest-benchmark: pip install -e '.[dev]'")
     with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as tmp:
         json_path = Path(tmp) / "benchmark.json"
-        run_pytest(pytest_argv(path, json_path, names, quick), repository_root(), progress)
+        argv = pytest_argv(path, json_path, names, quick)
+        skipped = run_pytest(argv, repository_root(), progress)
         if not json_path.is_file():
             raise BenchFailed(f"bench suite {suite!r} wrote no benchmark JSON")
         raw = json.loads(json_path.read_text())
     document = results_document(
-        convert(raw, suite), command or bench_command(suite, names, quick, out)
+        convert(raw, suite), command or bench_command(suite, names, quick, out), skipped
     )
     write_results(document, out)
     return document
 
 
-def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> None:
-    """Run pytest, echoing its output; a failure carries the tail of that output."""
+def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> list[str]:
+    """Run pytest, echoing its output; a failure carries the tail of that output.
+
+    Returns pytest's summary lines for skipped tests (``-ra``: ``SKIPPED [n] file:line:
+    reason``), so a results file says what its suite left out, and why.
+    """
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    skipped: list[str] = []
     # argv is this interpreter running pytest on a suite file from our own checkout.
     with subprocess.Popen(  # noqa: S603
         argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -150,6 +159,8 @@ def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             tail.append(line)
+            if line.startswith("SKIPPED "):
+                skipped.append(line.strip())
             if progress is not None:
                 progress.write(line)
                 progress.flush()
@@ -158,6 +169,7 @@ def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> None:
             f"bench run failed (pytest exit code {process.returncode}): {shlex.join(argv)}\n"
             + "".join(tail)
         )
+    return skipped
 
 
 def write_results(document: Mapping[str, Any], out: Path) -> None:
@@ -165,11 +177,12 @@ def write_results(document: Mapping[str, Any], out: Path) -> None:
     out.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def results_document(rows: list[Row], command: str) -> dict[str, Any]:
+def results_document(rows: list[Row], command: str, skipped: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "machine": machine_info(),
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "skipped": list(skipped),
         "results": rows,
     }
 
@@ -227,8 +240,11 @@ def add_throughput(row: Row, labels: Iterable[str]) -> None:
 
 
 def _dimensions(row: Row) -> tuple[tuple[str, str], ...]:
-    # String-valued fields name what a row measures (model, transport, …); numbers are results.
-    return tuple(sorted((k, v) for k, v in row.items() if isinstance(v, str) and k != "codec"))
+    # String-valued fields name what a row measures (model, transport, …); numbers are
+    # results. The codec fields are what reductions compare across, so they are left out.
+    return tuple(
+        sorted((k, v) for k, v in row.items() if isinstance(v, str) and k not in CODEC_FIELDS)
+    )
 
 
 def add_reductions(rows: Sequence[Row]) -> None:

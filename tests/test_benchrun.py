@@ -32,6 +32,7 @@ def test_quick_codec_suite_gives_one_row_per_codec_and_the_baseline(
     document, out = quick_results
     assert json.loads(out.read_text()) == document
     assert document["command"] == "fedgate bench x" and document["created"]
+    assert document["skipped"] == []
     assert document["machine"]["cores"] >= 1 and document["machine"]["torch"]
     rows = {row["codec"]: row for row in document["results"]}
     assert len(rows) == len(document["results"]) == len(CODECS) + 1
@@ -155,6 +156,14 @@ def test_a_failing_suite_reports_pytest_output(tmp_path: Path) -> None:
             [sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path, None
         )
     assert "boom" in str(caught.value)
+
+
+def test_skipped_benchmarks_are_returned_with_their_reason(tmp_path: Path) -> None:
+    script = "print('x.py s'); print('SKIPPED [1] bench/x.py:3: no flwr'); print('1 skipped')"
+    lines = benchrun.run_pytest([sys.executable, "-c", script], tmp_path, None)
+    assert lines == ["SKIPPED [1] bench/x.py:3: no flwr"]
+    document = benchrun.results_document([], "c", lines)
+    assert document["skipped"] == lines and document["results"] == []
 
 
 def test_bench_handler_records_the_command_line(

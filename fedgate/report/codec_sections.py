@@ -169,13 +169,20 @@ def throughput_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     ]
     blocks += [_throughput_table(grid, model) for model in grid.models]
     chart = "codec-throughput.png"
-    plots.bar_panels(
+    # One above the other, each the full width: ten codecs x three models of value labels
+    # overprint each other in half a page.
+    groups = [model_label(m) for m in grid.models]
+    plots.bar_rows(
         out_dir / chart,
-        groups=[model_label(m) for m in grid.models],
-        panels={
-            t: {c: [grid.mb_s(m, c, t) for m in grid.models] for c in grid.codecs} for t in timings
-        },
-        ylabel="MB/s of fp32 input (log scale)",
+        panels=[
+            plots.BarPanel(
+                t,
+                groups,
+                {c: [grid.mb_s(m, c, t) for m in grid.models] for c in grid.codecs},
+                "MB/s of fp32 input (log scale)",
+            )
+            for t in timings
+        ],
         log=True,
     )
     blocks.append(Image(chart, "Encode and decode throughput per codec and model (MB/s)"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.axes import Axes
@@ -15,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 DPI = 110
 WIDTH_IN = 9.0
 HEIGHT_IN = 5.0
+ROW_HEIGHT_IN = 3.4  # per panel, when panels are stacked
 
 Series = Mapping[str, Sequence[float | None]]
 
@@ -23,6 +25,15 @@ def _figure(panels: int = 1) -> tuple[Figure, list[Axes]]:
     figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels, squeeze=False)[0]
+    return figure, list(axes)
+
+
+def _stacked(panels: int) -> tuple[Figure, list[Axes]]:
+    """Panels one above the other, each as tall as a readable chart needs."""
+    height = max(HEIGHT_IN, ROW_HEIGHT_IN * panels + 0.8)
+    figure = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     return figure, list(axes)
 
 
@@ -54,8 +65,14 @@ def _draw_bars(axes: Axes, groups: Sequence[str], series: Series, log: bool) -> 
         bars = axes.bar(positions, heights, width, label=name)
         labels = [_value_label(h) for h in heights]
         axes.bar_label(bars, labels=labels, fontsize=7, padding=2, rotation=rotation)
+    # Many groups: slanted names, so long ones (codec names) do not run into each other.
     axes.set_xticks(range(len(groups)), list(groups))
-    if log:
+    if len(groups) > 6:
+        axes.tick_params(axis="x", labelrotation=25)
+        for label in axes.get_xticklabels():
+            label.set_horizontalalignment("right")
+    # A log axis needs something positive to show; an empty panel stays linear.
+    if log and any(v is not None and v > 0 for values in series.values() for v in values):
         axes.set_yscale("log")
     axes.margins(y=0.25 if log else 0.15)
     axes.grid(axis="y", alpha=0.3)
@@ -78,39 +95,55 @@ def bar_chart(
     _save(figure, path)
 
 
-def bar_panels(
-    path: Path,
-    *,
-    groups: Sequence[str],
-    panels: Mapping[str, Series],
-    ylabel: str,
-    log: bool = False,
+@dataclass(frozen=True)
+class BarPanel:
+    """One panel of grouped bars: its own title, groups and y label."""
+
+    title: str
+    groups: Sequence[str]
+    series: Series
+    ylabel: str
+
+
+def bar_rows(
+    path: Path, *, panels: Sequence[BarPanel], log: bool = False, across: bool = False
 ) -> None:
-    """Side-by-side grouped bar charts sharing groups and series (e.g. encode | decode)."""
-    figure, axes_list = _figure(len(panels))
-    for axes, (title, series) in zip(axes_list, panels.items(), strict=True):
-        _draw_bars(axes, groups, series, log)
-        axes.set_title(title)
-        axes.set_ylabel(ylabel)
-    _legend(figure, axes_list[0], len(next(iter(panels.values()), {})))
+    """Grouped bar panels stacked vertically (``across``: side by side, for panels of few
+    bars); the legend (the series names they share) below."""
+    figure, axes_list = _figure(len(panels)) if across else _stacked(len(panels))
+    names: dict[str, None] = {}
+    for axes, panel in zip(axes_list, panels, strict=True):
+        _draw_bars(axes, panel.groups, panel.series, log)
+        axes.set_title(panel.title)
+        axes.set_ylabel(panel.ylabel)
+        names.update(dict.fromkeys(panel.series))
+    _legend(figure, axes_list[0], len(names))
     _save(figure, path)
 
 
-def line_chart(
+def line_rows(
     path: Path,
     *,
-    series: Mapping[str, Sequence[float]],
-    title: str,
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
     xlabel: str,
     ylabel: str,
+    ylim: tuple[float, float] | None = None,
 ) -> None:
-    figure, (axes,) = _figure()
-    for name, values in series.items():
-        axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.grid(alpha=0.3)
-    _legend(figure, axes, len(series))
+    """Line panels (title -> series) stacked vertically, sharing the legend below them;
+    ``ylim`` gives every panel the same scale."""
+    figure, axes_list = _stacked(len(panels))
+    most = 0
+    for axes, (title, series) in zip(axes_list, panels.items(), strict=True):
+        for name, values in series.items():
+            axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title(title)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        if ylim is not None:
+            axes.set_ylim(*ylim)
+        axes.grid(alpha=0.3)
+        most = max(most, len(series))
+    busiest = max(axes_list, key=lambda a: len(a.get_legend_handles_labels()[1]))
+    _legend(figure, busiest, most)
     _save(figure, path)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgate.errors import ConfigError
-from fedgate.report import codec_sections, suite_sections
+from fedgate.report import codec_sections, suite_sections, transport_sections
 from fedgate.report.blocks import MISSING, Code, Paragraph, Section, Table
 from fedgate.report.results import ResultsFile, Row, load_results
 
@@ -19,7 +19,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     codec_sections.size_section,
     codec_sections.throughput_section,
     codec_sections.error_section,
-    suite_sections.transport_section,
+    transport_sections.transport_section,
     suite_sections.rounds_section,
     suite_sections.accuracy_section,
     suite_sections.flower_section,
@@ -80,6 +80,9 @@ def runs_section(files: Sequence[ResultsFile]) -> Section:
         platform = _text(results.machine.get("platform"))
         blocks.append(Paragraph(f"{results.path} ({len(results.rows)} rows, platform {platform}):"))
         blocks.append(Code(results.command))
+        if results.skipped:
+            blocks.append(Paragraph("Skipped by this run, as pytest reported it:"))
+            blocks.append(Code("\n".join(results.skipped)))
     return Section("Machine and commands", list(blocks))
 
 

@@ -17,10 +17,15 @@ from fedgate.errors import ConfigError
 Row = dict[str, Any]
 
 # Fields renderers read as names, and as numbers (plus every ``*_s``, ``*_pct``, ``*_bytes``).
-NAME_FIELDS = frozenset({"suite", "model", "codec", "transport", "direction", "framework"})
+NAME_FIELDS = frozenset(
+    {"suite", "model", "codec", "wire_codec", "transport", "direction", "framework"}
+)
 NUMBER_FIELDS = frozenset({"bytes", "clients", "accuracy", "rel_l2", "rel_l2_delta", "tensors"})
 NUMBER_SUFFIXES = ("_s", "_pct", "_bytes", "_rounds", "_per_round")
-LIST_FIELDS = frozenset({"accuracy_per_round"})
+# Per-round series (lists of numbers), though their names end like numeric fields.
+LIST_FIELDS = frozenset(
+    {"accuracy_per_round", "round_latencies_s", "round_overheads_s", "round_trainings_s"}
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class ResultsFile:
     command: str
     created: str | None
     rows: list[Row]
+    skipped: list[str]  # pytest's lines for benchmarks the suite skipped, with the reason
 
 
 def load_results(path: Path) -> ResultsFile:
@@ -52,6 +58,9 @@ def load_results(path: Path) -> ResultsFile:
         raise ConfigError(f"results file {path}: 'command' must be the command line (a string)")
     if not isinstance(results, list):
         raise ConfigError(f"results file {path}: 'results' must be a list of rows")
+    skipped = document.get("skipped", [])
+    if not (isinstance(skipped, list) and all(isinstance(line, str) for line in skipped)):
+        raise ConfigError(f"results file {path}: 'skipped' must be a list of strings")
     rows = [check_row(path, index, row) for index, row in enumerate(results)]
     return ResultsFile(
         path=path,
@@ -59,6 +68,7 @@ def load_results(path: Path) -> ResultsFile:
         command=command,
         created=created if isinstance(created, str) else None,
         rows=rows,
+        skipped=skipped,
     )
 
 

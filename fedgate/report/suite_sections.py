@@ -1,10 +1,11 @@
-"""Sections for the ``transports``, ``rounds`` and ``flower`` suites.
+"""Sections for the ``rounds`` and ``flower`` suites (``transports``: transport_sections).
 
 Each renders only when rows of its suite carry its fields, and is omitted otherwise.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,14 +19,12 @@ from fedgate.report.blocks import (
     Table,
     megabytes,
     plain,
-    rate,
     seconds,
 )
 from fedgate.report.codec_sections import model_label
 from fedgate.report.results import Row, number
 
 Format = Callable[[float | None], str]
-DIRECTION_ORDER = {"down": 0, "up": 1}
 
 
 def _suite(rows: Sequence[Row], suite: str, fields: Sequence[str]) -> list[Row]:
@@ -51,66 +50,33 @@ def _varying(rows: Sequence[Row], names: Sequence[str]) -> list[str]:
     return [n for n in names if len({row.get(n) for row in rows}) > 1] or list(names[-1:])
 
 
-def transport_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
-    found = _suite(rows, "transports", ("mb_s", "wall_s"))
-    if not found:
-        return None
-    keys = ["transport", "codec"]
-    if len({row.get("model") for row in found}) > 1:
-        keys.insert(0, "model")
-    directions = sorted(
-        {_direction(row) for row in found}, key=lambda d: (DIRECTION_ORDER.get(d, 2), d)
-    )
-    cells: dict[str, dict[str, Row]] = {}
-    for row in found:
-        cells.setdefault(_label(row, keys), {})[_direction(row)] = row
-    chart = "transport-throughput.png"
-    plots.bar_chart(
-        out_dir / chart,
-        groups=[label.replace(" · ", "\n") for label in cells],
-        series={d: [_field(cells[label].get(d), "mb_s") for label in cells] for d in directions},
-        title="Model transfer throughput per transport and codec",
-        ylabel="MB/s",
-    )
-    return Section(
-        "Transport throughput",
-        [
-            Paragraph(
-                "Wall time and MB/s of moving one encoded model: 'down' is the global model "
-                "to a client, 'up' an update to the server."
-            ),
-            _transport_table(keys, directions, cells),
-            Image(chart, "Transfer throughput (MB/s) per transport and codec"),
-        ],
-    )
+def _names(rows: Sequence[Row], field: str) -> list[str]:
+    return list(dict.fromkeys(_label(row, [field]) for row in rows))
 
 
-def _direction(row: Row) -> str:
-    return str(row.get("direction") or MISSING)
+def _clients(row: Row) -> float:
+    return number(row, "clients") or 0.0
 
 
-def _transport_table(
-    keys: Sequence[str], directions: Sequence[str], cells: dict[str, dict[str, Row]]
-) -> Table:
-    headers = [" · ".join(keys), *(f"{d} MB/s" for d in directions)]
-    headers += [f"{d} wall" for d in directions]
-    rows = [
-        [label, *(rate(_field(by_dir.get(d), "mb_s")) for d in directions)]
-        + [seconds(_field(by_dir.get(d), "wall_s")) for d in directions]
-        for label, by_dir in cells.items()
-    ]
-    return Table(headers, rows)
-
-
-def _field(row: Row | None, field: str) -> float | None:
-    return None if row is None else number(row, field)
+def _clients_title(clients: float) -> str:
+    return f"{clients:.0f} client" + ("" if clients == 1 else "s")
 
 
 ROUND_FIELDS: tuple[tuple[str, str, Format], ...] = (
     ("round_latency_s", "round latency", seconds),
     ("overhead_s", "overhead", seconds),
+    ("train_s", "slowest training", seconds),
     ("bytes_per_round", "MB per round", megabytes),
     ("accuracy", "accuracy", plain),
+)
+ROUNDS_EXPLAIN = (
+    "Whole federations on loopback (server and clients in separate processes), one per "
+    "transport x codec x client count. Round latency: median wall time of a round, from the "
+    "first client receiving the round's task to the first receiving the next one's. "
+    "Overhead: median over rounds of the round's wall time minus the local training time "
+    "of its slowest client (transfers, codec work on both sides, server checks, "
+    "aggregation, evaluation). MB per round: encoded payload bytes both ways (MB = 10^6 "
+    "bytes). Accuracy: held-out accuracy after the last round."
 )
 
 
@@ -118,32 +84,32 @@ def rounds_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     found = _suite(rows, "rounds", [field for field, _, _ in ROUND_FIELDS])
     if not found:
         return None
-    names = ["transport", "codec", "clients"]
+    codecs, transports = _names(found, "codec"), _names(found, "transport")
+    found = sorted(
+        found,
+        key=lambda r: (
+            _clients(r),
+            transports.index(_label(r, ["transport"])),
+            codecs.index(_label(r, ["codec"])),
+        ),
+    )
     table = [
         [_round_label(row), *(fmt(number(row, field)) for field, _, fmt in ROUND_FIELDS)]
         for row in found
     ]
-    headers = [" · ".join(names), *(label for _, label, _ in ROUND_FIELDS)]
+    headers = ["transport · codec · clients", *(label for _, label, _ in ROUND_FIELDS)]
     chart = "round-latency.png"
-    plots.bar_chart(
-        out_dir / chart,
-        groups=[_round_label(row).replace(" · ", "\n") for row in found],
-        series={
-            "round latency": [number(row, "round_latency_s") for row in found],
-            "overhead": [number(row, "overhead_s") for row in found],
-        },
-        title="Round latency per transport and codec",
-        ylabel="seconds",
-    )
+    _round_chart(found, out_dir / chart, codecs, transports)
     return Section(
         "Round latency",
         [
-            Paragraph(
-                "Wall time of one federated round, the part of it not spent training "
-                "(overhead), encoded bytes moved per round (MB = 10^6 bytes) and final accuracy."
-            ),
+            Paragraph(ROUNDS_EXPLAIN),
+            _round_summary(found, transports),
             Table(headers, table),
-            Image(chart, "Round latency and overhead per transport and codec (s)"),
+            Image(
+                chart,
+                "Round latency and overhead (s) per codec and transport, a panel per client count",
+            ),
         ],
     )
 
@@ -152,6 +118,48 @@ def _round_label(row: Row) -> str:
     clients = number(row, "clients")
     base = _label(row, ("transport", "codec"))
     return base if clients is None else f"{base} · {clients:.0f} clients"
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _round_summary(rows: Sequence[Row], transports: Sequence[str]) -> Table:
+    """Per client count and transport, the median over codecs (each codec weighs the same)."""
+    headers = ["clients"]
+    for transport in transports:
+        headers += [f"{transport} round", f"{transport} overhead"]
+    table = []
+    for clients in sorted({_clients(r) for r in rows}):
+        cells = [f"{clients:.0f}"]
+        for transport in transports:
+            mine = [
+                r for r in rows if _clients(r) == clients and _label(r, ["transport"]) == transport
+            ]
+            cells.append(seconds(_median([number(r, "round_latency_s") for r in mine])))
+            cells.append(seconds(_median([number(r, "overhead_s") for r in mine])))
+        table.append(cells)
+    return Table(headers, table, caption="Median over codecs, per client count and transport")
+
+
+def _round_chart(rows: Sequence[Row], path: Path, codecs: list[str], transports: list[str]) -> None:
+    panels = []
+    for clients in sorted({_clients(r) for r in rows}):
+        cells = {
+            (_label(r, ["transport"]), _label(r, ["codec"])): r
+            for r in rows
+            if _clients(r) == clients
+        }
+        series: dict[str, list[float | None]] = {}
+        for transport in transports:
+            for field, what in (("round_latency_s", "round"), ("overhead_s", "overhead")):
+                series[f"{transport} {what}"] = [
+                    None if (row := cells.get((transport, codec))) is None else number(row, field)
+                    for codec in codecs
+                ]
+        panels.append(plots.BarPanel(_clients_title(clients), codecs, series, "seconds"))
+    plots.bar_rows(path, panels=panels)
 
 
 def accuracy_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
@@ -166,21 +174,55 @@ def accuracy_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
         [label, str(len(values)), plain(values[0]), plain(max(values)), plain(values[-1])]
         for label, values in curves.items()
     ]
+    shown = _names(found, "transport")[0]
     chart = "accuracy-per-round.png"
-    plots.line_chart(
+    plots.line_rows(
         out_dir / chart,
-        series=curves,
-        title="Test accuracy after each round",
+        panels=_accuracy_panels([r for r in found if _label(r, ["transport"]) == shown]),
         xlabel="round",
         ylabel="accuracy",
+        ylim=(0.0, 1.0),
     )
     return Section(
         "Accuracy per round",
         [
-            Paragraph("Held-out accuracy of the global model after each round, per codec."),
+            Paragraph(
+                "Held-out accuracy of the global model after each round. The chart shows the "
+                f"{shown} runs, one line per codec and one panel per client count; "
+                + _transport_spread(found)
+            ),
             Table([" · ".join(names), "rounds", "first", "best", "final"], table),
-            Image(chart, "Accuracy per round per codec"),
+            Image(chart, f"Accuracy per round per codec ({shown}), one panel per client count"),
         ],
+    )
+
+
+def _accuracy_panels(rows: Sequence[Row]) -> dict[str, dict[str, list[float]]]:
+    panels: dict[str, dict[str, list[float]]] = {}
+    for row in sorted(rows, key=_clients):
+        title = _clients_title(_clients(row)) if row.get("clients") is not None else MISSING
+        panels.setdefault(title, {})[_label(row, ["codec"])] = [
+            float(v) for v in row["accuracy_per_round"]
+        ]
+    return panels
+
+
+def _transport_spread(rows: Sequence[Row]) -> str:
+    """How far apart the transports' curves are, for the same codec and client count."""
+    runs: dict[tuple[str, float], list[list[float]]] = {}
+    for row in rows:
+        key = (_label(row, ["codec"]), _clients(row))
+        runs.setdefault(key, []).append([float(v) for v in row["accuracy_per_round"]])
+    gaps = [
+        abs(a - b)
+        for curves in runs.values()
+        for other in curves[1:]
+        for a, b in zip(curves[0], other, strict=False)
+    ]
+    if not gaps:
+        return "each configuration ran on one transport only."
+    return (
+        f"the largest gap between transports at any round, same codec and clients: {max(gaps):.4f}."
     )
 
 
@@ -188,6 +230,11 @@ FLOWER_FIELDS: tuple[tuple[str, str, Format], ...] = (
     ("round_wall_s", "round wall time", seconds),
     ("bytes_per_round", "MB per round", megabytes),
     ("accuracy", "accuracy", plain),
+)
+FLOWER_MISSING = (
+    "No Flower rows in these results: the flower suite runs Flower only where flwr is "
+    "installed (pip install -e '.[compare]') and said so when it skipped; fedgate's side "
+    "is shown alone."
 )
 
 
@@ -200,27 +247,44 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
         [_label(row, names), *(fmt(number(row, field)) for field, _, fmt in FLOWER_FIELDS)]
         for row in found
     ]
-    transports = list(dict.fromkeys(_label(row, ["transport"]) for row in found))
-    frameworks = list(dict.fromkeys(_label(row, ["framework"]) for row in found))
-    walls = {(_label(r, ["framework"]), _label(r, ["transport"])): r for r in found}
     chart = "flower-vs-fedgate.png"
-    plots.bar_chart(
-        out_dir / chart,
-        groups=transports,
-        series={
-            f: [_field(walls.get((f, t)), "round_wall_s") for t in transports] for f in frameworks
-        },
-        title="Round wall time: Flower vs fedgate",
-        ylabel="seconds",
-    )
-    return Section(
-        "Flower vs fedgate",
-        [
-            Paragraph(
-                "The same federation run by Flower and by fedgate: wall time per round, "
-                f"bytes per round (MB = {MB:,} bytes) and final accuracy."
-            ),
-            Table([" · ".join(names), *(label for _, label, _ in FLOWER_FIELDS)], table),
-            Image(chart, "Round wall time per framework and transport (s)"),
+    _flower_chart(found, out_dir / chart)
+    blocks: list[Paragraph | Table | Image] = [
+        Paragraph(
+            "The same federation (model, data, partition, clients, rounds) run by Flower and by "
+            "fedgate: median wall time per round, payload bytes per round both ways "
+            f"(MB = {MB:,} bytes; protocol framing not counted on either side) and final accuracy."
+        )
+    ]
+    if "flower" not in _names(found, "framework"):
+        blocks.append(Paragraph(FLOWER_MISSING))
+    blocks += [
+        Table([" · ".join(names), *(label for _, label, _ in FLOWER_FIELDS)], table),
+        Image(chart, "Round wall time and payload bytes per round, per framework and transport"),
+    ]
+    return Section("Flower vs fedgate", list(blocks))
+
+
+def _flower_chart(rows: Sequence[Row], path: Path) -> None:
+    transports, frameworks = _names(rows, "transport"), _names(rows, "framework")
+    cells = {(_label(r, ["framework"]), _label(r, ["transport"])): r for r in rows}
+
+    def panel(title: str, field: str, unit: str, scale: float) -> plots.BarPanel:
+        series: dict[str, list[float | None]] = {}
+        for framework in frameworks:
+            figures = [_field(cells.get((framework, t)), field) for t in transports]
+            series[framework] = [None if v is None else v / scale for v in figures]
+        return plots.BarPanel(title, transports, series, unit)
+
+    plots.bar_rows(
+        path,
+        panels=[
+            panel("Round wall time", "round_wall_s", "seconds", 1.0),
+            panel("Payload bytes per round", "bytes_per_round", "MB", MB),
         ],
+        across=True,
     )
+
+
+def _field(row: Row | None, field: str) -> float | None:
+    return None if row is None else number(row, field)

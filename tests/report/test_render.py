@@ -43,13 +43,14 @@ CODEC_ROWS = [
     codec_row("pickle (baseline)", 44_870_000, baseline=True),
     codec_row("bf16-zstd", 16_720_000, rel_l2=0.00234, rel_l2_delta=0.00191, lossy=True),
 ]
-TRANSPORT_ROWS = [
+TRANSPORT_ROWS: list[dict[str, Any]] = [
     {"suite": "transports", "transport": "grpc", "codec": "raw", "model": "resnet18",
-     "direction": "down", "wall_s": 0.375, "mb_s": 119.25},
+     "direction": "down", "wall_s": 0.375, "mb_s": 119.25, "bytes": 44_720_000,
+     "fp32_bytes": 44_734_408, "fp32_mb_s": 119.5},
     {"suite": "transports", "transport": "grpc", "codec": "raw", "model": "resnet18",
-     "direction": "up", "wall_s": 0.5, "mb_s": 89.5},
+     "direction": "up", "wall_s": 0.5, "mb_s": 89.5, "bytes": 44_720_000},
     {"suite": "transports", "transport": "rest", "codec": "bf16-zstd", "model": "resnet18",
-     "direction": "down", "wall_s": 0.125, "mb_s": 133.75},
+     "direction": "down", "wall_s": 0.125, "mb_s": 133.75, "fp32_mb_s": 357.75},
 ]  # fmt: skip
 ROUND_ROWS = [
     {"suite": "rounds", "transport": "rest", "codec": "json", "clients": 4,
@@ -116,16 +117,75 @@ def test_every_suite_renders_from_several_files(tmp_path: Path) -> None:
     sections = ("Transport throughput", "Round latency", "Accuracy per round", "Flower vs fedgate")
     for text in (*sections, "bench transports", "bench rounds", "bench flower"):
         assert text in markdown and text in html, text
-    assert "| grpc · raw | 119 | 89.5 | 375 ms | 500 ms |" in markdown
-    assert "| rest · bf16-zstd | 134 | — | 125 ms | — |" in markdown
-    assert "| rest · json · 4 clients | 3.25 s | 1.12 s | 12.34 | 0.913 |" in markdown
+    assert "| raw · grpc | 44.72 | 375 ms | 119 | 120 | 44.72 | 500 ms | 89.5 | — |" in markdown
+    assert "| bf16-zstd · rest | — | 125 ms | 134 | 358 | — | — | — | — |" in markdown
+    assert "*ResNet-18 (fp32 44.73 MB)*" in markdown
+    # gRPC vs REST on raw: REST has no raw row here, so no ratio either.
+    assert "| ResNet-18 · down | 119 | — | — |" in markdown
+    assert "| ResNet-18 · up | 89.5 | — | — |" in markdown
+    assert "| rest · json · 4 clients | 3.25 s | 1.12 s | — | 12.34 | 0.913 |" in markdown
+    assert "| 4 | 2.88 s | 750 ms |" in markdown  # medians over the two codecs
     assert "| json | 3 | 0.411 | 0.913 | 0.913 |" in markdown
+    assert "each configuration ran on one transport only" in markdown
     assert "| flower · grpc | 4.75 s | 9.87 | 0.876 |" in markdown
     assert "| fedgate · grpc | 3.50 s | 6.54 | 0.881 |" in markdown
-    pngs = ("transport-throughput", "round-latency", "accuracy-per-round", "flower-vs-fedgate")
+    assert "No Flower rows" not in markdown
+    pngs = (
+        "transport-throughput",
+        "transport-fp32-throughput",
+        "round-latency",
+        "accuracy-per-round",
+        "flower-vs-fedgate",
+    )
     for png in pngs:
         assert (out / f"{png}.png").read_bytes().startswith(b"\x89PNG"), png
-    assert html.count("data:image/png;base64,") == 6
+    assert html.count("data:image/png;base64,") == 7
+
+
+def test_transports_compare_on_raw_and_accuracy_spread_across_transports(tmp_path: Path) -> None:
+    rest_raw = [{**row, "transport": "rest", "mb_s": row["mb_s"] / 2} for row in TRANSPORT_ROWS[:2]]
+    grpc_rounds = [{**row, "transport": "grpc"} for row in ROUND_ROWS]
+    grpc_rounds[0]["accuracy_per_round"] = [0.411, 0.79, 0.913]
+    files = [
+        write(tmp_path / "t.json", [*TRANSPORT_ROWS, *rest_raw], "t"),
+        write(tmp_path / "r.json", [*ROUND_ROWS, *grpc_rounds], "r"),
+    ]
+    markdown, _, _ = render(tmp_path, *files)
+    assert "| ResNet-18 · down | 119 | 59.6 | 2.00x |" in markdown
+    assert "| ResNet-18 · up | 89.5 | 44.8 | 2.00x |" in markdown
+    assert "| 4 | 2.88 s | 750 ms | 2.88 s | 750 ms |" in markdown
+    assert "the largest gap between transports at any round, same codec and clients: 0.0080" in (
+        markdown
+    )
+
+
+def test_a_codec_sent_down_in_another_says_so(tmp_path: Path) -> None:
+    rows = [
+        {"suite": "transports", "transport": "grpc", "codec": "topk-int8", "model": "cnn",
+         "direction": "down", "wire_codec": "int8-zstd", "wall_s": 0.002, "mb_s": 20.0,
+         "bytes": 40_000},
+        {"suite": "transports", "transport": "grpc", "codec": "topk-int8", "model": "cnn",
+         "direction": "up", "wire_codec": "topk-int8", "wall_s": 0.001, "mb_s": 4.5,
+         "bytes": 4_500},
+    ]  # fmt: skip
+    markdown, _, _ = render(tmp_path, write(tmp_path / "t.json", rows, "t"))
+    expected = (
+        "| topk-int8 (down: int8-zstd) · grpc | 0.04 | 2 ms | 20 | — | 0.0045 | 1 ms | 4.5 | — |"
+    )
+    assert expected in markdown
+
+
+def test_flower_results_without_flower_say_so(tmp_path: Path) -> None:
+    fedgate_only = [row for row in FLOWER_ROWS if row["framework"] == "fedgate"]
+    path = write(tmp_path / "f.json", fedgate_only, "f")
+    document = json.loads(path.read_text())
+    skip = "SKIPPED [1] bench/test_flower.py:9: Flower is not installed"
+    path.write_text(json.dumps({**document, "skipped": [skip]}))
+    markdown, html, out = render(tmp_path, path)
+    assert "Skipped by this run" in markdown and skip in markdown and skip in html
+    assert "No Flower rows in these results" in markdown
+    assert "| fedgate · grpc | 3.50 s | 6.54 | 0.881 |" in markdown
+    assert (out / "flower-vs-fedgate.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_suites_render_without_the_codec_suite(tmp_path: Path) -> None:
@@ -166,6 +226,10 @@ def test_text_from_results_is_escaped_in_html(tmp_path: Path) -> None:
                 }
             ),
             "list of numbers",
+        ),
+        (
+            json.dumps({"machine": {}, "command": "c", "results": [], "skipped": [3]}),
+            "'skipped' must be a list of strings",
         ),
     ],
 )

@@ -1,0 +1,113 @@
+"""Rounds suite: whole federations per transport x codec x client count, every round timed.
+
+Each benchmark is one federation (`federations.py`): the digits CNN, an iid split over
+1, 4 or 16 clients (``--fedgate-quick``: 2 clients), every client in every round, a fixed
+number of rounds, all clients on one transport and one codec (every codec in the
+registry). The server runs in the bench server process, the clients here over real
+gRPC / REST connections on loopback.
+
+pytest-benchmark times each federated round (one benchmark round = one federated
+round): from the moment the first client receives round n's task to the moment the first
+client receives round n+1's (or, after the last round, the stop). The round thus
+includes the model fetch (the server encodes each version once per codec), decode,
+local training, encode, upload, the server's decode, check and fold, aggregation,
+publishing, and the server's evaluation on the held-out test split (fedgate evaluates
+after every round).
+
+Row fields (``suite="rounds"``):
+
+- ``round_latency_s``: median round wall time (pytest-benchmark; also ``_mean_s``,
+  ``_min_s``, ``_max_s``, ``_stddev_s``, ``round_latency_rounds``);
+  ``round_latencies_s``: each round's;
+- ``overhead_s``: median over rounds of (round wall time - the local training time of the
+  slowest client in that round), i.e. everything in a round that is not waiting for the
+  last client's training: transfers, codec work on both sides, server validation,
+  aggregation, evaluation and task hand-out. The training time is measured client-side
+  around `LocalTrainer.train` (the client reports only its loss); with many clients on
+  2 cores, trainings overlap and share the CPU, and the slowest one's wall time includes
+  that sharing. ``train_s``: median slowest training; ``round_overheads_s``,
+  ``round_trainings_s``: per round;
+- ``server_round_s``: median of the server's own record of each round (open -> closed
+  after evaluation), a cross-check of the harness;
+- ``bytes_per_round``: mean encoded payload bytes per round, models down plus updates up
+  (the server's traffic counters); ``bytes_up_per_round``, ``bytes_down_per_round``;
+- ``accuracy``: held-out accuracy after the last round; ``accuracy_per_round``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from benchkit import BenchServer, EventLoop
+from federations import FederationSpec, figures_info, run_timed, warm_up
+
+from fedgate.codecs import CODECS
+from fedgate.core.data import Dataset, load_dataset
+
+TRANSPORTS = ("grpc", "rest")
+CLIENTS = {False: (1, 4, 16), True: (2,)}
+ROUNDS = {False: 8, True: 2}
+
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[EventLoop]:
+    # One torch thread per training call: the loop's worker threads run several at once.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    event_loop = EventLoop()
+    try:
+        yield event_loop
+    finally:
+        event_loop.close()
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", 0)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "clients" in metafunc.fixturenames:
+        metafunc.parametrize("clients", CLIENTS[metafunc.config.getoption("fedgate_quick")])
+
+
+@pytest.fixture(scope="module")
+def warmed(bench_server: BenchServer, loop: EventLoop, digits: Dataset) -> None:
+    warm_up(bench_server, loop, digits, TRANSPORTS)
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_rounds(
+    benchmark: Any,
+    bench_server: BenchServer,
+    loop: EventLoop,
+    digits: Dataset,
+    transport: str,
+    codec: str,
+    clients: int,
+    quick: bool,
+    warmed: None,
+) -> None:
+    spec = FederationSpec(transport, codec, clients, ROUNDS[quick])
+    benchmark.group = f"{clients} clients"
+    figures, results = run_timed(benchmark, bench_server, loop, spec, digits)
+    assert len(results["rounds"]) == spec.rounds
+    assert all(r["participants"] == clients for r in results["rounds"])
+    benchmark.extra_info.update(
+        transport=transport,
+        codec=codec,
+        clients=clients,
+        rounds=spec.rounds,
+        model=spec.model,
+        dataset=spec.dataset,
+        partition=spec.partition,
+        timing="round_latency",
+        **figures_info(figures),
+    )
