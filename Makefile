@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/fedgate bench codecs --out $(BENCH)/codecs.json
 	$(BIN)/fedgate bench transports --out $(BENCH)/transports.json
 	$(BIN)/fedgate bench rounds --out $(BENCH)/rounds.json
+	$(BIN)/fedgate bench accuracy --out $(BENCH)/accuracy.json
 	$(BIN)/fedgate bench flower --out $(BENCH)/flower.json
 	$(BIN)/fedgate report $(BENCH)/codecs.json $(BENCH)/transports.json $(BENCH)/rounds.json \
+		$(BENCH)/accuracy.json \
 		$(BENCH)/flower.json --out $(BENCH)/report

@@ -45,7 +45,7 @@ import fedgate
 from fedgate.core.models import MODELS
 from fedgate.errors import ConfigError, FedgateError
 
-SUITES = ("codecs", "transports", "rounds", "flower")
+SUITES = ("codecs", "transports", "rounds", "accuracy", "flower")
 MB = 1_000_000
 REFERENCE_CODECS = ("json", "raw")
 CODEC_FIELDS = ("codec", "wire_codec")  # wire_codec: what a codec's bytes travelled in

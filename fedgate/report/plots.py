@@ -147,3 +147,55 @@ def line_rows(
     busiest = max(axes_list, key=lambda a: len(a.get_legend_handles_labels()[1]))
     _legend(figure, busiest, most)
     _save(figure, path)
+
+
+def tradeoff(
+    path: Path,
+    *,
+    points: Mapping[str, tuple[float, float]],
+    reference: str,
+    xlabel: str,
+    ylabel: str,
+) -> None:
+    """One labelled point per name (x on a log scale); ``reference`` drawn as guide lines,
+    so what lies left of it costs fewer bytes and what lies above it is more accurate."""
+    figure, (axes,) = _figure()
+    groups = sorted(_coinciding(points).items(), key=lambda item: item[1][0])
+    below = False
+    for index, (names, (x, y)) in enumerate(groups):
+        marker = "*" if reference in names else "o"
+        label = ", ".join(names)
+        axes.scatter([x], [y], s=120 if reference in names else 45, marker=marker, label=label)
+        # neighbours on the same level take turns above and below, so labels never collide
+        near = index > 0 and _close(groups[index - 1][1], (x, y))
+        below = not below if near else False
+        offset = (6, -12) if below else (6, 4)
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+    if reference in points:
+        x_ref, y_ref = points[reference]
+        axes.axvline(x_ref, color="grey", linestyle=":", linewidth=1)
+        axes.axhline(y_ref, color="grey", linestyle=":", linewidth=1)
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3, which="both")
+    _legend(figure, axes, len(points))
+    _save(figure, path)
+
+
+def _coinciding(
+    points: Mapping[str, tuple[float, float]],
+) -> dict[tuple[str, ...], tuple[float, float]]:
+    """Points that would be drawn on top of each other, merged under one label."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for name, (x, y) in points.items():
+        key = (round(math.log10(x), 2) if x > 0 else x, round(y, 4))
+        groups.setdefault(key, []).append(name)
+    return {tuple(names): points[names[0]] for names in groups.values()}
+
+
+def _close(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Near enough on a log-x chart that their labels would overlap."""
+    if a[0] <= 0 or b[0] <= 0:
+        return False
+    return abs(math.log10(a[0]) - math.log10(b[0])) < 0.25 and abs(a[1] - b[1]) < 1e-3
