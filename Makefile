@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto bench
+.PHONY: demo test lint check clean proto bench flower-env
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,14 +27,30 @@ lint: $(STAMP)
 check: lint test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-flower .pytest_cache .mypy_cache .ruff_cache runs
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py
 
+# Flower, for the flower bench suite, in a virtualenv of its own: flwr pins protobuf<7 and
+# fastapi/uvicorn/starlette minors that fedgate's .venv cannot take (bench/flower/requirements.txt).
+# Without it the suite measures fedgate alone and says to run this.
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed-stamp
+
+$(FLOWER_STAMP): bench/flower/requirements.txt
+	@test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	@echo "installing torch (CPU) and flwr into $(FLOWER_VENV) (first run only)..."
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r bench/flower/requirements.txt 2>&1 | grep -v 'is ignored' || true
+	@$(FLOWER_VENV)/bin/python -c "import torch; from flwr.server import start_server; \
+		from flwr.client import start_client" && touch $@
+
+flower-env: $(FLOWER_STAMP)
+
 # Every bench suite and the report (about 12 minutes on 2 cores); results in runs/bench/.
 BENCH := runs/bench
-bench: $(STAMP)
+bench: $(STAMP) $(FLOWER_STAMP)
 	$(BIN)/fedgate bench codecs --out $(BENCH)/codecs.json
 	$(BIN)/fedgate bench transports --out $(BENCH)/transports.json
 	$(BIN)/fedgate bench rounds --out $(BENCH)/rounds.json

@@ -1,293 +1,235 @@
-"""Flower's side of the flower suite: the federation fedgate runs, run by Flower instead.
+"""Flower's side of the flower suite, as the benchmark process (fedgate's ``.venv``) sees it.
 
-The layout mirrors fedgate's in `federations.py`: Flower's server
-(``flwr.server.start_server``: its gRPC transport, FedAvg) runs in a process of its own,
-started from this file; the clients run in the benchmark process, one thread each in
-``flwr.client.start_client``, around the same `TimedTrainer` (model, data part, seed,
-optimiser) fedgate's clients use. The server evaluates on the same held-out split after
-every round, as fedgate does; Flower's federated evaluation is off.
+Flower runs in processes of its own under ``.venv-flower``'s Python (``make flower-env``;
+``flower/flower_app.py`` says why, and what its server measures). From here:
 
-Round timing is observed the same way as for fedgate: a round starts when the first
-client receives its fit instruction (the strategy puts the round number in the fit
-config), and the last round ends when the server has let the clients go.
+- `flower_venv` / `flower_unavailable`: which virtualenv (``$FEDGATE_FLOWER_VENV``, else
+  ``.venv-flower`` in the checkout), and why it cannot run Flower, if it cannot;
+- `write_inputs`: the federation fedgate runs, as files for Flower's processes: the same
+  initial weights, the same clients' parts of the same split (taken with fedgate's
+  `build_trainer`, as ``fedgate client --index i`` takes them), the same held-out split,
+  hyper-parameters and batch-order seeds;
+- `FlowerFederation`: ``start`` runs the server and returns once it listens (untimed),
+  ``run`` runs one process per client and returns the server's round log once every
+  process has exited (the call pytest-benchmark times).
 
-Bytes: Flower's FedAvg sends each sampled client the global model in its ``FitIns`` as
-``Parameters.tensors`` (one serialized ndarray each) and gets the trained model back in
-each ``FitRes``. The strategy here adds up the lengths of those serialized tensors, once
-per client sent and once per result: payload bytes, as fedgate's traffic counters count
-its encoded payloads. Message framing (protobuf fields, gRPC and HTTP/2 frames) is
-counted on neither side.
-
-flwr is optional (``pip install -e '.[compare]'``); nothing here imports it before it is
-used, so the module loads without it.
+`Processes` (spawn, wait, kill, log tails) serves fedgate's side of the suite as well.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from federations import WAIT_LIMIT_S, FederationSpec, TimedTrainer
+from federations import WAIT_LIMIT_S, FederationSpec
 
-from fedgate.codecs import TensorDict
+from fedgate.benchrun import repository_root
+from fedgate.core.data import Dataset
+from fedgate.core.factory import build_trainer
+from fedgate.core.models import build_model
+from fedgate.core.training import state_dict_copy
 
-FLOWER_MISSING = (
-    "Flower is not installed: the flower suite measures fedgate only. "
-    "Install the 'compare' extra (pip install -e '.[compare]', i.e. flwr) to run Flower "
-    "side by side."
-)
-# Flower reports usage to its developers unless told not to; a benchmark calls no one.
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0"}
+# flower_app.py lives beside the venv's requirements, in bench/flower/, outside the bench
+# directory pytest puts on sys.path; it defines the file format both sides use.
+APP = Path(__file__).resolve().with_name("flower") / "flower_app.py"
+sys.path.insert(0, str(APP.parent))
+import flower_app  # noqa: E402
+
+VENV_ENV = "FEDGATE_FLOWER_VENV"
+MAKE_TARGET = "make flower-env"
+PROBE = "import flwr.client, flwr.server, numpy, torch"
+PROBE_LIMIT_S = 120.0  # importing flwr and torch on a busy 2-core machine takes seconds
+POLL_S = 0.02
 
 
-def flower_installed() -> bool:
-    return importlib.util.find_spec("flwr") is not None
+def flower_venv() -> Path:
+    configured = os.environ.get(VENV_ENV)
+    return Path(configured) if configured else repository_root() / ".venv-flower"
 
 
-def to_state(names: Sequence[str], arrays: Sequence[Any]) -> TensorDict:
+def flower_env() -> dict[str, str]:
+    """The environment of Flower's processes: fedgate's models importable, nothing else."""
     return {
-        name: torch.from_numpy(np.array(a, copy=True))
-        for name, a in zip(names, arrays, strict=True)
+        **os.environ,
+        **flower_app.QUIET_ENV,
+        # Only the checkout: flower_app imports fedgate.core.models (torch only) from it.
+        "PYTHONPATH": str(repository_root()),
+        "PYTHONUNBUFFERED": "1",
     }
 
 
-def to_arrays(state: TensorDict) -> list[Any]:
-    return [t.detach().cpu().numpy() for t in state.values()]
+def flower_unavailable(venv: Path) -> str | None:
+    """Why ``venv`` cannot run Flower's side, or None when it can."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return f"{python} does not exist"
+    try:
+        probe = subprocess.run(
+            [str(python), "-c", PROBE],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_LIMIT_S,
+            env=flower_env(),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{python} does not run: {error}"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"flwr is not importable by {python} ({last})"
+    return None
 
 
-class RoundSignal:
-    """Round starts seen by the client threads, and whether they have all ended."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self.latest = 0
-        self.ended = False
-
-    def started(self, number: int) -> None:
-        with self._changed:
-            self.latest = max(self.latest, number)
-            self._changed.notify_all()
-
-    def end(self) -> None:
-        with self._changed:
-            self.ended = True
-            self._changed.notify_all()
-
-    def wait_for(self, number: int, alive: Callable[[], bool]) -> None:
-        """Until round ``number`` starts or the clients end; ``alive()`` False fails it."""
-        give_up = time.monotonic() + WAIT_LIMIT_S
-        with self._changed:
-            while not (self.latest >= number or self.ended):
-                if not alive() or time.monotonic() > give_up:
-                    raise RuntimeError(f"Flower's round {number} never started")
-                self._changed.wait(0.5)
+def skip_message(reason: str) -> str:
+    return (
+        f"Flower not measured: {reason}. Run `{MAKE_TARGET}` (flwr and CPU torch in "
+        ".venv-flower) to measure Flower beside fedgate; fedgate's rows ran without it."
+    )
 
 
-def flower_client(
-    trainer: TimedTrainer, names: list[str], spec: FederationSpec, signal: RoundSignal
-) -> Any:
-    """A Flower ``Client`` training with ``trainer`` (the NumPyClient API, flwr >= 1.10)."""
-    from flwr.client import NumPyClient  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-
-    class BenchClient(NumPyClient):  # type: ignore[misc,unused-ignore]
-        def get_parameters(self, config: dict[str, Any]) -> list[Any]:
-            return to_arrays(dict(trainer.model.state_dict()))
-
-        def fit(
-            self, parameters: list[Any], config: dict[str, Any]
-        ) -> tuple[list[Any], int, dict[str, Any]]:
-            signal.started(int(config["server_round"]))
-            result = trainer.train(to_state(names, parameters), spec.train_config)
-            return to_arrays(result.weights), result.num_examples, {}
-
-    return BenchClient().to_client()
+def client_seed(seed: int, index: int) -> int:
+    # fedgate.core.factory.build_trainer seeds client `index`'s batch order so; the trainer
+    # keeps only the generator. tests/bench/test_flower_side.py checks both train alike.
+    return seed * 1000 + index
 
 
-class FlowerRun:
-    """One Flower federation: server process + client threads, timed like `FederationRun`."""
+def write_inputs(spec: FederationSpec, dataset: Dataset, inputs: Path) -> flower_app.Setup:
+    """Write ``spec``'s federation on ``dataset`` for Flower's processes, into ``inputs``."""
+    inputs.mkdir(parents=True, exist_ok=True)
+    initial = state_dict_copy(build_model(spec.model, dataset.model_spec, seed=spec.seed))
+    for index in range(spec.clients):
+        part = build_trainer(
+            dataset, spec.model, spec=spec.partition, index=index, of=spec.clients, seed=spec.seed
+        )
+        arrays = {"x": part.x.numpy(), "y": part.y.numpy()}
+        flower_app.save_arrays(inputs / flower_app.client_file(index), arrays)
+    test = {"x": dataset.x_test.numpy(), "y": dataset.y_test.numpy()}
+    flower_app.save_arrays(inputs / flower_app.TEST_FILE, test)
+    weights = {name: tensor.numpy() for name, tensor in initial.items()}
+    flower_app.save_arrays(inputs / flower_app.INITIAL_FILE, weights)
+    setup = flower_app.Setup(
+        rounds=spec.rounds,
+        clients=spec.clients,
+        learning_rate=spec.learning_rate,
+        local_epochs=spec.local_epochs,
+        batch_size=spec.batch_size,
+        model=spec.model,
+        model_spec=asdict(dataset.model_spec),
+        names=list(initial),
+        client_seeds=[client_seed(spec.seed, index) for index in range(spec.clients)],
+    )
+    setup.save(inputs)
+    return setup
 
-    def __init__(self, spec: FederationSpec, workdir: Path) -> None:
-        self.spec, self.workdir = spec, workdir
-        self.signal = RoundSignal()
-        self.results_path = workdir / "flower-results.json"
-        self.log_path = workdir / "flower-server.log"
-        self.server: subprocess.Popen[bytes] | None = None
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
-        self.lock = threading.Lock()
-        self.running = 0
 
-    def start(self, trainers: list[TimedTrainer], names: list[str]) -> None:
-        port = free_port()
-        spec = json.dumps(asdict(self.spec))
-        argv = [sys.executable, __file__, spec, str(port), str(self.results_path)]
-        env = {**os.environ, **QUIET_ENV}
-        with self.log_path.open("wb") as log:
-            self.server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-        os.environ.update(QUIET_ENV)  # for the clients, in this process
-        self.running = len(trainers)
-        for trainer in trainers:
-            client = flower_client(trainer, names, self.spec, self.signal)
-            thread = threading.Thread(target=self._client, args=(client, port), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-        self.signal.wait_for(1, self._alive)
+class Processes:
+    """The child processes of one federation, each logging to ``<workdir>/<name>.log``."""
 
-    def _client(self, client: Any, port: int) -> None:
-        from flwr.client import start_client  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
 
-        try:
-            start_client(
-                server_address=f"127.0.0.1:{port}",
-                client=client,
-                insecure=True,
-                max_wait_time=60.0,  # for the server process to listen
+    def spawn(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with self.log(name).open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else dict(env),
             )
-        except BaseException as error:
-            self.errors.append(error)
-        finally:
-            with self.lock:
-                self.running -= 1
-                if self.running == 0:
-                    self.signal.end()
+        self.running[name] = process
+        return process
 
-    def _alive(self) -> bool:
-        # A server that exited cleanly has let the clients go: they end on their own.
-        server_ok = self.server is not None and self.server.poll() in (None, 0)
-        return not self.errors and server_ok
+    def wait_all(self, limit_s: float = WAIT_LIMIT_S) -> None:
+        """Until every process has exited; one failing, or outliving the limit, fails it."""
+        give_up = time.monotonic() + limit_s
+        while True:
+            late = [name for name in self.running if not self.check(name, exited_ok=True)]
+            if not late:
+                return
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"still running after {limit_s:.0f} s: {', '.join(late)}")
+            time.sleep(POLL_S)
 
-    def through_round(self, number: int) -> None:
-        self.signal.wait_for(number + 1, self._alive)
+    def check(self, name: str, exited_ok: bool = False) -> bool:
+        """Whether process ``name`` has exited; fails if it exited badly, or at all unless
+        ``exited_ok`` (a server the clients still need)."""
+        code = self.running[name].poll()
+        if code is not None and (code != 0 or not exited_ok):
+            raise RuntimeError(f"{name} exited with {code}; its log ends:\n{self.tail(name)}")
+        return code is not None
 
-    def finish(self) -> dict[str, Any]:
-        for thread in self.threads:
-            thread.join(WAIT_LIMIT_S)
-        if self.server is not None:
-            try:
-                self.server.wait(WAIT_LIMIT_S)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
-        if self.errors:
-            raise RuntimeError(f"a Flower client failed:\n{self._log()}") from self.errors[0]
-        if not self.results_path.exists():
-            raise RuntimeError(f"Flower's server left no results:\n{self._log()}")
-        results: dict[str, Any] = json.loads(self.results_path.read_text())
-        return results
+    def kill_all(self) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        text = self.log(name).read_text(errors="replace") if self.log(name).exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class FlowerFederation:
+    """Flower's server and one process per client, on loopback with Flower's gRPC."""
+
+    def __init__(self, venv: Path, inputs: Path, workdir: Path, clients: int) -> None:
+        self.python, self.inputs, self.clients = venv / "bin" / "python", inputs, clients
+        self.processes = Processes(workdir)
+        self.out = workdir / "flower-rounds.json"
+        self.port = 0
+
+    def _argv(self, role: str, *extra: str) -> list[str]:
+        where = ["--inputs", str(self.inputs), "--port", str(self.port)]
+        return [str(self.python), str(APP), role, *where, *extra]
+
+    def start(self) -> None:
+        """Start the server; return once it listens and has evaluated the initial model."""
+        self.port = free_port()
+        argv = self._argv("server", "--out", str(self.out))
+        self.processes.spawn("flower-server", argv, flower_env())
+        ready, give_up = flower_app.ready_file(self.out), time.monotonic() + WAIT_LIMIT_S
+        while not ready.exists():
+            self.processes.check("flower-server")
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"Flower's server never got ready:\n{self._server_log()}")
+            time.sleep(POLL_S)
+
+    def run(self) -> dict[str, Any]:
+        """The clients, until the server has let them go; the server's round log."""
+        for index in range(self.clients):
+            argv = self._argv("client", "--index", str(index))
+            self.processes.spawn(f"flower-client-{index}", argv, flower_env())
+        self.processes.wait_all()
+        if not self.out.exists():
+            raise RuntimeError(f"Flower's server left no round log:\n{self._server_log()}")
+        document: dict[str, Any] = json.loads(self.out.read_text())
+        return document
 
     def abort(self) -> None:
-        """Stop the server; the client threads give up on their own (daemons)."""
-        if self.server is not None and self.server.poll() is None:
-            self.server.kill()
-            self.server.wait()
+        self.processes.kill_all()
 
-    def _log(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+    def _server_log(self) -> str:
+        return self.processes.tail("flower-server")
 
 
 def free_port() -> int:
-    # Flower's start_server takes an address, not a socket, and does not report the port
-    # it bound: ask the OS for a free one first.
+    # start_server takes an address and does not report the port it bound, so ask the OS
+    # for a free one first (another process could take it in between: then the run fails).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-# ---- the server process ---------------------------------------------------------------
-
-
-class FlowerLog:
-    """What the strategy saw, per round: start, end, bytes each way, accuracy."""
-
-    def __init__(self) -> None:
-        self.rounds: dict[int, dict[str, float]] = {}
-
-    def at(self, number: int) -> dict[str, float]:
-        return self.rounds.setdefault(number, {"round": number})
-
-    def document(self) -> dict[str, Any]:
-        rounds = [self.rounds[n] for n in sorted(self.rounds) if n > 0]
-        for entry in rounds:
-            entry["duration_s"] = entry["ended"] - entry["started"]
-        return {"rounds": rounds}
-
-
-def counting_fedavg(log: FlowerLog, **options: Any) -> Any:
-    """Flower's FedAvg, noting when rounds start and end and the payload bytes sent."""
-    from flwr.server.strategy import FedAvg  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-
-    class CountingFedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
-        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            instructions = super().configure_fit(server_round, parameters, client_manager)
-            entry = log.at(server_round)
-            entry["started"] = time.perf_counter()
-            entry["bytes_down"] = sum(len(t) for t in parameters.tensors) * len(instructions)
-            return instructions
-
-        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
-            sizes = [len(t) for _, res in results for t in res.parameters.tensors]
-            log.at(server_round)["bytes_up"] = sum(sizes)
-            return super().aggregate_fit(server_round, results, failures)
-
-        def evaluate(self, server_round: int, parameters: Any) -> Any:
-            outcome = super().evaluate(server_round, parameters)
-            log.at(server_round)["ended"] = time.perf_counter()
-            return outcome
-
-    return CountingFedAvg(**options)
-
-
-def serve(spec: FederationSpec, port: int, out: Path) -> None:
-    """Run Flower's server for ``spec`` and write what its strategy logged to ``out``."""
-    from flwr.common import ndarrays_to_parameters  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-    from flwr.server import ServerConfig, start_server  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-
-    from fedgate.core.data import load_dataset  # noqa: PLC0415
-    from fedgate.core.models import build_model  # noqa: PLC0415
-    from fedgate.core.training import evaluate, state_dict_copy  # noqa: PLC0415
-
-    dataset = load_dataset(spec.dataset, spec.seed)
-    initial = state_dict_copy(build_model(spec.model, dataset.model_spec, seed=spec.seed))
-    names, eval_model, log = list(initial), build_model(spec.model, dataset.model_spec), FlowerLog()
-
-    def evaluate_fn(
-        server_round: int, arrays: list[Any], config: dict[str, Any]
-    ) -> tuple[float, dict[str, float]]:
-        result = evaluate(eval_model, to_state(names, arrays), dataset.x_test, dataset.y_test)
-        log.at(server_round)["accuracy"] = result.accuracy
-        return result.loss, {"accuracy": result.accuracy}
-
-    strategy = counting_fedavg(
-        log,
-        fraction_fit=1.0,
-        fraction_evaluate=0.0,
-        min_fit_clients=spec.clients,
-        min_evaluate_clients=spec.clients,
-        min_available_clients=spec.clients,
-        evaluate_fn=evaluate_fn,
-        on_fit_config_fn=lambda server_round: {"server_round": server_round},
-        initial_parameters=ndarrays_to_parameters(to_arrays(initial)),
-    )
-    start_server(
-        server_address=f"127.0.0.1:{port}",
-        config=ServerConfig(num_rounds=spec.rounds),
-        strategy=strategy,
-    )
-    out.write_text(json.dumps(log.document()))
-
-
-if __name__ == "__main__":
-    serve(FederationSpec(**json.loads(sys.argv[1])), int(sys.argv[2]), Path(sys.argv[3]))

@@ -1,62 +1,80 @@
 """Flower suite: one federation run by Flower (its gRPC transport) and by fedgate (gRPC,
 REST), side by side, in one run.
 
-The same model (digits CNN, seed 0), data (digits, the same seeded train/test split),
-partition (iid over the same clients, each the same `TimedTrainer`: SGD with momentum,
-the same learning rate, epochs and batch size), client count (4; ``--fedgate-quick``: 2)
-and rounds (8; quick: 2), every client in every round, FedAvg weighted by examples, the
-server evaluating on the held-out split after each round. Both servers run in a process
-of their own and the clients in the benchmark process, all on loopback
-(`federations.py`, `flower_side.py`). fedgate's clients use the ``raw`` codec, the
-closest to Flower's serialized ndarrays (raw little-endian bytes with a small header).
+The same model (digits CNN, the initial weights fedgate's server builds with seed 0),
+data (digits, the same seeded train/test split), partition (``dirichlet:0.5``, seed 0,
+client i taking part i as ``fedgate client --index i`` does), trainer recipe (SGD with
+momentum 0.9, lr 0.1, 1 epoch, batch 32, the same per-client batch-order seeds, one torch
+thread per client), client count (4; ``--fedgate-quick``: 2) and rounds (10; quick: 3),
+every client in every round, FedAvg weighted by examples, the server evaluating the new
+model on the held-out split after each round.
 
-pytest-benchmark times each round the same way for both frameworks: from the moment the
-first client is handed round n's work to the moment the first client is handed round
-n+1's (or is let go after the last round). Row fields (``suite="flower"``):
-``framework``, ``transport``, ``round_wall_s`` (median round; also ``_mean_s`` ...
-``round_wall_rounds``), ``bytes_per_round`` (payload bytes both ways per round, see
-`flower_side.py` for how Flower's are counted), ``accuracy`` (held-out, after the last
-round), ``accuracy_per_round``, ``server_round_s`` (each server's own round time).
+Both frameworks run as a server process and one process per client, on loopback:
 
-Flower runs only when flwr is installed (the optional ``compare`` extra); without it its
-benchmark is skipped with a message saying so, and fedgate's side still runs.
+- Flower: ``flwr.server.start_server`` and ``flwr.client.start_client`` (gRPC,
+  ``grpc-bidi``) under ``.venv-flower``'s Python (``make flower-env``; `flower_side.py`,
+  ``flower/flower_app.py``). Where that virtualenv is missing (or
+  ``$FEDGATE_FLOWER_VENV`` points elsewhere) or cannot import flwr, Flower's benchmark is
+  skipped with a message naming ``make flower-env``, and fedgate's still run.
+- fedgate: the bench server process (a real Gateway; warmed up once, untimed) and
+  ``fedgate client --threads 1 --codec raw --deltas off`` processes; ``raw`` is the
+  codec closest to Flower's ``np.save`` buffers, so bytes compare like for like.
+
+pytest-benchmark times one whole federation as its one round: from starting the client
+processes to every process having exited and the results being read (client start-up,
+a few seconds of importing torch apiece, included on both sides). The server is started
+before it, untimed. Per-round figures come from each server's own record, taken the same
+way on both sides: a round runs from the server handing out the round's work (instructions
+built; the clients connected) to the aggregated model having been evaluated.
+
+Row fields (``suite="flower"``): ``framework``, ``transport``, ``payload``, ``partition``,
+``clients``, ``rounds``, ``runtime`` (framework and torch versions); ``round_wall_s``
+(median round), ``round_wall_mean_s`` / ``_min_s`` / ``_max_s`` / ``_stddev_s`` /
+``_rounds``, ``round_latencies_s`` (every round); ``bytes_per_round`` (payload bytes both
+ways, mean over rounds), ``bytes_up_per_round``, ``bytes_down_per_round``; ``accuracy``
+(after the last round), ``accuracy_per_round``; ``federation_s`` (the timed call).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from benchkit import BenchServer, EventLoop
-from federations import FederationSpec, figures_info, make_trainers, run_timed, warm_up
-from flower_side import FLOWER_MISSING, FlowerRun, flower_installed
+from benchkit import BenchServer, EventLoop, Hosted
+from federations import FederationSpec, warm_up
+from flower_side import (
+    FlowerFederation,
+    Processes,
+    flower_unavailable,
+    flower_venv,
+    skip_message,
+    write_inputs,
+)
 
+import fedgate
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.core.models import build_model
+from fedgate.launch import fedgate_command
 
 CLIENTS = {False: 4, True: 2}
-ROUNDS = {False: 8, True: 2}
+ROUNDS = {False: 10, True: 3}
+PARTITION = "dirichlet:0.5"
 CODEC = "raw"
 RUNS = [("flower", "grpc"), ("fedgate", "grpc"), ("fedgate", "rest")]
 
 pytestmark = pytest.mark.timeout(1800)
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[EventLoop]:
-    # One torch thread per training call, for both frameworks' clients.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    event_loop = EventLoop()
-    try:
-        yield event_loop
-    finally:
-        event_loop.close()
-        torch.set_num_threads(threads)
+@dataclass(frozen=True)
+class Measured:
+    """One round, as its server recorded it."""
+
+    wall_s: float
+    bytes_up: int
+    bytes_down: int
+    accuracy: float
 
 
 @pytest.fixture(scope="module")
@@ -65,52 +83,120 @@ def digits() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def warmed(bench_server: BenchServer, loop: EventLoop, digits: Dataset) -> None:
-    warm_up(bench_server, loop, digits, ("grpc", "rest"))
-
-
-def run_flower(
-    benchmark: Any, spec: FederationSpec, dataset: Dataset, workdir: Path
-) -> dict[str, Any]:
-    """Flower's federation with pytest-benchmark timing each round; the figures as a row."""
-    names = list(build_model(spec.model, dataset.model_spec).state_dict())
-    run = FlowerRun(spec, workdir)
-    rounds = iter(range(1, spec.rounds + 1))
+def warmed(bench_server: BenchServer, digits: Dataset) -> None:
+    """The bench server's first connection and evaluation per transport, paid untimed.
+    Flower's server is fresh per run; its evaluation of the initial model warms it."""
+    loop = EventLoop()
     try:
-        run.start(make_trainers(dataset, spec), names)
-        benchmark.pedantic(lambda: run.through_round(next(rounds)), rounds=spec.rounds)
-    except BaseException:
-        run.abort()
-        raise
-    results = run.finish()["rounds"]
-    assert len(results) == spec.rounds
-    traffic = [r["bytes_up"] + r["bytes_down"] for r in results]
-    accuracy = [float(r["accuracy"]) for r in results]
+        warm_up(bench_server, loop, digits, ("grpc", "rest"))
+    finally:
+        loop.close()
+
+
+def figures(rounds: list[Measured]) -> dict[str, Any]:
+    walls = [r.wall_s for r in rounds]
+    accuracy = [r.accuracy for r in rounds]
     return {
-        "bytes_per_round": statistics.fmean(traffic),
-        "bytes_up_per_round": statistics.fmean(r["bytes_up"] for r in results),
-        "bytes_down_per_round": statistics.fmean(r["bytes_down"] for r in results),
-        "server_round_s": statistics.median(r["duration_s"] for r in results),
+        "round_wall_s": statistics.median(walls),
+        "round_wall_mean_s": statistics.fmean(walls),
+        "round_wall_min_s": min(walls),
+        "round_wall_max_s": max(walls),
+        "round_wall_stddev_s": statistics.stdev(walls) if len(walls) > 1 else 0.0,
+        "round_wall_rounds": len(walls),
+        "round_latencies_s": walls,
+        "bytes_per_round": statistics.fmean(r.bytes_up + r.bytes_down for r in rounds),
+        "bytes_up_per_round": statistics.fmean(r.bytes_up for r in rounds),
+        "bytes_down_per_round": statistics.fmean(r.bytes_down for r in rounds),
         "accuracy": accuracy[-1],
         "accuracy_per_round": accuracy,
     }
 
 
-def run_fedgate(
-    benchmark: Any, server: BenchServer, loop: EventLoop, spec: FederationSpec, dataset: Dataset
-) -> dict[str, Any]:
-    figures, results = run_timed(benchmark, server, loop, spec, dataset)
-    assert len(results["rounds"]) == spec.rounds
-    info = figures_info(figures)
-    keep = ("bytes_per_round", "bytes_up_per_round", "bytes_down_per_round", "server_round_s")
-    return {key: info[key] for key in (*keep, "accuracy", "accuracy_per_round")}
+def measure_flower(
+    benchmark: Any, spec: FederationSpec, dataset: Dataset, workdir: Path
+) -> tuple[list[Measured], str]:
+    """Flower's federation, timed whole; its rounds as Flower's server logged them."""
+    venv = flower_venv()
+    reason = flower_unavailable(venv)
+    if reason is not None:
+        pytest.skip(skip_message(reason))
+    inputs = workdir / "flower-inputs"
+    write_inputs(spec, dataset, inputs)
+    federation = FlowerFederation(venv, inputs, workdir, spec.clients)
+    try:
+        log = benchmark.pedantic(federation.run, setup=federation.start, rounds=1, iterations=1)
+    finally:
+        federation.abort()  # whatever still runs when the run failed; nothing otherwise
+    rounds = log["rounds"]
+    assert len(rounds) == spec.rounds, f"Flower ran {len(rounds)} of {spec.rounds} rounds"
+    for entry in rounds:
+        assert (entry["results"], entry["failures"]) == (spec.clients, 0), entry
+    versions = log["versions"]
+    runtime = f"flwr {versions['flwr']} · torch {versions['torch']}"
+    return [
+        Measured(r["duration_s"], r["bytes_up"], r["bytes_down"], r["accuracy"]) for r in rounds
+    ], runtime
+
+
+class FedgateFederation:
+    """A federation hosted by the bench server, with one ``fedgate client`` process each."""
+
+    def __init__(self, server: BenchServer, spec: FederationSpec, workdir: Path) -> None:
+        self.server, self.spec = server, spec
+        self.processes = Processes(workdir)
+        self.hosted: Hosted | None = None
+
+    def start(self) -> None:
+        spec = self.spec
+        self.hosted = self.server.start(spec.model, spec.run_config(), dataset=spec.dataset)
+
+    def run(self) -> dict[str, Any]:
+        assert self.hosted is not None
+        for index in range(self.spec.clients):
+            self.processes.spawn(f"fedgate-client-{index}", self.client_argv(self.hosted, index))
+        self.processes.wait_all()
+        results, self.hosted = self.server.stop(), None
+        return results
+
+    def client_argv(self, hosted: Hosted, index: int) -> list[str]:
+        spec = self.spec
+        return fedgate_command(
+            "client",
+            *("--server", hosted.address(spec.transport), "--transport", spec.transport),
+            *("--codec", spec.codec, "--deltas", "off", "--threads", "1"),
+            *("--dataset", spec.dataset, "--model", spec.model, "--seed", str(spec.seed)),
+            *("--partition", spec.partition, "--index", str(index), "--of", str(spec.clients)),
+        )
+
+    def abort(self) -> None:
+        self.processes.kill_all()
+        if self.hosted is not None:
+            self.hosted = None
+            self.server.stop()
+
+
+def measure_fedgate(
+    benchmark: Any, server: BenchServer, spec: FederationSpec, workdir: Path
+) -> tuple[list[Measured], str]:
+    """fedgate's federation, timed whole; its rounds as fedgate's server recorded them."""
+    federation = FedgateFederation(server, spec, workdir)
+    try:
+        results = benchmark.pedantic(federation.run, setup=federation.start, rounds=1, iterations=1)
+    finally:
+        federation.abort()
+    rounds = results["rounds"]
+    assert len(rounds) == spec.rounds and not results["attempts"], "fedgate retried rounds"
+    assert all(r["participants"] == spec.clients for r in rounds)
+    runtime = f"fedgate {fedgate.__version__} · torch {results['machine']['torch']}"
+    return [
+        Measured(r["duration_s"], r["bytes_up"], r["bytes_down"], r["accuracy"]) for r in rounds
+    ], runtime
 
 
 @pytest.mark.parametrize(("framework", "transport"), RUNS)
 def test_flower_vs_fedgate(
     benchmark: Any,
     bench_server: BenchServer,
-    loop: EventLoop,
     digits: Dataset,
     tmp_path: Path,
     framework: str,
@@ -118,20 +204,20 @@ def test_flower_vs_fedgate(
     quick: bool,
     warmed: None,
 ) -> None:
-    spec = FederationSpec(transport, CODEC, CLIENTS[quick], ROUNDS[quick])
+    spec = FederationSpec(transport, CODEC, CLIENTS[quick], ROUNDS[quick], partition=PARTITION)
     benchmark.group = "flower vs fedgate"
     if framework == "flower":
-        if not flower_installed():
-            pytest.skip(FLOWER_MISSING)
-        figures = run_flower(benchmark, spec, digits, tmp_path)
+        rounds, runtime = measure_flower(benchmark, spec, digits, tmp_path)
     else:
-        figures = run_fedgate(benchmark, bench_server, loop, spec, digits)
+        rounds, runtime = measure_fedgate(benchmark, bench_server, spec, tmp_path)
     benchmark.extra_info.update(
         framework=framework,
         transport=transport,
-        payload=CODEC if framework == "fedgate" else "flower ndarrays",
+        payload=CODEC if framework == "fedgate" else "np.save buffers",
+        partition=spec.partition,
         clients=spec.clients,
         rounds=spec.rounds,
-        timing="round_wall",
-        **figures,
+        runtime=runtime,
+        timing="federation",
+        **figures(rounds),
     )

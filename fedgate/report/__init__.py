@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedgate.report.render import add_report_arguments, render_report, run_report
+from fedgate.report.render import render_report, run_report
 from fedgate.report.results import ResultsFile, load_results
 
-__all__ = ["ResultsFile", "add_report_arguments", "load_results", "render_report", "run_report"]
+__all__ = ["ResultsFile", "load_results", "render_report", "run_report"]

@@ -112,19 +112,6 @@ def to_html(sections: Sequence[Section], out_dir: Path) -> str:
     )
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fedgate report RESULTS.json [...] --out-dir DIR``."""
-    parser.add_argument("results", nargs="+", type=Path, help="results JSON from fedgate bench")
-    parser.add_argument(
-        "--out",
-        "--out-dir",
-        dest="out_dir",
-        type=Path,
-        default=Path("report"),
-        help="directory for report.md, report.html and the PNGs",
-    )
-
-
 def run_report(args: argparse.Namespace) -> int:
     """Handler for ``fedgate report``."""
     markdown_path, html_path = render_report(list(args.results), args.out_dir)

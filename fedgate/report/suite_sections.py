@@ -232,9 +232,19 @@ FLOWER_FIELDS: tuple[tuple[str, str, Format], ...] = (
     ("accuracy", "accuracy", plain),
 )
 FLOWER_MISSING = (
-    "No Flower rows in these results: the flower suite runs Flower only where flwr is "
-    "installed (pip install -e '.[compare]') and said so when it skipped; fedgate's side "
-    "is shown alone."
+    "No Flower rows in these results: the flower suite runs Flower only from its own "
+    "virtualenv (`make flower-env`); why this run skipped it is under Machine and commands. "
+    "fedgate's side is shown alone."
+)
+FLOWER_EXPLAIN = (
+    "The same federation (model and initial weights, data and partition, training recipe "
+    "and seeds, clients, rounds) run by Flower and by fedgate, each as a server process and "
+    "one process per client on loopback. Round wall time: median over rounds of each "
+    "server's own record of a round, from handing out the round's work to the aggregated "
+    "model having been evaluated on the held-out split. MB per round: payload bytes both "
+    f"ways (MB = {MB:,} bytes): fedgate's encoded models and updates, Flower's serialized "
+    "tensors in its fit instructions and results; protobuf, gRPC and HTTP framing counted "
+    "on neither side. Accuracy: held-out accuracy after the last round."
 )
 
 
@@ -249,20 +259,58 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     ]
     chart = "flower-vs-fedgate.png"
     _flower_chart(found, out_dir / chart)
-    blocks: list[Paragraph | Table | Image] = [
-        Paragraph(
-            "The same federation (model, data, partition, clients, rounds) run by Flower and by "
-            "fedgate: median wall time per round, payload bytes per round both ways "
-            f"(MB = {MB:,} bytes; protocol framing not counted on either side) and final accuracy."
-        )
-    ]
+    blocks: list[Paragraph | Table | Image] = [Paragraph(FLOWER_EXPLAIN)]
     if "flower" not in _names(found, "framework"):
         blocks.append(Paragraph(FLOWER_MISSING))
     blocks += [
         Table([" · ".join(names), *(label for _, label, _ in FLOWER_FIELDS)], table),
+        _flower_details(found),
+        *_flower_accuracy(found),
         Image(chart, "Round wall time and payload bytes per round, per framework and transport"),
     ]
     return Section("Flower vs fedgate", list(blocks))
+
+
+def _flower_details(rows: Sequence[Row]) -> Table:
+    """Each run's spread of rounds, bytes each way, the whole federation and its software."""
+    headers = ["framework · transport", "fastest round", "slowest round", "MB down", "MB up"]
+    headers += ["whole federation", "runtime"]
+    table = [
+        [
+            _label(row, ["framework", "transport"]),
+            seconds(number(row, "round_wall_min_s")),
+            seconds(number(row, "round_wall_max_s")),
+            megabytes(number(row, "bytes_down_per_round")),
+            megabytes(number(row, "bytes_up_per_round")),
+            seconds(number(row, "federation_s")),
+            str(row.get("runtime") or MISSING),
+        ]
+        for row in rows
+    ]
+    caption = (
+        "Per round unless said otherwise; the slowest round is usually the first, where "
+        "fresh client processes do their first training. Whole federation: the timed run, "
+        "from starting the client processes to every process having exited"
+    )
+    return Table(headers, table, caption=caption)
+
+
+def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
+    """Held-out accuracy after every round, one line per run, when the runs have curves."""
+    curves = {
+        _label(row, ["framework", "transport"]): [float(v) for v in row["accuracy_per_round"]]
+        for row in rows
+        if row.get("accuracy_per_round")
+    }
+    if not curves:
+        return []
+    length = max(len(values) for values in curves.values())
+    headers = ["framework · transport", *(f"round {n}" for n in range(1, length + 1))]
+    table = [
+        [label, *(plain(v) for v in values), *[MISSING] * (length - len(values))]
+        for label, values in curves.items()
+    ]
+    return [Table(headers, table, caption="Held-out accuracy after each round")]
 
 
 def _flower_chart(rows: Sequence[Row], path: Path) -> None:

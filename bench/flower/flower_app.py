@@ -1,0 +1,320 @@
+"""Flower's half of the flower bench suite: Flower's server, or one Flower client, as a
+process of its own under ``.venv-flower/bin/python`` (``make flower-env``).
+
+Why another virtualenv: flwr 1.41 needs protobuf < 7 and exact fastapi / uvicorn /
+starlette minors, while fedgate's generated gRPC code needs protobuf >= 7.35 and fedgate
+runs newer fastapi / uvicorn; one environment cannot hold both. So this file imports
+nothing of fedgate but `fedgate.core.models` (torch only; the benchmark process puts the
+checkout on PYTHONPATH), and everything else comes in files the benchmark process writes
+(`flower_side.write_inputs`, in fedgate's ``.venv``), in the format defined here:
+``setup.json`` (`Setup`), ``initial.npz`` (the model fedgate's server starts from),
+``test.npz`` (the held-out split) and ``client-<i>.npz`` (client i's part of the training
+split, as ``fedgate client --index i`` takes it). The server writes what it measured to a
+JSON file the benchmark process reads (`RoundLog.document`).
+
+Why flwr's legacy ``flwr.server.start_server`` / ``flwr.client.start_client``: 1.41.0
+still ships them (deprecated since 1.13, under ``flwr.compat``), and they run what the
+suite compares: a server process and one process per client, joined by Flower's gRPC
+transport (``grpc-bidi``: one bidirectional stream per client, on which the server
+pushes each instruction), with the `Strategy` (FedAvg) in the server process, where
+rounds can be timed and payloads counted. The supported way, ``flower-superlink`` +
+``flower-supernode`` + ``flwr run`` of a packaged Flower App, passes every message
+through the SuperLink's store and its SuperNode waits for replies to push in 0.5 s sleeps
+(``flwr/supernode/start_client_internal.py``); with rounds of a few hundred milliseconds
+that would time Flower's polling more than its transport. 1.41.0 rather than the newest,
+1.42.0: see ``requirements.txt`` (same legacy API, Server and FedAvg code).
+
+What the server measures, per round (`CountingFedAvg`):
+
+- wall time: from ``configure_fit`` having built the round's instructions (after waiting
+  for the clients to connect) to the aggregated model having been evaluated on the
+  held-out split: what fedgate's server records as a round (opened to closed, its
+  evaluation included), in the same place, the server process;
+- bytes: the serialized tensors (``Parameters.tensors``, one ``np.save`` buffer each) in
+  every client's ``FitIns`` and in every ``FitRes``: payload bytes, as fedgate counts its
+  encoded models and updates; protobuf and gRPC framing are counted on neither side;
+- loss and accuracy of the aggregate on the held-out split (`evaluate`).
+
+Training and evaluation follow fedgate's `LocalTrainer.train` and `evaluate` step for
+step (``tests/bench/test_flower_side.py`` checks they give fedgate's exact weights and
+figures): SGD with momentum 0.9, a fresh optimiser per round, batches drawn by a
+generator seeded per client, one torch thread per client as ``fedgate client --threads
+1``. FedAvg is Flower's own, weighted by example counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from fedgate.core.models import ModelSpec, build_model
+
+Array = npt.NDArray[Any]
+TensorDict = dict[str, torch.Tensor]
+EVAL_BATCH = 512  # as fedgate.core.training.EVAL_BATCH
+MOMENTUM = 0.9  # as fedgate.core.training.LocalTrainer
+SETUP_FILE, INITIAL_FILE, TEST_FILE = "setup.json", "initial.npz", "test.npz"
+# Flower reports usage to its developers unless told not to; a benchmark calls no one.
+# Read when flwr is imported, so set before any flwr import.
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0"}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The federation, as ``setup.json``: the hyper-parameters and how to build the model."""
+
+    rounds: int
+    clients: int
+    learning_rate: float
+    local_epochs: int
+    batch_size: int
+    model: str
+    model_spec: dict[str, Any]  # fedgate.core.models.ModelSpec's fields
+    names: list[str]  # the state dict's tensor names, in order: Flower sends bare lists
+    client_seeds: list[int]  # each client's batch-order seed, as fedgate's trainers have
+
+    @classmethod
+    def load(cls, inputs: Path) -> Setup:
+        return cls(**json.loads((inputs / SETUP_FILE).read_text()))
+
+    def save(self, inputs: Path) -> None:
+        (inputs / SETUP_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    def build(self) -> nn.Module:
+        return build_model(self.model, ModelSpec(**self.model_spec))
+
+
+def client_file(index: int) -> str:
+    return f"client-{index}.npz"
+
+
+def ready_file(out: Path) -> Path:
+    """Created by the server once it listens, beside the round log it will write to ``out``."""
+    return out.with_name(out.name + ".ready")
+
+
+def save_arrays(path: Path, arrays: Mapping[str, Array]) -> None:
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub wants a bool here
+
+
+def load_arrays(path: Path) -> dict[str, Array]:
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def to_state(names: Sequence[str], arrays: Sequence[Array]) -> TensorDict:
+    # Copies: Flower's deserialized arrays may be read-only, torch wants to own its memory.
+    return {
+        name: torch.from_numpy(np.array(a, copy=True))
+        for name, a in zip(names, arrays, strict=True)
+    }
+
+
+def to_arrays(state: Mapping[str, torch.Tensor]) -> list[Array]:
+    return [t.detach().cpu().numpy() for t in state.values()]
+
+
+@dataclass(frozen=True)
+class Trained:
+    weights: TensorDict
+    loss: float
+    accuracy: float
+
+
+class Trainer:
+    """fedgate's `LocalTrainer` recipe on one client's examples (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> None:
+        self.model, self.x, self.y = model, x, y
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train(self, weights: Mapping[str, torch.Tensor], setup: Setup) -> Trained:
+        self.model.load_state_dict(dict(weights))
+        self.model.train()
+        optimiser = torch.optim.SGD(
+            self.model.parameters(), lr=setup.learning_rate, momentum=MOMENTUM
+        )
+        loss_fn = nn.CrossEntropyLoss()
+        seen = correct = 0
+        loss_sum = 0.0
+        for _ in range(setup.local_epochs):
+            order = torch.randperm(len(self.x), generator=self.generator)
+            for batch in torch.split(order, setup.batch_size):
+                x, y = self.x[batch], self.y[batch]
+                optimiser.zero_grad(set_to_none=True)
+                logits = self.model(x)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                optimiser.step()
+                # The same per-batch bookkeeping as fedgate's, so both do the same work.
+                seen += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+        weights_now = {n: t.detach().cpu().clone() for n, t in self.model.state_dict().items()}
+        return Trained(weights_now, loss_sum / max(seen, 1), correct / max(seen, 1))
+
+
+def evaluate(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
+    """Cross-entropy and accuracy of ``weights`` on (x, y), as fedgate's `evaluate`."""
+    model.load_state_dict(dict(weights))
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss_sum, correct = 0.0, 0
+    with torch.inference_mode():
+        for xb, yb in zip(torch.split(x, EVAL_BATCH), torch.split(y, EVAL_BATCH), strict=True):
+            logits = model(xb)
+            loss_sum += float(loss_fn(logits, yb))
+            correct += int((logits.argmax(1) == yb).sum())
+    n = len(y)
+    return (loss_sum / n, correct / n) if n else (math.nan, math.nan)
+
+
+def load_xy(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    arrays = load_arrays(path)
+    return torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+
+
+# ---- a client process -----------------------------------------------------------------
+
+
+def run_client(inputs: Path, index: int, address: str) -> None:
+    """Flower client ``index``: connect to ``address``, train when told, until let go."""
+    from flwr.client import NumPyClient, start_client  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    torch.set_num_threads(1)  # as fedgate's client processes (--threads 1)
+    setup = Setup.load(inputs)
+    x, y = load_xy(inputs / client_file(index))
+    trainer = Trainer(setup.build(), x, y, setup.client_seeds[index])
+
+    class BenchClient(NumPyClient):  # type: ignore[misc,unused-ignore]
+        def get_parameters(self, config: dict[str, Any]) -> list[Array]:
+            return to_arrays(trainer.model.state_dict())
+
+        def fit(
+            self, parameters: list[Array], config: dict[str, Any]
+        ) -> tuple[list[Array], int, dict[str, Any]]:
+            result = trainer.train(to_state(setup.names, parameters), setup)
+            return to_arrays(result.weights), len(x), {"train_loss": result.loss}
+
+    start_client(server_address=address, client=BenchClient().to_client(), insecure=True)
+
+
+# ---- the server process ---------------------------------------------------------------
+
+
+class RoundLog:
+    """What the strategy saw, per round: when it started and ended, bytes, loss, accuracy."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[int, dict[str, float]] = {}
+
+    def at(self, number: int) -> dict[str, float]:
+        return self.rounds.setdefault(number, {"round": number})
+
+    def document(self) -> dict[str, Any]:
+        rounds = [self.rounds[n] for n in sorted(self.rounds) if n > 0]  # 0: the initial model
+        for entry in rounds:
+            entry["duration_s"] = entry["ended"] - entry["started"]
+        versions = {name: metadata.version(name) for name in ("flwr", "torch", "numpy")}
+        return {"versions": versions, "rounds": rounds}
+
+
+def counting_fedavg(log: RoundLog, ready: Path, **options: Any) -> Any:
+    """Flower's FedAvg, noting each round's start, end, payload bytes and failures."""
+    from flwr.server.strategy import FedAvg  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    class CountingFedAvg(FedAvg):  # type: ignore[misc,unused-ignore]
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            # Returns once enough clients are connected: waiting for them is not the round.
+            instructions = super().configure_fit(server_round, parameters, client_manager)
+            entry = log.at(server_round)
+            entry["started"] = time.perf_counter()
+            entry["bytes_down"] = sum(len(t) for t in parameters.tensors) * len(instructions)
+            return instructions
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            entry = log.at(server_round)
+            entry["bytes_up"] = sum(len(t) for _, r in results for t in r.parameters.tensors)
+            entry["results"], entry["failures"] = len(results), len(failures)
+            return super().aggregate_fit(server_round, results, failures)
+
+        def evaluate(self, server_round: int, parameters: Any) -> Any:
+            outcome = super().evaluate(server_round, parameters)
+            log.at(server_round)["ended"] = time.perf_counter()
+            if server_round == 0:  # the initial model: the server listens, clients may come
+                ready.touch()
+            return outcome
+
+    return CountingFedAvg(**options)
+
+
+def run_server(inputs: Path, port: int, out: Path) -> None:
+    """Flower's server on 127.0.0.1:``port``; writes the round log to ``out`` at the end."""
+    from flwr.common import ndarrays_to_parameters  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    from flwr.server import ServerConfig, start_server  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    setup = Setup.load(inputs)
+    initial = load_arrays(inputs / INITIAL_FILE)
+    x_test, y_test = load_xy(inputs / TEST_FILE)
+    eval_model, log = setup.build(), RoundLog()
+
+    def evaluate_fn(
+        server_round: int, arrays: list[Array], config: dict[str, Any]
+    ) -> tuple[float, dict[str, float]]:
+        loss, accuracy = evaluate(eval_model, to_state(setup.names, arrays), x_test, y_test)
+        log.at(server_round).update(loss=loss, accuracy=accuracy)
+        return loss, {"accuracy": accuracy}
+
+    strategy = counting_fedavg(
+        log,
+        ready_file(out),
+        fraction_fit=1.0,  # every client in every round, as fedgate's runs
+        fraction_evaluate=0.0,  # no federated evaluation: fedgate has none
+        min_fit_clients=setup.clients,
+        min_available_clients=setup.clients,
+        evaluate_fn=evaluate_fn,
+        initial_parameters=ndarrays_to_parameters([initial[name] for name in setup.names]),
+    )
+    start_server(
+        server_address=f"127.0.0.1:{port}",
+        config=ServerConfig(num_rounds=setup.rounds),
+        strategy=strategy,
+    )
+    out.write_text(json.dumps(log.document(), indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("role", choices=("server", "client"))
+    parser.add_argument("--inputs", type=Path, required=True, help="flower_side.write_inputs")
+    parser.add_argument("--port", type=int, required=True, help="the server's, on 127.0.0.1")
+    parser.add_argument("--out", type=Path, help="server: write the round log here")
+    parser.add_argument("--index", type=int, default=0, help="client: which part of the data")
+    args = parser.parse_args(argv)
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)  # when run by hand; the suite sets it too
+    if args.role == "server":
+        if args.out is None:
+            parser.error("the server needs --out")
+        run_server(args.inputs, args.port, args.out)
+    else:
+        run_client(args.inputs, args.index, f"127.0.0.1:{args.port}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Both halves of the flower suite, without Flower: what the benchmark process writes for
+Flower's processes, and that their trainer and evaluation are fedgate's, to the bit.
+
+``flower_app`` runs under ``.venv-flower`` with its own copy of fedgate's training recipe
+(it cannot import `fedgate.core.training`: that pulls in the codecs). Here, in fedgate's
+``.venv`` and on the same torch, the copy must give exactly fedgate's weights, losses and
+accuracies, so the suite compares frameworks, not recipes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import flower_app
+import pytest
+import torch
+from federations import FederationSpec
+from flower_side import (
+    MAKE_TARGET,
+    VENV_ENV,
+    flower_unavailable,
+    flower_venv,
+    skip_message,
+    write_inputs,
+)
+
+from fedgate.core.data import Dataset, load_dataset
+from fedgate.core.factory import build_trainer
+from fedgate.core.messages import TrainConfig
+from fedgate.core.models import build_model
+from fedgate.core.training import evaluate, state_dict_copy
+
+SPEC = FederationSpec("grpc", "raw", clients=3, rounds=2, partition="dirichlet:0.5", seed=7)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", SPEC.seed)
+
+
+@pytest.fixture(scope="module")
+def inputs(digits: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("flower-inputs")
+    write_inputs(SPEC, digits, path)
+    return path
+
+
+def test_inputs_hold_fedgates_federation(inputs: Path, digits: Dataset) -> None:
+    setup = flower_app.Setup.load(inputs)
+    assert (setup.rounds, setup.clients, setup.batch_size) == (2, 3, SPEC.batch_size)
+    assert (setup.learning_rate, setup.local_epochs) == (SPEC.learning_rate, SPEC.local_epochs)
+    initial = state_dict_copy(build_model("cnn", digits.model_spec, seed=SPEC.seed))
+    stored = flower_app.load_arrays(inputs / flower_app.INITIAL_FILE)
+    assert setup.names == list(initial) == list(setup.build().state_dict())
+    for name, tensor in initial.items():
+        assert torch.equal(torch.from_numpy(stored[name]), tensor), name
+    x_test, y_test = flower_app.load_xy(inputs / flower_app.TEST_FILE)
+    assert torch.equal(x_test, digits.x_test) and torch.equal(y_test, digits.y_test)
+    sizes = []
+    for index in range(SPEC.clients):
+        part = build_trainer(
+            digits, "cnn", spec=SPEC.partition, index=index, of=SPEC.clients, seed=SPEC.seed
+        )
+        x, y = flower_app.load_xy(inputs / flower_app.client_file(index))
+        assert torch.equal(x, part.x) and torch.equal(y, part.y), index
+        sizes.append(len(y))
+    assert sum(sizes) == len(digits.y_train) and len(set(sizes)) > 1  # label skew: unequal
+
+
+def test_flower_trainer_and_evaluation_are_fedgates(inputs: Path, digits: Dataset) -> None:
+    setup = flower_app.Setup.load(inputs)
+    weights = state_dict_copy(build_model("cnn", digits.model_spec, seed=SPEC.seed))
+    config = TrainConfig(SPEC.learning_rate, SPEC.local_epochs, SPEC.batch_size)
+    index = 1
+    theirs = build_trainer(
+        digits, "cnn", spec=SPEC.partition, index=index, of=SPEC.clients, seed=SPEC.seed
+    )
+    x, y = flower_app.load_xy(inputs / flower_app.client_file(index))
+    ours = flower_app.Trainer(setup.build(), x, y, setup.client_seeds[index])
+    for _ in range(2):  # the second round shows the batch-order generators stay in step
+        expected, got = theirs.train(weights, config), ours.train(weights, setup)
+        assert (got.loss, got.accuracy) == (expected.loss, expected.accuracy)
+        for name, tensor in expected.weights.items():
+            assert torch.equal(got.weights[name], tensor), name
+        weights = expected.weights
+    eval_model = setup.build()
+    x_test, y_test = flower_app.load_xy(inputs / flower_app.TEST_FILE)
+    result = evaluate(build_model("cnn", digits.model_spec), weights, x_test, y_test)
+    assert flower_app.evaluate(eval_model, weights, x_test, y_test) == (
+        result.loss,
+        result.accuracy,
+    )
+
+
+def test_arrays_round_trip_in_flowers_order(inputs: Path) -> None:
+    setup = flower_app.Setup.load(inputs)
+    state = flower_app.to_state(
+        setup.names, [flower_app.load_arrays(inputs / "initial.npz")[n] for n in setup.names]
+    )
+    arrays = flower_app.to_arrays(state)
+    assert [a.shape for a in arrays] == [tuple(t.shape) for t in state.values()]
+    with pytest.raises(ValueError):  # a list of the wrong length is refused, not truncated
+        flower_app.to_state(setup.names, arrays[:-1])
+
+
+def test_a_missing_venv_is_reported_with_the_make_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(VENV_ENV, str(tmp_path / "no-venv"))
+    assert flower_venv() == tmp_path / "no-venv"
+    reason = flower_unavailable(flower_venv())
+    assert reason is not None and str(tmp_path / "no-venv" / "bin" / "python") in reason
+    assert MAKE_TARGET in skip_message(reason)
+
+
+def test_a_venv_without_flwr_is_reported(tmp_path: Path) -> None:
+    venv = tmp_path / "bare"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)  # a Python, and no flwr beside it
+    reason = flower_unavailable(venv)
+    assert reason is not None and "flwr is not importable" in reason
+    assert "No module named 'flwr'" in reason
