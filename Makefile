@@ -48,7 +48,7 @@ $(FLOWER_STAMP): bench/flower/requirements.txt
 
 flower-env: $(FLOWER_STAMP)
 
-# Every bench suite and the report (about 12 minutes on 2 cores); results in runs/bench/.
+# Every bench suite and the report (about 14 minutes on 2 cores); results in runs/bench/.
 BENCH := runs/bench
 bench: $(STAMP) $(FLOWER_STAMP)
 	$(BIN)/fedgate bench codecs --out $(BENCH)/codecs.json

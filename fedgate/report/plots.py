@@ -186,12 +186,23 @@ def tradeoff(
 def _coinciding(
     points: Mapping[str, tuple[float, float]],
 ) -> dict[tuple[str, ...], tuple[float, float]]:
-    """Points that would be drawn on top of each other, merged under one label."""
-    groups: dict[tuple[float, float], list[str]] = {}
-    for name, (x, y) in points.items():
-        key = (round(math.log10(x), 2) if x > 0 else x, round(y, 4))
-        groups.setdefault(key, []).append(name)
-    return {tuple(names): points[names[0]] for names in groups.values()}
+    """Points that would be drawn on top of each other, merged under one label: within
+    1/100 of a decade of the first point of a group, and at the same accuracy to 1e-4
+    (rounding to a grid instead would split neighbours that straddle a grid line)."""
+    groups: list[list[str]] = []
+    for name, point in points.items():
+        group = next((g for g in groups if _same_spot(points[g[0]], point)), None)
+        if group is None:
+            groups.append([name])
+        else:
+            group.append(name)
+    return {tuple(names): points[names[0]] for names in groups}
+
+
+def _same_spot(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    if a[0] <= 0 or b[0] <= 0:
+        return a == b
+    return abs(math.log10(a[0]) - math.log10(b[0])) < 0.01 and abs(a[1] - b[1]) < 1e-4
 
 
 def _close(a: tuple[float, float], b: tuple[float, float]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def render_report(results_paths: list[Path], out_dir: Path) -> tuple[Path, Path]
     files = [load_results(Path(path)) for path in results_paths]
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [row for results in files for row in results.rows]
-    sections = [runs_section(files)]
+    command = shlex.join(["fedgate", "report", *map(str, results_paths), "--out", str(out_dir)])
+    sections = [runs_section(files, command)]
     sections += [s for build in SECTIONS if (s := build(rows, out_dir)) is not None]
     if len(sections) == 1:
         sections.append(Section("Results", [Paragraph("The results files hold no rows.")]))
@@ -61,8 +63,9 @@ def render_report(results_paths: list[Path], out_dir: Path) -> tuple[Path, Path]
     return markdown_path, html_path
 
 
-def runs_section(files: Sequence[ResultsFile]) -> Section:
-    """Where every figure comes from: the machine and the exact command per results file."""
+def runs_section(files: Sequence[ResultsFile], report_command: str) -> Section:
+    """Where every figure comes from: the machine and the exact command per results file,
+    and the command that rendered the report from them."""
     headers = ["results file", "created", "CPU", "cores", "memory GB", "Python", "torch"]
     table = [
         [
@@ -84,6 +87,7 @@ def runs_section(files: Sequence[ResultsFile]) -> Section:
         if results.skipped:
             blocks.append(Paragraph("Skipped by this run, as pytest reported it:"))
             blocks.append(Code("\n".join(results.skipped)))
+    blocks += [Paragraph("This report was rendered from them by:"), Code(report_command)]
     return Section("Machine and commands", list(blocks))
 
 

@@ -91,6 +91,8 @@ def test_codec_report_has_tables_charts_machine_and_command(tmp_path: Path) -> N
     assert "| Test CPU 9000 | 3 | 7.5 | 3.11.7 | 9.9.9 |" in markdown
     assert "<td>Test CPU 9000</td><td>3</td><td>7.5</td>" in html
     assert CODECS_COMMAND in markdown and CODECS_COMMAND in html
+    rendered_by = f"fedgate report {tmp_path / 'codecs.json'} --out {out}"
+    assert rendered_by in markdown and rendered_by in html
     assert "pickle (baseline)" in markdown and "ResNet-18" in markdown
     for png in ("codec-size.png", "codec-throughput.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG"), png

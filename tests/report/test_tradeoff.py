@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedgate.report import render_report
+from fedgate.report import plots, render_report
 
 
 def results_file(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -56,3 +56,13 @@ def test_the_section_is_left_out_without_accuracy_rows(tmp_path: Path) -> None:
     other = {"suite": "codecs", "model": "cnn", "codec": "raw", "bytes": 10}
     markdown_path, _ = render_report([results_file(tmp_path / "b.json", [other])], tmp_path / "r")
     assert "Accuracy for the bytes" not in markdown_path.read_text()
+
+
+def test_points_on_the_same_spot_share_a_label_and_neighbours_do_not() -> None:
+    # raw and msgpack differ by 0.15 % of bytes (either side of a 1/100-decade grid line);
+    # shuffle-zstd is 10 % smaller: a point of its own.
+    points = {"raw": (92.28, 0.961), "msgpack": (92.14, 0.961), "shuffle-zstd": (82.62, 0.961)}
+    groups = plots._coinciding(points)
+    assert groups == {("raw", "msgpack"): (92.28, 0.961), ("shuffle-zstd",): (82.62, 0.961)}
+    apart = plots._coinciding({"a": (92.28, 0.961), "b": (92.28, 0.9638)})
+    assert set(apart) == {("a",), ("b",)}
