@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 import fedgate
 from fedgate.core.federation import Federation
-from fedgate.transport.rest.operator import operator_router
+from fedgate.transport.rest import operator, router
+from fedgate.transport.rest.context import RestContext, install_context
 from fedgate.transport.rest.problems import install_problem_handlers
-from fedgate.transport.rest.router import federation_router
 
 
 def create_app(federation: Federation, *, admin_token: str, max_update_bytes: int) -> FastAPI:
@@ -22,8 +22,9 @@ def create_app(federation: Federation, *, admin_token: str, max_update_bytes: in
         ),
     )
     install_problem_handlers(app)
-    app.include_router(federation_router(federation, max_update_bytes=max_update_bytes))
-    app.include_router(operator_router(federation, admin_token=admin_token))
+    install_context(app, RestContext(federation, admin_token, max_update_bytes))
+    app.include_router(router.router)
+    app.include_router(operator.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

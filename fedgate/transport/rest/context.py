@@ -1,0 +1,39 @@
+"""What the REST routes serve: one `Federation` and the adapter's limits, kept on the app.
+
+Routes are module-level functions (Starlette style); each reads the context through the
+`current_context` dependency instead of closing over a federation, so a route is a plain
+function of its request, and tests can build an app around any federation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from fedgate.core.federation import Federation
+
+
+@dataclass(frozen=True)
+class RestContext:
+    federation: Federation
+    admin_token: str
+    max_update_bytes: int
+
+
+def install_context(app: FastAPI, context: RestContext) -> None:
+    app.state.fedgate = context
+
+
+def current_context(request: Request) -> RestContext:
+    context: RestContext = request.app.state.fedgate
+    return context
+
+
+def current_federation(request: Request) -> Federation:
+    return current_context(request).federation
+
+
+Context = Annotated[RestContext, Depends(current_context)]
+CurrentFederation = Annotated[Federation, Depends(current_federation)]
