@@ -17,8 +17,10 @@ Both frameworks run as a server process and one process per client, on loopback:
   ``$FEDGATE_FLOWER_VENV`` points elsewhere) or cannot import flwr, Flower's benchmark is
   skipped with a message naming ``make flower-env``, and fedgate's still run.
 - fedgate: the bench server process (a real Gateway; warmed up once, untimed) and
-  ``fedgate client --threads 1 --codec raw --deltas off`` processes; ``raw`` is the
-  codec closest to Flower's ``np.save`` buffers, so bytes compare like for like.
+  ``fedgate client --threads 1 --codec raw --deltas auto`` processes (no deltas for raw);
+  ``raw`` is the codec closest to Flower's ``np.save`` buffers, so bytes compare like for
+  like. One more fedgate run, over gRPC with ``int8-zstd`` (model deltas both ways, the
+  codec's default), shows what fedgate's codecs save on the same federation.
 
 pytest-benchmark times one whole federation as its one round: from starting the client
 processes to every process having exited and the results being read (client start-up,
@@ -61,8 +63,14 @@ from fedgate.launch import fedgate_command
 CLIENTS = {False: 4, True: 2}
 ROUNDS = {False: 10, True: 3}
 PARTITION = "dirichlet:0.5"
-CODEC = "raw"
-RUNS = [("flower", "grpc"), ("fedgate", "grpc"), ("fedgate", "rest")]
+FLOWER_PAYLOAD = "np.save buffers"
+# (framework, transport, codec): Flower's payload is its own; fedgate's raw is closest to it.
+RUNS = [
+    ("flower", "grpc", "raw"),
+    ("fedgate", "grpc", "raw"),
+    ("fedgate", "rest", "raw"),
+    ("fedgate", "grpc", "int8-zstd"),
+]
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -163,7 +171,7 @@ class FedgateFederation:
         return fedgate_command(
             "client",
             *("--server", hosted.address(spec.transport), "--transport", spec.transport),
-            *("--codec", spec.codec, "--deltas", "off", "--threads", "1"),
+            *("--codec", spec.codec, "--deltas", "auto", "--threads", "1"),
             *("--dataset", spec.dataset, "--model", spec.model, "--seed", str(spec.seed)),
             *("--partition", spec.partition, "--index", str(index), "--of", str(spec.clients)),
         )
@@ -193,7 +201,7 @@ def measure_fedgate(
     ], runtime
 
 
-@pytest.mark.parametrize(("framework", "transport"), RUNS)
+@pytest.mark.parametrize(("framework", "transport", "codec"), RUNS)
 def test_flower_vs_fedgate(
     benchmark: Any,
     bench_server: BenchServer,
@@ -201,10 +209,11 @@ def test_flower_vs_fedgate(
     tmp_path: Path,
     framework: str,
     transport: str,
+    codec: str,
     quick: bool,
     warmed: None,
 ) -> None:
-    spec = FederationSpec(transport, CODEC, CLIENTS[quick], ROUNDS[quick], partition=PARTITION)
+    spec = FederationSpec(transport, codec, CLIENTS[quick], ROUNDS[quick], partition=PARTITION)
     benchmark.group = "flower vs fedgate"
     if framework == "flower":
         rounds, runtime = measure_flower(benchmark, spec, digits, tmp_path)
@@ -213,7 +222,7 @@ def test_flower_vs_fedgate(
     benchmark.extra_info.update(
         framework=framework,
         transport=transport,
-        payload=CODEC if framework == "fedgate" else "np.save buffers",
+        payload=codec if framework == "fedgate" else FLOWER_PAYLOAD,
         partition=spec.partition,
         clients=spec.clients,
         rounds=spec.rounds,

@@ -231,6 +231,8 @@ FLOWER_FIELDS: tuple[tuple[str, str, Format], ...] = (
     ("bytes_per_round", "MB per round", megabytes),
     ("accuracy", "accuracy", plain),
 )
+FLOWER_RUN = ("framework", "transport", "payload")  # a run's label; payload: codec or Flower's
+FLOWER_SERIES = ("framework", "payload")  # the chart's bars: one colour per these
 FLOWER_MISSING = (
     "No Flower rows in these results: the flower suite runs Flower only from its own "
     "virtualenv (`make flower-env`); why this run skipped it is under Machine and commands. "
@@ -244,7 +246,9 @@ FLOWER_EXPLAIN = (
     "model having been evaluated on the held-out split. MB per round: payload bytes both "
     f"ways (MB = {MB:,} bytes): fedgate's encoded models and updates, Flower's serialized "
     "tensors in its fit instructions and results; protobuf, gRPC and HTTP framing counted "
-    "on neither side. Accuracy: held-out accuracy after the last round."
+    "on neither side. Accuracy: held-out accuracy after the last round. Payload: what "
+    "the models and updates travel as; fedgate's raw is closest to Flower's np.save "
+    "buffers, and its int8-zstd run (model deltas both ways) shows what its codecs save."
 )
 
 
@@ -252,7 +256,7 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     found = _suite(rows, "flower", [field for field, _, _ in FLOWER_FIELDS])
     if not found:
         return None
-    names = ["framework", "transport"]
+    names = list(FLOWER_RUN)
     table = [
         [_label(row, names), *(fmt(number(row, field)) for field, _, fmt in FLOWER_FIELDS)]
         for row in found
@@ -266,18 +270,21 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
         Table([" · ".join(names), *(label for _, label, _ in FLOWER_FIELDS)], table),
         _flower_details(found),
         *_flower_accuracy(found),
-        Image(chart, "Round wall time and payload bytes per round, per framework and transport"),
+        Image(
+            chart,
+            "Round wall time and payload bytes per round, per framework, payload and transport",
+        ),
     ]
     return Section("Flower vs fedgate", list(blocks))
 
 
 def _flower_details(rows: Sequence[Row]) -> Table:
     """Each run's spread of rounds, bytes each way, the whole federation and its software."""
-    headers = ["framework · transport", "fastest round", "slowest round", "MB down", "MB up"]
+    headers = [" · ".join(FLOWER_RUN), "fastest round", "slowest round", "MB down", "MB up"]
     headers += ["whole federation", "runtime"]
     table = [
         [
-            _label(row, ["framework", "transport"]),
+            _label(row, FLOWER_RUN),
             seconds(number(row, "round_wall_min_s")),
             seconds(number(row, "round_wall_max_s")),
             megabytes(number(row, "bytes_down_per_round")),
@@ -298,14 +305,14 @@ def _flower_details(rows: Sequence[Row]) -> Table:
 def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
     """Held-out accuracy after every round, one line per run, when the runs have curves."""
     curves = {
-        _label(row, ["framework", "transport"]): [float(v) for v in row["accuracy_per_round"]]
+        _label(row, FLOWER_RUN): [float(v) for v in row["accuracy_per_round"]]
         for row in rows
         if row.get("accuracy_per_round")
     }
     if not curves:
         return []
     length = max(len(values) for values in curves.values())
-    headers = ["framework · transport", *(f"round {n}" for n in range(1, length + 1))]
+    headers = [" · ".join(FLOWER_RUN), *(f"round {n}" for n in range(1, length + 1))]
     table = [
         [label, *(plain(v) for v in values), *[MISSING] * (length - len(values))]
         for label, values in curves.items()
@@ -314,8 +321,9 @@ def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
 
 
 def _flower_chart(rows: Sequence[Row], path: Path) -> None:
-    transports, frameworks = _names(rows, "transport"), _names(rows, "framework")
-    cells = {(_label(r, ["framework"]), _label(r, ["transport"])): r for r in rows}
+    transports = _names(rows, "transport")
+    frameworks = list(dict.fromkeys(_label(r, FLOWER_SERIES) for r in rows))
+    cells = {(_label(r, FLOWER_SERIES), _label(r, ["transport"])): r for r in rows}
 
     def panel(title: str, field: str, unit: str, scale: float) -> plots.BarPanel:
         series: dict[str, list[float | None]] = {}

@@ -130,8 +130,16 @@ def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -
         assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
 
 
-def check_flower_rows(rows: list[Row], expected: set[tuple[str, str]]) -> dict[str, Row]:
-    runs = {(r["framework"], r["transport"]) for r in rows}
+FEDGATE_RUNS = {
+    ("fedgate", "grpc", "raw"),
+    ("fedgate", "rest", "raw"),
+    ("fedgate", "grpc", "int8-zstd"),
+}
+
+
+def check_flower_rows(rows: list[Row], expected: set[tuple[str, str, str]]) -> dict[str, Row]:
+    """The rows' shape and sense; fedgate's raw rows by transport."""
+    runs = {(r["framework"], r["transport"], r["payload"]) for r in rows}
     assert runs == expected and len(rows) == len(expected)
     for row in rows:
         rounds = row["rounds"]
@@ -145,8 +153,11 @@ def check_flower_rows(rows: list[Row], expected: set[tuple[str, str]]) -> dict[s
         assert row["federation_s"] > sum(row["round_latencies_s"])
         assert len(row["accuracy_per_round"]) == rounds
         assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
-    fedgate = {r["transport"]: r for r in rows if r["framework"] == "fedgate"}
+    fedgate = {r["transport"]: r for r in rows if r["payload"] == "raw"}
     assert fedgate["grpc"]["bytes_per_round"] == fedgate["rest"]["bytes_per_round"]  # raw
+    [int8] = [r for r in rows if r["payload"] == "int8-zstd"]
+    # int8 deltas both ways: well under a third of raw's bytes, for the same federation.
+    assert int8["bytes_per_round"] < 0.33 * fedgate["grpc"]["bytes_per_round"]
     assert fedgate["grpc"]["runtime"].startswith("fedgate ")
     return fedgate
 
@@ -155,7 +166,7 @@ def test_flower_suite_without_its_venv_runs_fedgate_alone_and_says_why(
     without_flower: Path,
 ) -> None:
     document = json.loads(without_flower.read_text())
-    check_flower_rows(document["results"], {("fedgate", "grpc"), ("fedgate", "rest")})
+    check_flower_rows(document["results"], FEDGATE_RUNS)
     [skipped] = document["skipped"]
     assert "no-such-venv" in skipped and "make flower-env" in skipped
 
@@ -167,7 +178,7 @@ def test_flower_suite_measures_flower_beside_fedgate(
         pytest.skip(f"no Flower to measure ({flower_missing}); `make flower-env` makes one")
     rows = rows_of(results, "flower")
     assert json.loads(results["flower"].read_text())["skipped"] == []
-    expected = {("flower", "grpc"), ("fedgate", "grpc"), ("fedgate", "rest")}
+    expected = {("flower", "grpc", "np.save buffers"), *FEDGATE_RUNS}
     fedgate = check_flower_rows(rows, expected)["grpc"]
     [flower] = [row for row in rows if row["framework"] == "flower"]
     assert flower["runtime"].startswith("flwr ") and flower["payload"] == "np.save buffers"
