@@ -130,11 +130,7 @@ def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -
         assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
 
 
-FEDGATE_RUNS = {
-    ("fedgate", "grpc", "raw"),
-    ("fedgate", "rest", "raw"),
-    ("fedgate", "grpc", "int8-zstd"),
-}
+FEDGATE_RUNS = {("fedgate", "grpc", "raw"), ("fedgate", "grpc", "int8-zstd")}  # quick: no REST
 
 
 def check_flower_rows(rows: list[Row], expected: set[tuple[str, str, str]]) -> dict[str, Row]:
@@ -154,7 +150,6 @@ def check_flower_rows(rows: list[Row], expected: set[tuple[str, str, str]]) -> d
         assert len(row["accuracy_per_round"]) == rounds
         assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
     fedgate = {r["transport"]: r for r in rows if r["payload"] == "raw"}
-    assert fedgate["grpc"]["bytes_per_round"] == fedgate["rest"]["bytes_per_round"]  # raw
     [int8] = [r for r in rows if r["payload"] == "int8-zstd"]
     # int8 deltas both ways: well under a third of raw's bytes, for the same federation.
     assert int8["bytes_per_round"] < 0.33 * fedgate["grpc"]["bytes_per_round"]
