@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedgate.benchrun import add_bench_arguments, run_bench
+from fedgate.benchrun import add_bench_arguments, repository_root, run_bench
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import RoundRecord
@@ -320,7 +320,17 @@ def run_demo(args: argparse.Namespace) -> int:
     out = args.out_dir / "results.json"
     write_json(out, results)
     print(f"results: {out.resolve()}")
+    print(comparison_report_hint())
     return 0
+
+
+def comparison_report_hint() -> str:
+    """Where the newest committed bench report is, and how to make one on this machine."""
+    reports = sorted((repository_root() / "bench" / "reports").glob("*/report.html"))
+    made_here = "`make bench` measures this machine into runs/bench/report/report.html"
+    if not reports:
+        return f"comparison report: {made_here}"
+    return f"comparison report (codecs, transports, rounds, Flower): {reports[-1]}\n  {made_here}"
 
 
 def show_server(server: ServerProcess) -> None:
