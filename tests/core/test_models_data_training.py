@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -19,6 +22,23 @@ def test_digits_ship_with_the_package_and_split_stratified() -> None:
     assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
     assert set(data.y_test.tolist()) == set(range(10))
     assert 0.18 < len(data.x_test) / 1797 < 0.22
+
+
+def test_digits_are_scikit_learns_own_read_without_importing_it() -> None:
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    bunch = load_digits()
+    data = load_dataset("digits", 0)
+    images = torch.cat([data.x_train, data.x_test]).flatten(1).sort(dim=0).values
+    expected = torch.from_numpy(bunch.data.astype("float32") / 16.0).sort(dim=0).values
+    assert torch.equal(images, expected)  # the same pixels, split into train and test
+    assert torch.cat([data.y_train, data.y_test]).bincount().tolist() == (
+        torch.from_numpy(bunch.target).bincount().tolist()
+    )
+    # In a fresh process: loading digits does not pay scikit-learn's import.
+    probe = "import sys; from fedgate.core.data import load_dataset; load_dataset('digits')"
+    probe += "; sys.exit('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
 
 
 def test_synthetic_data_is_seeded() -> None:
