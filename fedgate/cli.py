@@ -15,8 +15,6 @@ from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import RoundRecord
 from fedgate.errors import FedgateError
-from fedgate.gateway.serve import ServeOptions, serve
-from fedgate.gateway.server import GatewaySettings
 from fedgate.launch import ServerProcess
 from fedgate.results import write_json
 from fedgate.runner import ClientOptions, run_client
@@ -229,6 +227,10 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # imported here: the server's web stack (FastAPI, uvicorn) is no client's business
+    from fedgate.gateway.serve import ServeOptions, serve  # noqa: PLC0415
+    from fedgate.gateway.server import GatewaySettings  # noqa: PLC0415
+
     run_fields = {name: getattr(args, name) for name in RunConfig.__dataclass_fields__}
     settings = GatewaySettings(
         host=args.host,

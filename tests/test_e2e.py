@@ -53,6 +53,31 @@ def client_state(status: dict[str, Any], name: str) -> str | None:
     return next((c["state"] for c in status["clients"] if c["name"] == name), None)
 
 
+def round_past(number: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: int(status["round"]) > number
+
+
+def stall_while_training(server: ServerProcess, client: subprocess.Popen[bytes], name: str) -> int:
+    """SIGSTOP ``client`` while the server sees it training from round 2 on, and return
+    the round it now holds open. A round trains in a fraction of a second, so the stop can
+    land after the client's upload; the status read after it tells, and then the client
+    is let go and stopped in a later round."""
+    for _ in range(2):  # rounds 2 and 3 leave the rest of the plan inside the run's 6
+        seen = wait_for(
+            server,
+            lambda s: (
+                s["round"] >= 2 and s["state"] == "running" and client_state(s, name) == "training"
+            ),
+        )
+        os.kill(client.pid, signal.SIGSTOP)
+        now = server.status()
+        if now["round"] == seen["round"] and client_state(now, name) == "training":
+            return int(seen["round"])
+        os.kill(client.pid, signal.SIGCONT)
+        wait_for(server, round_past(int(seen["round"])))
+    raise AssertionError(f"{name} could not be stopped before its upload in two rounds")
+
+
 def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Path) -> None:
     plan = [("grpc", "raw"), ("rest", "bf16-zstd"), ("grpc", "msgpack"), ("rest", "json")]
     clients: list[subprocess.Popen[bytes]] = []
@@ -76,24 +101,24 @@ def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Pat
     try:
         for index in range(3):
             launch(index)
-        wait_for(server, lambda s: s["round"] == 2 and s["state"] == "running")
-        # a stalled client holds round 2 open (up to its deadline) while a fourth joins
-        os.kill(clients[2].pid, signal.SIGSTOP)
+        # a stalled client holds its round open (up to the deadline) while a fourth joins
+        stalled = stall_while_training(server, clients[2], "client-2")
         launch(3)
         joined = wait_for(server, lambda s: client_state(s, "client-3") is not None)
-        assert joined["round"] == 2, "client-3 should have joined during round 2"
+        assert joined["round"] == stalled, f"client-3 should have joined during round {stalled}"
         os.kill(clients[2].pid, signal.SIGCONT)
+        killed_in = stalled + 2
         wait_for(
             server,
             lambda s: (
-                s["round"] == 4
+                s["round"] == killed_in
                 and s["state"] == "running"
                 and client_state(s, "client-1") == "training"
             ),
         )
         clients[1].send_signal(signal.SIGKILL)  # dies mid-round without a word
         killed_at = time.monotonic()
-        wait_for(server, lambda s: s["round"] == 5)
+        wait_for(server, lambda s: s["round"] == killed_in + 1)
         assert time.monotonic() - killed_at < DEADLINE_S + 5  # closed at its deadline
         assert server.process.wait(timeout=180) == 0
     finally:
@@ -102,9 +127,9 @@ def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Pat
     results = json.loads((tmp_path / "results.json").read_text())
     ids = {c["name"]: c["client_id"] for c in results["clients"]}
     by_round = {r["round"]: set(r["participant_ids"]) for r in results["rounds"]}
-    assert ids["client-3"] not in by_round[2] and ids["client-3"] in by_round[3]
-    assert ids["client-1"] in by_round[3] and ids["client-1"] not in by_round[4]
-    assert by_round[4] == {ids["client-0"], ids["client-2"], ids["client-3"]}
+    assert ids["client-3"] not in by_round[stalled] and ids["client-3"] in by_round[stalled + 1]
+    assert ids["client-1"] in by_round[stalled + 1] and ids["client-1"] not in by_round[killed_in]
+    assert by_round[killed_in] == {ids["client-0"], ids["client-2"], ids["client-3"]}
     states = {c["name"]: c["state"] for c in results["clients"]}
     assert states["client-1"] == "failed" and states["client-0"] == "left"
     assert len(results["rounds"]) == 6

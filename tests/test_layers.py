@@ -66,3 +66,14 @@ def test_importing_the_core_loads_no_web_or_rpc_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_client_command_loads_no_server_web_stack() -> None:
+    # `fedgate client` processes start by the dozen; FastAPI, Starlette and uvicorn are the
+    # server's, and importing them costs each client a few hundred milliseconds.
+    probe = (
+        "import sys, fedgate.cli, fedgate.runner, fedgate.transport.connect;"
+        "print(sorted(m for m in ('fastapi','starlette','uvicorn','sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,7 +8,7 @@ import fedgate
 from fedgate.core.federation import Federation
 from fedgate.transport.rest import operator, router
 from fedgate.transport.rest.context import RestContext, install_context
-from fedgate.transport.rest.problems import install_problem_handlers
+from fedgate.transport.rest.problem_handlers import install_problem_handlers
 
 
 def create_app(federation: Federation, *, admin_token: str, max_update_bytes: int) -> FastAPI:

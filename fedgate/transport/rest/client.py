@@ -23,14 +23,14 @@ from fedgate.core.messages import (
 from fedgate.core.transport import Session
 from fedgate.errors import ServerError, TransportError, UnknownCodec
 from fedgate.transport.rest import schemas
-from fedgate.transport.rest.problems import error_from_response
-from fedgate.transport.rest.router import (
+from fedgate.transport.rest.headers import (
     BASE_REF_HEADER,
     CLIENT_HEADER,
     CODEC_HEADER,
     MODEL_VERSION_HEADER,
     REF_HEADER,
 )
+from fedgate.transport.rest.problems import error_from_response
 
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"

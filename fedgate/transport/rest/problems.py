@@ -1,23 +1,19 @@
 """fedgate errors <-> HTTP statuses with RFC 9457 problem bodies: the adapter's one table.
 
 The body carries the precise error ``code``, so the client raises the exception class the
-federation raised; the status alone is enough for any other HTTP client.
+federation raised; the status alone is enough for any other HTTP client. The server's side
+(FastAPI exception handlers) is in `problem_handlers`, so the client imports no FastAPI.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from fedgate import errors
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-log = logging.getLogger("fedgate.rest")
 
 # Most specific first: the first matching class decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], int], ...] = (
@@ -52,37 +48,6 @@ def status_for(error: errors.FedgateError) -> int:
         if isinstance(error, cls):
             return status
     return 500
-
-
-def problem_response(error: errors.FedgateError) -> JSONResponse:
-    status = status_for(error)
-    body = {
-        "type": f"https://fedgate.dev/problems/{error.code}",
-        "title": type(error).__name__,
-        "status": status,
-        "detail": error.message,
-        "code": error.code,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
-
-
-def install_problem_handlers(app: FastAPI) -> None:
-    """Every fedgate error, and FastAPI's own validation errors, leave as problems."""
-
-    async def on_fedgate_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, errors.FedgateError)
-        return problem_response(error)
-
-    async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, RequestValidationError)
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', '')}"
-            for item in error.errors()
-        )
-        return problem_response(errors.BadRequest(f"invalid request: {detail}"))
-
-    app.add_exception_handler(errors.FedgateError, on_fedgate_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
 
 
 def error_from_response(response: httpx.Response) -> errors.FedgateError:

@@ -18,13 +18,15 @@ from fedgate.core.messages import JoinRequest, Update
 from fedgate.errors import PayloadTooLarge, Unauthorized, UnknownCodec
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.context import Context, CurrentFederation
+from fedgate.transport.rest.headers import (
+    BASE_REF_HEADER,
+    CLIENT_HEADER,
+    CODEC_HEADER,
+    MODEL_VERSION_HEADER,
+    REF_HEADER,
+)
 
 TRANSPORT = "rest"
-MODEL_VERSION_HEADER = "X-Fedgate-Model-Version"
-CODEC_HEADER = "X-Fedgate-Codec"
-CLIENT_HEADER = "X-Fedgate-Client-Id"
-REF_HEADER = "X-Fedgate-Model-Ref"
-BASE_REF_HEADER = "X-Fedgate-Base-Ref"
 
 
 def bearer(authorization: Annotated[str, Header()] = "") -> str:
