@@ -33,7 +33,7 @@ from federations import WAIT_LIMIT_S, FederationSpec
 
 from fedgate.benchrun import repository_root
 from fedgate.core.data import Dataset
-from fedgate.core.factory import build_trainer
+from fedgate.core.factory import build_trainer, client_seed
 from fedgate.core.models import build_model
 from fedgate.core.training import state_dict_copy
 
@@ -56,11 +56,11 @@ def flower_venv() -> Path:
 
 
 def flower_env() -> dict[str, str]:
-    """The environment of Flower's processes: fedgate's models importable, nothing else."""
+    """The environment of Flower's processes: fedgate's torch-only modules importable."""
     return {
         **os.environ,
         **flower_app.QUIET_ENV,
-        # Only the checkout: flower_app imports fedgate.core.models (torch only) from it.
+        # Only the checkout: flower_app imports fedgate's models and trainer (torch only).
         "PYTHONPATH": str(repository_root()),
         "PYTHONUNBUFFERED": "1",
     }
@@ -93,12 +93,6 @@ def skip_message(reason: str) -> str:
         f"Flower not measured: {reason}. Run `{MAKE_TARGET}` (flwr and CPU torch in "
         ".venv-flower) to measure Flower beside fedgate; fedgate's rows ran without it."
     )
-
-
-def client_seed(seed: int, index: int) -> int:
-    # fedgate.core.factory.build_trainer seeds client `index`'s batch order so; the trainer
-    # keeps only the generator. tests/bench/test_flower_side.py checks both train alike.
-    return seed * 1000 + index
 
 
 def write_inputs(spec: FederationSpec, dataset: Dataset, inputs: Path) -> flower_app.Setup:

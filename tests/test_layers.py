@@ -77,3 +77,14 @@ def test_the_client_command_loads_no_server_web_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_training_loads_without_the_codecs() -> None:
+    # The flower bench suite trains and evaluates with fedgate.core.training in Flower's
+    # own virtualenv, which has torch but no zstandard or msgpack.
+    probe = (
+        "import sys, fedgate.core.training;"
+        "print(sorted(m for m in ('fedgate.codecs','zstandard','msgpack') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -4,8 +4,9 @@ process of its own under ``.venv-flower/bin/python`` (``make flower-env``).
 Why another virtualenv: flwr 1.41 needs protobuf < 7 and exact fastapi / uvicorn /
 starlette minors, while fedgate's generated gRPC code needs protobuf >= 7.35 and fedgate
 runs newer fastapi / uvicorn; one environment cannot hold both. So this file imports
-nothing of fedgate but `fedgate.core.models` (torch only; the benchmark process puts the
-checkout on PYTHONPATH), and everything else comes in files the benchmark process writes
+nothing of fedgate but its torch-only modules (`fedgate.core.models`, `.training`,
+`.messages`; the benchmark process puts the checkout on PYTHONPATH), and everything else
+comes in files the benchmark process writes
 (`flower_side.write_inputs`, in fedgate's ``.venv``), in the format defined here:
 ``setup.json`` (`Setup`), ``initial.npz`` (the model fedgate's server starts from),
 ``test.npz`` (the held-out split) and ``client-<i>.npz`` (client i's part of the training
@@ -35,18 +36,16 @@ What the server measures, per round (`CountingFedAvg`):
   encoded models and updates; protobuf and gRPC framing are counted on neither side;
 - loss and accuracy of the aggregate on the held-out split (`evaluate`).
 
-Training and evaluation follow fedgate's `LocalTrainer.train` and `evaluate` step for
-step (``tests/bench/test_flower_side.py`` checks they give fedgate's exact weights and
-figures): SGD with momentum 0.9, a fresh optimiser per round, batches drawn by a
-generator seeded per client, one torch thread per client as ``fedgate client --threads
-1``. FedAvg is Flower's own, weighted by example counts.
+Training and evaluation are fedgate's own (`LocalTrainer`, `evaluate`): SGD with momentum
+0.9, a fresh optimiser per round, batches drawn by a generator seeded per client, one torch
+thread per client as ``fedgate client --threads 1``. FedAvg is Flower's own, weighted by
+example counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -60,12 +59,12 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from fedgate.core.messages import TrainConfig
 from fedgate.core.models import ModelSpec, build_model
+from fedgate.core.training import LocalTrainer, evaluate
 
 Array = npt.NDArray[Any]
 TensorDict = dict[str, torch.Tensor]
-EVAL_BATCH = 512  # as fedgate.core.training.EVAL_BATCH
-MOMENTUM = 0.9  # as fedgate.core.training.LocalTrainer
 SETUP_FILE, INITIAL_FILE, TEST_FILE = "setup.json", "initial.npz", "test.npz"
 # Flower reports usage to its developers unless told not to; a benchmark calls no one.
 # Read when flwr is imported, so set before any flwr import.
@@ -95,6 +94,9 @@ class Setup:
 
     def build(self) -> nn.Module:
         return build_model(self.model, ModelSpec(**self.model_spec))
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(self.learning_rate, self.local_epochs, self.batch_size)
 
 
 def client_file(index: int) -> str:
@@ -127,66 +129,16 @@ def to_arrays(state: Mapping[str, torch.Tensor]) -> list[Array]:
     return [t.detach().cpu().numpy() for t in state.values()]
 
 
-@dataclass(frozen=True)
-class Trained:
-    weights: TensorDict
-    loss: float
-    accuracy: float
-
-
-class Trainer:
-    """fedgate's `LocalTrainer` recipe on one client's examples (see the module docstring)."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> None:
-        self.model, self.x, self.y = model, x, y
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def train(self, weights: Mapping[str, torch.Tensor], setup: Setup) -> Trained:
-        self.model.load_state_dict(dict(weights))
-        self.model.train()
-        optimiser = torch.optim.SGD(
-            self.model.parameters(), lr=setup.learning_rate, momentum=MOMENTUM
-        )
-        loss_fn = nn.CrossEntropyLoss()
-        seen = correct = 0
-        loss_sum = 0.0
-        for _ in range(setup.local_epochs):
-            order = torch.randperm(len(self.x), generator=self.generator)
-            for batch in torch.split(order, setup.batch_size):
-                x, y = self.x[batch], self.y[batch]
-                optimiser.zero_grad(set_to_none=True)
-                logits = self.model(x)
-                loss = loss_fn(logits, y)
-                loss.backward()
-                optimiser.step()
-                # The same per-batch bookkeeping as fedgate's, so both do the same work.
-                seen += len(y)
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-        weights_now = {n: t.detach().cpu().clone() for n, t in self.model.state_dict().items()}
-        return Trained(weights_now, loss_sum / max(seen, 1), correct / max(seen, 1))
-
-
-def evaluate(
-    model: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, float]:
-    """Cross-entropy and accuracy of ``weights`` on (x, y), as fedgate's `evaluate`."""
-    model.load_state_dict(dict(weights))
-    model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    loss_sum, correct = 0.0, 0
-    with torch.inference_mode():
-        for xb, yb in zip(torch.split(x, EVAL_BATCH), torch.split(y, EVAL_BATCH), strict=True):
-            logits = model(xb)
-            loss_sum += float(loss_fn(logits, yb))
-            correct += int((logits.argmax(1) == yb).sum())
-    n = len(y)
-    return (loss_sum / n, correct / n) if n else (math.nan, math.nan)
-
-
 def load_xy(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     arrays = load_arrays(path)
     return torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+
+
+def client_trainer(inputs: Path, index: int) -> LocalTrainer:
+    """Client ``index``'s trainer: its part of the data and its batch-order seed."""
+    setup = Setup.load(inputs)
+    x, y = load_xy(inputs / client_file(index))
+    return LocalTrainer(setup.build(), x, y, setup.client_seeds[index])
 
 
 # ---- a client process -----------------------------------------------------------------
@@ -198,8 +150,7 @@ def run_client(inputs: Path, index: int, address: str) -> None:
 
     torch.set_num_threads(1)  # as fedgate's client processes (--threads 1)
     setup = Setup.load(inputs)
-    x, y = load_xy(inputs / client_file(index))
-    trainer = Trainer(setup.build(), x, y, setup.client_seeds[index])
+    trainer, recipe = client_trainer(inputs, index), setup.train_config()
 
     class BenchClient(NumPyClient):  # type: ignore[misc,unused-ignore]
         def get_parameters(self, config: dict[str, Any]) -> list[Array]:
@@ -208,8 +159,8 @@ def run_client(inputs: Path, index: int, address: str) -> None:
         def fit(
             self, parameters: list[Array], config: dict[str, Any]
         ) -> tuple[list[Array], int, dict[str, Any]]:
-            result = trainer.train(to_state(setup.names, parameters), setup)
-            return to_arrays(result.weights), len(x), {"train_loss": result.loss}
+            result = trainer.train(to_state(setup.names, parameters), recipe)
+            return to_arrays(result.weights), result.num_examples, {"train_loss": result.loss}
 
     start_client(server_address=address, client=BenchClient().to_client(), insecure=True)
 
@@ -276,9 +227,9 @@ def run_server(inputs: Path, port: int, out: Path) -> None:
     def evaluate_fn(
         server_round: int, arrays: list[Array], config: dict[str, Any]
     ) -> tuple[float, dict[str, float]]:
-        loss, accuracy = evaluate(eval_model, to_state(setup.names, arrays), x_test, y_test)
-        log.at(server_round).update(loss=loss, accuracy=accuracy)
-        return loss, {"accuracy": accuracy}
+        result = evaluate(eval_model, to_state(setup.names, arrays), x_test, y_test)
+        log.at(server_round).update(loss=result.loss, accuracy=result.accuracy)
+        return result.loss, {"accuracy": result.accuracy}
 
     strategy = counting_fedavg(
         log,

@@ -45,5 +45,10 @@ def build_trainer(
         build_model(model, dataset.model_spec),
         dataset.x_train[rows],
         dataset.y_train[rows],
-        seed=seed * 1000 + index,
+        seed=client_seed(seed, index),
     )
+
+
+def client_seed(seed: int, index: int) -> int:
+    """Client ``index``'s batch-order seed in a run seeded ``seed``."""
+    return seed * 1000 + index

@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
-from fedgate.codecs import TensorDict
 from fedgate.core.messages import TrainConfig
+
+if TYPE_CHECKING:
+    # Annotations only: importing the codecs (zstandard, msgpack) at run time would keep
+    # this module out of environments that train without them (the flower bench suite).
+    from fedgate.codecs import TensorDict
 
 EVAL_BATCH = 512
 

@@ -1,10 +1,11 @@
 """Both halves of the flower suite, without Flower: what the benchmark process writes for
-Flower's processes, and that their trainer and evaluation are fedgate's, to the bit.
+Flower's processes, and that a Flower client trains and Flower's server evaluates exactly
+as fedgate's do, to the bit.
 
-``flower_app`` runs under ``.venv-flower`` with its own copy of fedgate's training recipe
-(it cannot import `fedgate.core.training`: that pulls in the codecs). Here, in fedgate's
-``.venv`` and on the same torch, the copy must give exactly fedgate's weights, losses and
-accuracies, so the suite compares frameworks, not recipes.
+``flower_app`` runs under ``.venv-flower`` with fedgate's own `LocalTrainer` and `evaluate`,
+fed from files. Here, in fedgate's ``.venv`` and on the same torch, what it builds from
+those files (data part, batch-order seed, recipe, held-out split) must give exactly
+fedgate's weights, losses and accuracies, so the suite compares frameworks, not recipes.
 """
 
 from __future__ import annotations
@@ -72,25 +73,21 @@ def test_flower_trainer_and_evaluation_are_fedgates(inputs: Path, digits: Datase
     setup = flower_app.Setup.load(inputs)
     weights = state_dict_copy(build_model("cnn", digits.model_spec, seed=SPEC.seed))
     config = TrainConfig(SPEC.learning_rate, SPEC.local_epochs, SPEC.batch_size)
+    assert setup.train_config() == config
     index = 1
     theirs = build_trainer(
         digits, "cnn", spec=SPEC.partition, index=index, of=SPEC.clients, seed=SPEC.seed
     )
-    x, y = flower_app.load_xy(inputs / flower_app.client_file(index))
-    ours = flower_app.Trainer(setup.build(), x, y, setup.client_seeds[index])
+    ours = flower_app.client_trainer(inputs, index)
     for _ in range(2):  # the second round shows the batch-order generators stay in step
-        expected, got = theirs.train(weights, config), ours.train(weights, setup)
+        expected, got = theirs.train(weights, config), ours.train(weights, setup.train_config())
         assert (got.loss, got.accuracy) == (expected.loss, expected.accuracy)
         for name, tensor in expected.weights.items():
             assert torch.equal(got.weights[name], tensor), name
         weights = expected.weights
-    eval_model = setup.build()
     x_test, y_test = flower_app.load_xy(inputs / flower_app.TEST_FILE)
-    result = evaluate(build_model("cnn", digits.model_spec), weights, x_test, y_test)
-    assert flower_app.evaluate(eval_model, weights, x_test, y_test) == (
-        result.loss,
-        result.accuracy,
-    )
+    result = evaluate(build_model("cnn", digits.model_spec), weights, digits.x_test, digits.y_test)
+    assert evaluate(setup.build(), weights, x_test, y_test) == result
 
 
 def test_arrays_round_trip_in_flowers_order(inputs: Path) -> None:

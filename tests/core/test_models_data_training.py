@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from fedgate.core import data as data_module
 from fedgate.core.data import load_dataset
 from fedgate.core.messages import TrainConfig
 from fedgate.core.models import ModelSpec, build_model
@@ -39,6 +40,16 @@ def test_digits_are_scikit_learns_own_read_without_importing_it() -> None:
     probe = "import sys; from fedgate.core.data import load_dataset; load_dataset('digits')"
     probe += "; sys.exit('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def test_digits_fall_back_to_scikit_learn_where_its_file_is_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read = load_dataset("digits", 0)
+    monkeypatch.setattr(data_module, "DIGITS_FILE", data_module.DIGITS_FILE.with_name("gone"))
+    loaded = load_dataset("digits", 0)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(loaded, name), getattr(read, name)), name
 
 
 def test_synthetic_data_is_seeded() -> None:
