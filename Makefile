@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto bench flower-env
+.PHONY: demo test lint check clean proto bench flower-env fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Longer fuzzing than `make test` runs: every codec's decoder (hypothesis) and the REST API
+# (schemathesis against a live server), with many more examples each.
+fuzz: $(STAMP)
+	FEDGATE_FUZZ=1 $(BIN)/python -m pytest -q tests/codecs/test_fuzz.py \
+		tests/transport/rest/test_schemathesis.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

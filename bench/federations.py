@@ -67,6 +67,8 @@ class FederationSpec:
     learning_rate: float = 0.1
     local_epochs: int = 1
     batch_size: int = 32
+    strategy: str = "fedavg"
+    clip_norm: float = 0.0
 
     def run_config(self) -> RunConfig:
         return RunConfig(
@@ -77,6 +79,8 @@ class FederationSpec:
             local_epochs=self.local_epochs,
             batch_size=self.batch_size,
             seed=self.seed,
+            strategy=self.strategy,
+            clip_norm=self.clip_norm,
         )
 
     @property

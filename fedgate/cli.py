@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedgate.benchrun import add_bench_arguments, repository_root, run_bench
+from fedgate.cli_access import add_access_commands
+from fedgate.cli_limits import add_limit_options, max_update_bytes, upload_timeouts
+from fedgate.cli_tls import add_client_tls_options, add_server_tls_options, client_tls, server_tls
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import RoundRecord
+from fedgate.core.strategy import get_strategy, strategy_names
 from fedgate.errors import FedgateError
 from fedgate.launch import ServerProcess
 from fedgate.results import write_json
-from fedgate.runner import ClientOptions, run_client
+from fedgate.runner import KEY_ENV, ClientOptions, run_client
 from fedgate.simulation import DELTAS, MIXED, TRANSPORT_CHOICES, SimConfig, run_simulation
 from fedgate.transport.connect import TRANSPORTS
 
@@ -54,6 +59,35 @@ def codec_name(name: str) -> str:
     return name
 
 
+def strategy_name(name: str) -> str:
+    """argparse type: a strategy the registry knows, parameters included (trimmed-mean:0.1)."""
+    try:
+        get_strategy(name)
+    except FedgateError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return name
+
+
+def add_strategy_options(parser: Any, strategy: str, clip_norm: float) -> None:
+    """--strategy and --clip-norm, for serve and sim alike."""
+    parser.add_argument(
+        "--strategy",
+        type=strategy_name,
+        default=strategy,
+        metavar="{" + ",".join(strategy_names()) + "}",
+        help="how updates are aggregated: fedavg (weighted by examples), median, "
+        "trimmed-mean[:fraction] (trims the fraction from each end, default 0.2); the "
+        "robust ones count each client once",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=clip_norm,
+        help="scale each update's difference to the global model down to this L2 norm "
+        "before it is aggregated (0: off)",
+    )
+
+
 def codec_choice(value: str) -> str:
     """argparse type for sim: a codec, a comma-separated list, or 'mixed'."""
     if value != MIXED:
@@ -69,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     add_serve_command(commands)
     add_client_command(commands)
+    add_access_commands(commands)
     sim = commands.add_parser("sim", help="run a whole federation and write results JSON")
     add_sim_options(sim)
     sim.add_argument("--out", type=Path, help="write the results JSON here")
@@ -143,6 +178,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--admit-late", action="store_true", help="let a joiner into an open round that has room"
     )
     group.add_argument("--seed", type=int, default=defaults.seed)
+    add_strategy_options(group, defaults.strategy, defaults.clip_norm)
 
 
 def add_serve_command(commands: Any) -> None:
@@ -153,7 +189,7 @@ def add_serve_command(commands: Any) -> None:
     serve_parser.add_argument(
         "--admin-token", default="", help="operator token (default: generated and printed)"
     )
-    serve_parser.add_argument("--max-update-mb", type=float, default=1024.0)
+    add_limit_options(serve_parser)
     serve_parser.add_argument("--dataset", default="digits", help="for server-side evaluation")
     serve_parser.add_argument("--model", default="cnn")
     serve_parser.add_argument("--ready-file", type=Path, help="write the bound ports here")
@@ -163,6 +199,14 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="exit when the run finishes (default: keep serving)",
     )
+    serve_parser.add_argument(
+        "--enrolment",
+        choices=("key", "open"),
+        default="key",
+        help="key: clients join with an enrolment key (`fedgate keys create`); open: anyone "
+        "may join (for trusted networks and demos only)",
+    )
+    add_server_tls_options(serve_parser)
     add_run_options(serve_parser)
     serve_parser.set_defaults(handler=run_serve)
 
@@ -179,6 +223,12 @@ def add_client_command(commands: Any) -> None:
     client.add_argument("--of", type=int, default=1, help="parts the data is split into")
     client.add_argument("--seed", type=int, default=0)
     client.add_argument("--name", default="")
+    client.add_argument(
+        "--key",
+        default=os.environ.get(KEY_ENV, ""),
+        help=f"the enrolment key, fgk_... (default: ${KEY_ENV}, which other users cannot "
+        "read in the process list)",
+    )
     client.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     client.add_argument(
         "--deltas",
@@ -186,6 +236,7 @@ def add_client_command(commands: Any) -> None:
         default="auto",
         help="send and receive model differences (auto: for lossy codecs)",
     )
+    add_client_tls_options(client)
     client.set_defaults(handler=run_client_command)
 
 
@@ -218,6 +269,7 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round)
+    add_strategy_options(parser, defaults.strategy, defaults.clip_norm)
     parser.add_argument(
         "--deltas",
         choices=sorted(DELTAS),
@@ -236,7 +288,9 @@ def run_serve(args: argparse.Namespace) -> int:
         host=args.host,
         grpc_port=args.grpc_port,
         http_port=args.http_port,
-        max_update_bytes=int(args.max_update_mb * 1024**2),
+        max_update_bytes=max_update_bytes(args),
+        upload_timeouts=upload_timeouts(args),
+        tls=server_tls(args),
         **({"admin_token": args.admin_token} if args.admin_token else {}),
     )
     options = ServeOptions(
@@ -247,6 +301,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         results_file=args.results,
         exit_when_done=args.exit_when_done,
+        enrolment=args.enrolment,
+        max_concurrent_uploads=args.max_concurrent_uploads,
     )
     status = asyncio.run(serve(options))
     print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")
@@ -267,6 +323,8 @@ def run_client_command(args: argparse.Namespace) -> int:
         name=args.name,
         threads=args.threads,
         deltas=DELTAS[args.deltas],
+        tls=client_tls(args),
+        key=args.key,
     )
     report = asyncio.run(run_client(options))
     print(f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.refused)} refused")
@@ -288,6 +346,8 @@ def sim_config(args: argparse.Namespace) -> SimConfig:
         batch_size=args.batch_size,
         clients_per_round=args.clients_per_round,
         deltas=args.deltas,
+        strategy=args.strategy,
+        clip_norm=args.clip_norm,
     )
 
 
@@ -342,6 +402,8 @@ def show_server(server: ServerProcess) -> None:
     print(f"  live status    curl -H '{token}' {server.http_url}/api/v1/status")
     print(f"  status stream  curl -N -H '{token}' {server.http_url}/api/v1/status/watch")
     print(f"  gRPC           {server.address('grpc')}  (fedgate.v1.Federation, .Operator)")
+    keys = f"fedgate keys list --server {server.http_url} --token {server.admin_token}"
+    print(f"  enrolment keys {keys}")
 
 
 def progress_printer(rounds: int) -> Any:

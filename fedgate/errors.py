@@ -74,9 +74,21 @@ class UnknownClient(FedgateError):
 
 
 class Unauthorized(FedgateError):
-    """A call carried a wrong or missing client token."""
+    """A call carried a wrong or missing credential (client token, enrolment key, login)."""
 
     code = "unauthorized"
+
+
+class Forbidden(FedgateError):
+    """The caller is known, but its role (or enrolment key) does not allow the call."""
+
+    code = "forbidden"
+
+
+class NotFound(FedgateError):
+    """A named thing an operator asked for (enrolment key, user) does not exist."""
+
+    code = "not_found"
 
 
 class Conflict(FedgateError):
@@ -115,6 +127,13 @@ class InvalidUpdate(FedgateError):
     code = "invalid_update"
 
 
+class UpdateLayoutMismatch(InvalidUpdate):
+    """An update whose tensors (names, shapes, dtypes) are not the model's, found by the
+    decoder from the payload's header before it decompresses or allocates anything."""
+
+    code = "update_layout_mismatch"
+
+
 class NonFiniteUpdate(InvalidUpdate):
     """An update holding NaN or infinite values."""
 
@@ -125,6 +144,25 @@ class TransportError(FedgateError):
     """The transport could not reach the server or lost the connection."""
 
     code = "transport_error"
+
+
+class Overloaded(TransportError):
+    """The server is at a capacity limit (concurrent uploads...); the call may be retried."""
+
+    code = "overloaded"
+
+
+class RateLimited(TransportError):
+    """Too many calls of one kind (joins, logins) from one peer address or enrolment key;
+    like any transient failure, the call may be retried after a pause."""
+
+    code = "rate_limited"
+
+
+class TlsError(TransportError):
+    """A TLS handshake failed: the peer's certificate is not trusted, or none was presented."""
+
+    code = "tls_error"
 
 
 class ServerError(FedgateError):
@@ -145,14 +183,20 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
         PayloadTooLarge,
         UnknownClient,
         Unauthorized,
+        Forbidden,
+        NotFound,
         Conflict,
         RoundClosed,
         NotSelected,
         DuplicateUpdate,
         RunNotActive,
         InvalidUpdate,
+        UpdateLayoutMismatch,
         NonFiniteUpdate,
         TransportError,
+        Overloaded,
+        RateLimited,
+        TlsError,
         ServerError,
     )
 }

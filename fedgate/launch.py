@@ -1,7 +1,9 @@
 """Start `fedgate serve` and `fedgate client` as real processes on loopback.
 
 Used by `fedgate sim --transport grpc|rest|mixed`, `fedgate demo` and the end-to-end
-tests: the server binds free ports and reports them in a ready file.
+tests: the server binds free ports and reports them in a ready file. The server asks for
+enrolment keys, as `fedgate serve` does by default: once it is ready, the launcher creates
+one through the operator API and hands it to every client process.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
 from fedgate.core.messages import FederationStatus
-from fedgate.errors import TransportError
+from fedgate.errors import FedgateError, TransportError
+from fedgate.runner import KEY_ENV
 from fedgate.transport.rest import schemas
+from fedgate.transport.rest.admin_client import AdminClient
 
 READY_TIMEOUT_S = 120.0
+LAUNCH_KEY_CLIENTS = 64  # clients at once under the launcher's key, unless told
+LAUNCH_KEY_EXAMPLES = 1_000_000  # the weight limit of each (digits has ~1,800 examples)
 
 
 @dataclass
@@ -33,6 +39,7 @@ class ServerProcess:
     admin_token: str
     run_id: str
     log_path: Path
+    enrolment_key: str = field(default="", repr=False)  # what the clients join with
 
     def address(self, transport: str) -> str:
         port = self.grpc_port if transport == "grpc" else self.http_port
@@ -78,8 +85,11 @@ def fedgate_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedgate", *args]
 
 
-def start_server(serve_args: list[str], workdir: Path) -> ServerProcess:
-    """`fedgate serve` on free loopback ports; returns once both transports listen."""
+def start_server(
+    serve_args: list[str], workdir: Path, *, key_clients: int = LAUNCH_KEY_CLIENTS
+) -> ServerProcess:
+    """`fedgate serve` on free loopback ports; returns once both transports listen and an
+    enrolment key for up to ``key_clients`` clients at once exists."""
     ready = workdir / "server-ready.json"
     log_path = workdir / "server.log"
     command = fedgate_command(
@@ -102,7 +112,7 @@ def start_server(serve_args: list[str], workdir: Path) -> ServerProcess:
             raise TransportError(f"fedgate serve did not start:\n{_tail(log_path)}")
         time.sleep(0.05)
     info = json.loads(ready.read_text())
-    return ServerProcess(
+    server = ServerProcess(
         process,
         info["grpc_port"],
         info["http_port"],
@@ -110,6 +120,19 @@ def start_server(serve_args: list[str], workdir: Path) -> ServerProcess:
         info["run_id"],
         log_path,
     )
+    try:
+        server.enrolment_key = create_launch_key(server, key_clients)
+    except FedgateError as error:
+        stop_process(process)
+        raise TransportError(f"cannot create an enrolment key: {error}") from None
+    return server
+
+
+def create_launch_key(server: ServerProcess, max_clients: int) -> str:
+    """A key for the launched clients, made as an operator would (the REST admin API)."""
+    with AdminClient(server.http_url, server.admin_token) as admin:
+        issued = admin.create_key(f"launch-{server.run_id}", max_clients, LAUNCH_KEY_EXAMPLES)
+    return issued.secret
 
 
 def start_client(
@@ -118,7 +141,8 @@ def start_client(
     command = fedgate_command(
         "client", "--server", server.address(transport), "--transport", transport, *client_args
     )
-    return _spawn(command, log_path)
+    # the key goes in the environment: a command line is readable by every user (ps)
+    return _spawn(command, log_path, {KEY_ENV: server.enrolment_key})
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
@@ -133,9 +157,11 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> i
     return process.returncode
 
 
-def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log: IO[bytes] = log_path.open("wb")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     try:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     finally:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,30 @@ def finite(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
-def write_json(path: Path, document: dict[str, Any]) -> None:
+def write_json(path: Path, document: dict[str, Any], *, private: bool = False) -> None:
+    """Write ``document`` to ``path`` whole (readers never see half a file); ``private``:
+    readable and writable by the owner only (mode 0600) from the moment it exists, for a
+    file that holds a secret such as the admin token."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2) + "\n"
+    if private:
+        write_private_text(path, text)
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tmp.replace(path)  # readers never see a half-written file
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in a file created with mode 0600: never chmod after
+    the fact, which leaves a moment in which others can open the file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: a new file, so it gets this mode (umask can only narrow it), not an old one's
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -12,6 +12,9 @@ from fedgate.core.client import ClientReport, FederatedClient
 from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_trainer
 from fedgate.transport.connect import connect
+from fedgate.transport.tls import ClientTls
+
+KEY_ENV = "FEDGATE_ENROLMENT_KEY"  # where `fedgate client` finds its key by default
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class ClientOptions:
     name: str = ""
     threads: int = 0  # torch threads; 0 keeps torch's default
     deltas: bool | None = None  # None: deltas when the codec is lossy
+    tls: ClientTls | None = None  # None: plain text (REST: unless the server URL is https://)
+    key: str = field(default="", repr=False)  # the enrolment key (fgk_...); "": none
 
 
 async def run_client(options: ClientOptions) -> ClientReport:
@@ -43,9 +48,11 @@ async def run_client(options: ClientOptions) -> ClientReport:
         of=options.of,
         seed=options.seed,
     )
-    transport = connect(options.transport, options.server)
+    transport = connect(options.transport, options.server, options.tls)
     name = options.name or f"client-{options.index}"
-    client = FederatedClient(transport, trainer, name, options.codec, deltas=options.deltas)
+    client = FederatedClient(
+        transport, trainer, name, options.codec, deltas=options.deltas, key=options.key
+    )
     task = asyncio.create_task(client.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -51,6 +51,8 @@ class SimConfig:
     min_clients: int = 0  # 0: every client
     round_deadline_s: float = 120.0
     deltas: str = "auto"  # auto (deltas for lossy codecs) | on | off
+    strategy: str = "fedavg"  # fedavg | median | trimmed-mean[:fraction]
+    clip_norm: float = 0.0  # > 0: clip each update's difference to the model to this norm
 
     def codec_for(self, index: int) -> str:
         names = codec_names() if self.codec == MIXED else self.codec.split(",")
@@ -74,6 +76,8 @@ class SimConfig:
             local_epochs=self.local_epochs,
             batch_size=self.batch_size,
             seed=self.seed,
+            strategy=self.strategy,
+            clip_norm=self.clip_norm,
         )
 
     def validate(self) -> None:
@@ -153,7 +157,10 @@ def simulate_network(
     with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
         workdir = Path(tmp)
         results_path = workdir / "results.json"
-        server = start_server(serve_arguments(config, results_path), workdir)
+        # the key admits exactly the simulated clients: a key's limit, enforced for real
+        server = start_server(
+            serve_arguments(config, results_path), workdir, key_clients=config.clients
+        )
         if on_server is not None:
             on_server(server)
         clients = [
@@ -202,6 +209,10 @@ def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
         str(run.local_epochs),
         "--batch-size",
         str(run.batch_size),
+        "--strategy",
+        run.strategy,
+        "--clip-norm",
+        repr(run.clip_norm),
         "--exit-when-done",
         "--results",
         str(results_path),

@@ -1,7 +1,9 @@
 """Codecs by name. A client names its codec when it joins; the server uses the registry.
 
 A codec with a parameter is named ``name:parameter`` (``topk-int8:0.01``); `CODECS`
-lists each codec once, with its default parameter, under its plain name.
+lists each codec once, with its default parameter, under its plain name. Parameters come
+from a small allowed set, and every spelling of one maps to one canonical name (the codec's
+``name``), which is what callers should key anything by.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fedgate.codecs.base import (
     DecodeLimits,
     InvalidCodecParameter,
     TensorDict,
+    TensorLayout,
 )
 from fedgate.codecs.bf16_zstd import Bf16ZstdCodec
 from fedgate.codecs.int8_zstd import Int8ZstdCodec
@@ -36,12 +39,17 @@ CODECS: dict[str, Codec] = {
         Bf16ShuffleZstdCodec(),
         Fp16ZstdCodec(),
         Int8ZstdCodec(),
-        topk_int8.TopkInt8Codec(),
+        topk_int8.DEFAULT_CODEC,
     )
 }
 # Codecs that take a parameter: name -> builds the codec from the text after the colon.
 PARAMETERS: dict[str, Callable[[str, list[str]], Codec]] = {
     topk_int8.NAME: topk_int8.with_fraction,
+}
+# ... and the canonical names of every parameter value each allows (a small set: each
+# name a client may pick costs the server its own cached encodings).
+VARIANTS: dict[str, Callable[[], list[str]]] = {
+    topk_int8.NAME: topk_int8.variant_names,
 }
 
 
@@ -63,6 +71,15 @@ def codec_names() -> list[str]:
     return list(CODECS)
 
 
+def canonical_names() -> list[str]:
+    """Every name `get_codec` accepts, each spelt canonically: `CODECS`' names, then each
+    allowed parameter value of the codecs that take one. ``get_codec(n).name == n``."""
+    names = list(CODECS)
+    for variants in VARIANTS.values():
+        names += [name for name in variants() if name not in names]
+    return names
+
+
 __all__ = [
     "CODECS",
     "DEFAULT_LIMITS",
@@ -71,6 +88,8 @@ __all__ = [
     "DecodeLimits",
     "InvalidCodecParameter",
     "TensorDict",
+    "TensorLayout",
+    "canonical_names",
     "codec_names",
     "get_codec",
 ]

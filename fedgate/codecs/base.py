@@ -7,8 +7,11 @@ names the codec and what was wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -38,12 +41,73 @@ MAX_DIMS = 8
 
 
 @dataclass(frozen=True)
+class TensorLayout:
+    """One tensor as the model holds it: what a payload must declare for it, exactly."""
+
+    name: str
+    dtype: str  # a key of DTYPES, the dtype in the model
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * itemsize(self.dtype)
+
+
+# What a payload's header may spend beyond its tensors' entries (format name, framing,
+# padding), and per tensor: an entry's fields (dtype, wire dtype, kind, k, index...) and
+# one row of a frame table, besides the name and the shape's digits.
+HEADER_BASE_BYTES = 1024
+HEADER_ENTRY_BYTES = 256
+HEADER_DIM_BYTES = 24
+
+
+@dataclass(frozen=True)
 class DecodeLimits:
     """Bounds applied while decoding untrusted bytes."""
 
     max_decoded_bytes: int = 2 * 1024**3
     max_tensors: int = 10_000
     max_header_bytes: int = 16 * 1024**2
+    # When set, a payload must hold exactly these tensors (names, dtypes, shapes); every
+    # decoder refuses anything else BEFORE decompressing a body or allocating a tensor.
+    layout: tuple[TensorLayout, ...] | None = None
+
+    @classmethod
+    def for_model(cls, tensors: Mapping[str, torch.Tensor]) -> DecodeLimits:
+        """Limits that admit exactly ``tensors``' layout: decoded bytes = the model's size,
+        max_tensors = its count, a header budget derived from the layout (not 16 MiB)."""
+        layout = tuple(
+            TensorLayout(name, dtype_name(tensor.dtype), tuple(tensor.shape))
+            for name, tensor in tensors.items()
+        )
+        return cls(
+            max_decoded_bytes=sum(entry.nbytes for entry in layout),
+            max_tensors=len(layout),
+            max_header_bytes=header_budget(layout),
+            layout=layout,
+        )
+
+    @cached_property
+    def layout_by_name(self) -> dict[str, TensorLayout] | None:
+        """The layout by name (None without one), built once per limits object."""
+        return None if self.layout is None else {entry.name: entry for entry in self.layout}
+
+
+def header_budget(layout: Sequence[TensorLayout]) -> int:
+    """The most header bytes an honest payload of ``layout`` needs, in any codec.
+
+    Names are counted as JSON writes them (escapes included), so a header an honest
+    encoder wrote always fits, and a header padded to smuggle work in never does.
+    """
+    entries = sum(
+        HEADER_ENTRY_BYTES + len(json.dumps(entry.name)) + HEADER_DIM_BYTES * len(entry.shape)
+        for entry in layout
+    )
+    return HEADER_BASE_BYTES + entries
 
 
 DEFAULT_LIMITS = DecodeLimits()

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import bounds, compression, container
+from fedgate.codecs import bounds, compression, container, layouts, release
 from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, FLOAT_DTYPES, DecodeLimits, TensorDict
-
-# The largest container header a legal payload can carry beyond its buffers.
-_HEADER_ALLOWANCE = 16 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -41,11 +38,32 @@ class Bf16ZstdCodec:
         return bounds.bf16_bound(tensor)
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        cap = limits.max_decoded_bytes + _HEADER_ALLOWANCE
-        packed = compression.decompress(self.name, data, cap)
-        specs, _ = container.read_header(self.name, packed, limits)
-        wire = container.unpack(self.name, packed, limits)
+        return release.refusing(self._decode, data, limits)
+
+    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+        packed = compression.decompress(self.name, data, content_cap(limits))
+        specs, wire = container.unpack(self.name, packed, limits, wire_dtype)
         return {
             spec.name: tensor if spec.dtype == spec.wire else tensor.to(DTYPES[spec.dtype])
             for spec, tensor in zip(specs, wire, strict=True)
         }
+
+
+def wire_dtype(dtype: str) -> str:
+    """What the encoder sends a tensor of ``dtype`` as: floats as bfloat16, the rest as is."""
+    return "bfloat16" if dtype in FLOAT_DTYPES else dtype
+
+
+def content_cap(limits: DecodeLimits) -> int:
+    """The most bytes the compressed container may declare it holds, checked before a
+    byte is decompressed.
+
+    With a layout: its buffers' exact size (floats as bfloat16), plus the header budget.
+    Without: the decoded cap (no buffer is wider on the wire than in the model), each
+    buffer's padding and the header. A smaller container is no threat; its header is
+    checked against the layout once decompressed, so a wrong shape is still named as one.
+    """
+    framing = container.PREFIX + limits.max_header_bytes + container.ALIGN
+    if limits.layout is None:
+        return limits.max_decoded_bytes + container.ALIGN * limits.max_tensors + framing
+    return layouts.body_bytes(limits.layout, wire_dtype) + framing

@@ -14,12 +14,13 @@ import json
 import math
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from fedgate.codecs import layouts
 from fedgate.codecs.base import (
     DTYPES,
     MAX_DIMS,
@@ -32,7 +33,7 @@ from fedgate.errors import CodecError, DecodedSizeExceeded
 
 MAGIC = b"FGT1"
 _LENGTH = struct.Struct("<I")
-_PREFIX = len(MAGIC) + _LENGTH.size
+PREFIX = len(MAGIC) + _LENGTH.size
 ALIGN = 8
 _PADDING = bytes(ALIGN)
 
@@ -101,17 +102,27 @@ def pack(
         buffer = tensor_bytes(tensor)
         parts += [buffer, _PADDING[: _aligned(len(buffer)) - len(buffer)]]
     header = json.dumps({"tensors": specs}, separators=(",", ":")).encode()
-    header += b" " * (_aligned(_PREFIX + len(header)) - _PREFIX - len(header))
+    header += b" " * (_aligned(PREFIX + len(header)) - PREFIX - len(header))
     return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *parts])
 
 
-def unpack(codec: str, data: bytes | bytearray, limits: DecodeLimits) -> list[torch.Tensor]:
-    """Read the container, returning tensors in their wire dtypes (header order).
+WireRule = Callable[[str], str]
+
+
+def same_dtype(dtype: str) -> str:
+    """The wire rule of codecs that send every tensor in its own dtype."""
+    return dtype
+
+
+def unpack(
+    codec: str, data: bytes | bytearray, limits: DecodeLimits, wire_for: WireRule = same_dtype
+) -> tuple[list[TensorSpec], list[torch.Tensor]]:
+    """Read the container: the checked specs, and the tensors in their wire dtypes.
 
     The tensors share one buffer: ``data`` itself when it is a bytearray the caller hands
-    over (a fresh decompression, say), else one private copy.
+    over (a fresh decompression, say), else one private copy made after every check.
     """
-    specs, position = read_header(codec, data, limits)
+    specs, position = read_header(codec, data, limits, wire_for)
     body = data if isinstance(data, bytearray) else bytearray(data)
     tensors: list[torch.Tensor] = []
     for spec in specs:
@@ -120,24 +131,33 @@ def unpack(codec: str, data: bytes | bytearray, limits: DecodeLimits) -> list[to
             continue
         tensors.append(_from_buffer(body, position, spec))
         position += spec.padded_nbytes
-    return tensors
+    return specs, tensors
 
 
 def read_header(
-    codec: str, data: bytes | bytearray, limits: DecodeLimits
+    codec: str, data: bytes | bytearray, limits: DecodeLimits, wire_for: WireRule = same_dtype
 ) -> tuple[list[TensorSpec], int]:
-    """Parse and check the header; return the specs and where the buffers start."""
-    if len(data) < _PREFIX or bytes(data[: len(MAGIC)]) != MAGIC:
+    """Parse and check the header; return the specs and where the buffers start.
+
+    Each tensor must travel in the dtype ``wire_for`` its dtype, the one the codec's
+    encoder writes: a payload cannot make the decoder build another.
+    """
+    if len(data) < PREFIX or bytes(data[: len(MAGIC)]) != MAGIC:
         raise CodecError(codec, "not a fedgate tensor container (bad magic or empty body)")
     (header_length,) = _LENGTH.unpack_from(data, len(MAGIC))
     if header_length > limits.max_header_bytes:
         raise DecodedSizeExceeded(
             codec, f"header of {header_length} bytes exceeds {limits.max_header_bytes}"
         )
-    end = _PREFIX + header_length
+    end = PREFIX + header_length
     if end > len(data):
         raise CodecError(codec, f"truncated header: {header_length} bytes declared")
-    specs = parse_specs(codec, bytes(data[_PREFIX:end]), limits)
+    specs = parse_specs(codec, bytes(data[PREFIX:end]), limits)
+    for spec in specs:
+        if spec.wire != wire_for(spec.dtype):
+            raise CodecError(
+                codec, f"tensor {spec.name!r}: {spec.dtype} cannot travel as {spec.wire}"
+            )
     declared = sum(spec.padded_nbytes for spec in specs)
     if declared != len(data) - end:
         raise CodecError(
@@ -156,6 +176,7 @@ def parse_specs(codec: str, header: bytes, limits: DecodeLimits) -> list[TensorS
     entries = document.get("tensors") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise CodecError(codec, "header has no 'tensors' list")
+    layouts.check_count(codec, len(entries), limits)
     return check_specs(codec, [spec_from_entry(codec, entry) for entry in entries], limits)
 
 
@@ -168,8 +189,8 @@ def spec_from_entry(codec: str, entry: object) -> TensorSpec:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
         raise CodecError(codec, f"tensor name must be a string of 1-{MAX_NAME_LENGTH} chars")
     for label, value in (("dtype", dtype), ("wire dtype", wire)):
-        if value not in DTYPES:
-            raise CodecError(codec, f"tensor {name!r}: unsupported {label} {value!r}")
+        if not isinstance(value, str) or value not in DTYPES:
+            raise CodecError(codec, f"tensor {name!r}: unsupported {label} {_short(value)}")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
@@ -183,20 +204,25 @@ def spec_from_entry(codec: str, entry: object) -> TensorSpec:
 
 
 def check_specs(codec: str, specs: Sequence[TensorSpec], limits: DecodeLimits) -> list[TensorSpec]:
-    """Refuse duplicate names, too many tensors, and outputs over the size cap."""
-    if len(specs) > limits.max_tensors:
-        raise DecodedSizeExceeded(
-            codec, f"{len(specs)} tensors exceed the limit of {limits.max_tensors}"
-        )
+    """Refuse too many tensors, duplicate names, anything but the limits' layout (when
+    they have one), and outputs over the size cap."""
+    layouts.check_count(codec, len(specs), limits)
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise CodecError(codec, "duplicate tensor names in payload")
+    layouts.check_layout(codec, specs, limits)
     decoded = sum(spec.numel * itemsize(spec.dtype) for spec in specs)
     if decoded > limits.max_decoded_bytes:
         raise DecodedSizeExceeded(
             codec, f"decoded size {decoded} bytes exceeds the cap of {limits.max_decoded_bytes}"
         )
     return list(specs)
+
+
+def _short(value: object) -> str:
+    """A hostile value for a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _from_buffer(body: bytearray, position: int, spec: TensorSpec) -> torch.Tensor:

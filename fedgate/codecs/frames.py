@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedgate.codecs import compression, container
+from fedgate.codecs import compression, container, layouts, release
 from fedgate.codecs.base import DecodeLimits, TensorDict
 from fedgate.errors import CodecError, DecodedSizeExceeded
 
@@ -107,7 +107,15 @@ def pack(codec: str, tensors: Mapping[str, torch.Tensor], encode: Encoder, level
 
 
 def unpack(codec: str, data: bytes, limits: DecodeLimits, plan: Planner) -> TensorDict:
-    """Check the header, then decompress and build each frame's tensors."""
+    """Check the header, then decompress and build each frame's tensors.
+
+    Everything the header says (against the limits' layout too) is checked before the
+    first body frame is decompressed; a refusal lets go of what was built at once.
+    """
+    return release.refusing(lambda body, bounds: _unpack(codec, body, bounds, plan), data, limits)
+
+
+def _unpack(codec: str, data: bytes, limits: DecodeLimits, plan: Planner) -> TensorDict:
     view = memoryview(data)
     header, start = _read_header(codec, view, limits)
     plans = _plans(codec, header.get("tensors"), limits, plan)
@@ -173,10 +181,7 @@ def _read_header(codec: str, view: memoryview, limits: DecodeLimits) -> tuple[di
 def _plans(codec: str, entries: object, limits: DecodeLimits, plan: Planner) -> list[Plan]:
     if not isinstance(entries, list):
         raise CodecError(codec, "header has no 'tensors' list")
-    if len(entries) > limits.max_tensors:
-        raise DecodedSizeExceeded(
-            codec, f"{len(entries)} tensors exceed the limit of {limits.max_tensors}"
-        )
+    layouts.check_count(codec, len(entries), limits)
     specs = container.check_specs(
         codec, [container.spec_from_entry(codec, entry) for entry in entries], limits
     )

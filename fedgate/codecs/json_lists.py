@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from fedgate.codecs import container
+from fedgate.codecs import container, layouts, release
 from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, DecodeLimits, TensorDict
 from fedgate.errors import CodecError
 
@@ -29,6 +28,9 @@ class JsonCodec:
         return json.dumps({"format": FORMAT, "tensors": entries}).encode()
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+        return release.refusing(self._decode, data, limits)
+
+    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
         try:
             document = json.loads(data)
         except (ValueError, RecursionError) as exc:
@@ -38,9 +40,18 @@ class JsonCodec:
         entries = document.get("tensors")
         if not isinstance(entries, list):
             raise CodecError(self.name, "document has no 'tensors' list")
+        layouts.check_count(self.name, len(entries), limits)
         specs = container.check_specs(
             self.name, [container.spec_from_entry(self.name, e) for e in entries], limits
         )
+        # Every list checked against its shape before torch sees any: torch.tensor of a
+        # nested list builds whatever it is given, however large, before we could refuse it.
+        for spec, entry in zip(specs, entries, strict=True):
+            if spec.wire != spec.dtype:
+                raise CodecError(
+                    self.name, f"tensor {spec.name!r}: {spec.dtype} cannot travel as {spec.wire}"
+                )
+            self._check_nesting(spec, entry.get("data"))
         return {
             spec.name: self._tensor(spec, entry.get("data"))
             for spec, entry in zip(specs, entries, strict=True)
@@ -55,17 +66,29 @@ class JsonCodec:
             "data": tensor.detach().cpu().tolist(),
         }
 
+    def _check_nesting(self, spec: container.TensorSpec, data: object) -> None:
+        """Refuse ``data`` unless it is lists nested exactly as ``spec.shape``, of numbers.
+
+        A tensor with no elements may be a bare ``[]`` (what ``tolist`` writes for a shape
+        that starts with 0), whatever its shape.
+        """
+        if data == [] and spec.numel == 0:
+            return
+        level: list[object] = [data]
+        for depth, size in enumerate(spec.shape):
+            if not all(isinstance(item, list) and len(item) == size for item in level):
+                raise CodecError(
+                    self.name,
+                    f"tensor {spec.name!r}: data is not nested as its shape {spec.shape} "
+                    f"(at depth {depth})",
+                )
+            level = [element for item in level for element in cast(list[object], item)]
+        if not all(isinstance(item, (int, float)) for item in level):
+            raise CodecError(self.name, f"tensor {spec.name!r}: data holds a non-number")
+
     def _tensor(self, spec: container.TensorSpec, data: object) -> torch.Tensor:
         try:
             tensor = torch.tensor(data, dtype=DTYPES[spec.dtype])
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise CodecError(self.name, f"tensor {spec.name!r}: bad data: {exc}") from None
-        if tensor.numel() == 0 == math.prod(spec.shape):
-            return tensor.reshape(spec.shape)  # JSON cannot tell [] of shape (0, 4) from (0,)
-        if tuple(tensor.shape) != spec.shape:
-            raise CodecError(
-                self.name,
-                f"tensor {spec.name!r}: data has shape {tuple(tensor.shape)}, "
-                f"header says {spec.shape}",
-            )
-        return tensor
+        return tensor.reshape(spec.shape)  # [] stands for any shape without elements

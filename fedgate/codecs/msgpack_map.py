@@ -9,11 +9,20 @@ from typing import Any
 import msgpack
 import torch
 
-from fedgate.codecs import container
-from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, DecodeLimits, TensorDict
-from fedgate.errors import CodecError
+from fedgate.codecs import container, layouts, release
+from fedgate.codecs.base import (
+    DEFAULT_LIMITS,
+    DTYPES,
+    MAX_DIMS,
+    MAX_NAME_LENGTH,
+    DecodeLimits,
+    TensorDict,
+)
+from fedgate.errors import CodecError, DecodedSizeExceeded
 
 FORMAT = "fedgate-msgpack/1"
+_LONGEST_WORD = 32  # the format's name, dtype names and keys are shorter
+_ENTRY_KEYS = 8  # keys of the document and of an entry, with room to spare
 
 
 @dataclass(frozen=True)
@@ -28,10 +37,14 @@ class MsgpackCodec:
         return packed
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+        return release.refusing(self._decode, data, limits)
+
+    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
         document = self._unpack(data, limits)
         entries = document.get("tensors")
         if not isinstance(entries, dict):
             raise CodecError(self.name, "document has no 'tensors' map")
+        layouts.check_count(self.name, len(entries), limits)
         specs = container.check_specs(
             self.name,
             [
@@ -40,6 +53,11 @@ class MsgpackCodec:
             ],
             limits,
         )
+        for spec in specs:  # no casts here: the bytes must be the tensor's own
+            if spec.wire != spec.dtype:
+                raise CodecError(
+                    self.name, f"tensor {spec.name!r}: {spec.dtype} cannot travel as {spec.wire}"
+                )
         return {spec.name: self._tensor(spec, entries[spec.name].get("data")) for spec in specs}
 
     def _entry(self, tensor: torch.Tensor) -> dict[str, Any]:
@@ -52,13 +70,11 @@ class MsgpackCodec:
 
     def _unpack(self, data: bytes, limits: DecodeLimits) -> dict[str, Any]:
         try:
-            document = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                max_array_len=limits.max_tensors * 4,
-                max_map_len=limits.max_tensors + 8,
-            )
+            document = msgpack.unpackb(data, raw=False, strict_map_key=True, **_bounds(limits))
+        except ValueError as exc:
+            if "exceeds max_" in str(exc):  # an object bigger than any honest one
+                raise DecodedSizeExceeded(self.name, f"body holds an object that {exc}") from None
+            raise CodecError(self.name, f"body is not valid msgpack: {exc}") from None
         except Exception as exc:  # msgpack raises several unrelated types on bad input
             raise CodecError(self.name, f"body is not valid msgpack: {exc}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -79,3 +95,24 @@ class MsgpackCodec:
 
 def _as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _bounds(limits: DecodeLimits) -> dict[str, int]:
+    """msgpack's own limits, from ours: no object in an honest document is bigger.
+
+    Maps: the document (2 keys), the tensors (one per tensor), each entry (3 keys).
+    Arrays: only shapes. Strings: names, dtypes and the format. Binaries: one tensor's
+    bytes, the largest of the layout's when there is one. No extension types at all.
+    """
+    if limits.layout is None:
+        largest, longest = limits.max_decoded_bytes, 4 * MAX_NAME_LENGTH
+    else:
+        largest = max((entry.nbytes for entry in limits.layout), default=0)
+        longest = max((len(entry.name.encode()) for entry in limits.layout), default=0)
+    return {
+        "max_bin_len": largest,
+        "max_str_len": max(longest, _LONGEST_WORD),
+        "max_array_len": MAX_DIMS,
+        "max_map_len": max(limits.max_tensors, _ENTRY_KEYS),
+        "max_ext_len": 0,
+    }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import container
+from fedgate.codecs import container, release
 from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, TensorDict
 
 
@@ -21,6 +21,8 @@ class RawCodec:
         return container.pack(self.name, tensors)
 
     def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        specs, _ = container.read_header(self.name, data, limits)
-        tensors = container.unpack(self.name, data, limits)
+        return release.refusing(self._decode, data, limits)
+
+    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+        specs, tensors = container.unpack(self.name, data, limits)
         return {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}

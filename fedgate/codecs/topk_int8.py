@@ -23,6 +23,25 @@ from fedgate.codecs.container import TensorSpec
 NAME = "topk-int8"
 DEFAULT_FRACTION = 0.1
 DOWNLINK_FACTOR = 5.0
+# The fractions a name may ask for. Each distinct codec name costs the server cached
+# encodings, so the set is small: every fraction the docs and benchmarks use, closed
+# under the downlink rule (``min(1, fraction * DOWNLINK_FACTOR)`` is in it for each), so
+# the codecs models are sent down in have canonical names too.
+FRACTIONS: tuple[float, ...] = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.025,
+    0.05,
+    0.1,
+    0.125,
+    0.2,
+    0.25,
+    0.5,
+    0.625,
+    1.0,
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,8 @@ class TopkInt8Codec:
         accuracy suffers (measured on digits: -1 to -4 points at k=5%). It keeps
         DOWNLINK_FACTOR times as many elements.
         """
-        return f"{NAME}:{min(1.0, self.fraction * DOWNLINK_FACTOR)!r}"
+        wanted = min(1.0, self.fraction * DOWNLINK_FACTOR) * (1 - 1e-9)  # float slack
+        return canonical_name(min(f for f in FRACTIONS if f >= wanted))
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -73,14 +93,37 @@ class TopkInt8Codec:
         return planes.exact_plan(self.name, spec, fields)
 
 
+def canonical_name(fraction: float) -> str:
+    """The one name of the codec keeping ``fraction``: the plain name for the default."""
+    return NAME if fraction == DEFAULT_FRACTION else f"{NAME}:{fraction!r}"
+
+
+def variant_names() -> list[str]:
+    """Every name this codec answers to, canonical spellings only."""
+    return [canonical_name(fraction) for fraction in FRACTIONS]
+
+
+_VARIANTS = {
+    fraction: TopkInt8Codec(canonical_name(fraction), fraction=fraction) for fraction in FRACTIONS
+}
+
+
 def with_fraction(parameter: str, available: list[str]) -> TopkInt8Codec:
-    """``topk-int8:<parameter>``: the fraction of elements kept, a number in (0, 1]."""
-    name = f"{NAME}:{parameter}"
+    """``topk-int8:<parameter>``: the fraction of elements kept, one of `FRACTIONS`.
+
+    Any spelling of an allowed number ("0.1", "0.10", "1e-1") gives the one codec with
+    the canonical name, so equivalent names share one cache entry on the server.
+    """
     try:
         fraction = float(parameter)
     except ValueError:
         fraction = math.nan
-    if not 0 < fraction <= 1:  # also refuses nan
-        reason = f"the fraction of elements kept must be a number in (0, 1], got {parameter!r}"
-        raise InvalidCodecParameter(name, reason, available)
-    return TopkInt8Codec(name=f"{NAME}:{fraction!r}", fraction=fraction)
+    codec = _VARIANTS.get(fraction)  # nan is never a key
+    if codec is None:
+        allowed = ", ".join(repr(f) for f in FRACTIONS)
+        reason = f"the fraction of elements kept must be one of {allowed}; got {parameter!r}"
+        raise InvalidCodecParameter(f"{NAME}:{parameter}", reason, available)
+    return codec
+
+
+DEFAULT_CODEC = _VARIANTS[DEFAULT_FRACTION]

@@ -1,7 +1,11 @@
 """What an update must pass before it may touch a round's aggregate.
 
-`admit` runs on the event loop and checks everything short of decoding; `decode_and_fold`
-runs in a worker thread, decodes, checks the tensors and folds them in.
+Checks run in two steps, so that nobody costs the server more than a header before they
+are known: `admit` runs on the event loop from the update's header alone (who sends it,
+for which round and model, with what weight, in which codec) and hands out a `Permit`
+that says how many body bytes may follow; `decode_and_fold` runs in a worker thread on
+the body, decodes it within limits derived from the model's own layout, checks the
+tensors and folds them in.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import dataclass
 
 from fedgate.codecs import DecodeLimits, TensorDict, get_codec
 from fedgate.core import delta
-from fedgate.core.messages import Update
+from fedgate.core.messages import UpdateHeader
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.registry import ClientRecord
 from fedgate.core.rounds import Round
@@ -19,55 +23,72 @@ from fedgate.errors import DuplicateUpdate, NotSelected, PayloadTooLarge, RoundC
 
 
 @dataclass(frozen=True)
-class Admission:
-    """An update that passed every check short of decoding, and what decoding needs."""
+class Permit:
+    """An upload that passed every check short of reading its body, and what decoding needs.
+
+    Held by the adapter while it reads the body; the client counts as uploading (one
+    upload at a time per client) until the federation finishes or abandons it.
+    """
 
     round: Round
-    update: Update
+    record: ClientRecord
+    header: UpdateHeader
     reference: TensorDict  # the global model the round trains: names, shapes, dtypes
     base: TensorDict | None  # what a delta update is added to
+    max_bytes: int  # the most body bytes this upload may have
+
+    def check_size(self, size: int) -> None:
+        """Refuse a body (declared or received) over this upload's limit."""
+        if size > self.max_bytes:
+            raise PayloadTooLarge(
+                f"update of {size} bytes exceeds the limit of {self.max_bytes} bytes for "
+                f"codec {self.header.codec!r}"
+            )
 
 
 def admit(
     round_: Round | None,
     record: ClientRecord,
-    update: Update,
+    header: UpdateHeader,
     models: ModelStore,
-    max_update_bytes: int,
-) -> Admission:
+    max_bytes: int,
+) -> Permit:
+    """Check an update's header against the open round; raise, or grant a `Permit`."""
     open_id = round_.round_id if round_ else "none"
-    if round_ is None or update.round_id != round_.round_id:
-        raise RoundClosed(f"round {update.round_id} is not open (open round: {open_id})")
-    if record.client_id not in round_.selected:
-        raise NotSelected(f"client {record.client_id} was not selected for round {open_id}")
-    if record.client_id in round_.reported or record.client_id in round_.uploading:
-        raise DuplicateUpdate(f"client {record.client_id} already sent round {open_id}")
-    base = models.reference(update.base_ref) if update.base_ref else None
+    if round_ is None or header.round_id != round_.round_id:
+        raise RoundClosed(f"round {header.round_id} is not open (open round: {open_id})")
+    client_id = record.client_id
+    if client_id not in round_.selected:
+        raise NotSelected(f"client {client_id} was not selected for round {open_id}")
+    if client_id in round_.dropped:
+        raise RoundClosed(f"client {client_id} was dropped from round {open_id}; wait for the next")
+    if client_id in round_.reported or client_id in round_.uploading:
+        raise DuplicateUpdate(f"client {client_id} already sent round {open_id}")
+    base = models.reference(header.base_ref) if header.base_ref else None
     # a delta's base must stand for the version the round trains, like the update itself
-    trained_from = base.version if base else update.model_version
-    if round_.base_version != update.model_version or trained_from != update.model_version:
+    trained_from = base.version if base else header.model_version
+    if round_.base_version != header.model_version or trained_from != header.model_version:
         raise RoundClosed(
             f"update was trained from version {trained_from}; round {open_id} "
             f"trains version {round_.base_version}"
         )
-    check_num_examples(update.num_examples, record.num_examples)
-    get_codec(update.codec)
-    if len(update.payload) > max_update_bytes:
-        raise PayloadTooLarge(f"update of {len(update.payload)} bytes exceeds {max_update_bytes}")
+    check_num_examples(header.num_examples, record.num_examples, record.max_num_examples)
+    get_codec(header.codec)
     reference = models.get(round_.base_version)
-    return Admission(round_, update, reference, base.weights if base else None)
+    return Permit(round_, record, header, reference, base.weights if base else None, max_bytes)
 
 
-def decode_and_fold(admission: Admission, limits: DecodeLimits) -> None:
-    """Worker thread: decode, check against the global model, fold into the round.
+def decode_and_fold(permit: Permit, payload: bytes) -> None:
+    """Worker thread: decode within the model's layout, check, fold into the round.
 
     A delta is checked before it is added to its base, and the sum again (a finite delta
     on a finite base can still overflow).
     """
-    update = admission.update
-    tensors = get_codec(update.codec).decode(update.payload, limits)
-    check_matches(tensors, admission.reference)
-    if admission.base is not None:
-        tensors = delta.apply(admission.base, tensors)
-        check_matches(tensors, admission.reference)
-    admission.round.fold(tensors, update.num_examples)
+    header = permit.header
+    limits = DecodeLimits.for_model(permit.reference)
+    tensors = get_codec(header.codec).decode(payload, limits)
+    check_matches(tensors, permit.reference)
+    if permit.base is not None:
+        tensors = delta.apply(permit.base, tensors)
+        check_matches(tensors, permit.reference)
+    permit.round.fold(tensors, header.num_examples, permit.record.client_id)

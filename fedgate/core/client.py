@@ -26,6 +26,7 @@ from fedgate.errors import (
     Conflict,
     FedgateError,
     InvalidUpdate,
+    TlsError,
     TransportError,
     UnknownClient,
 )
@@ -75,8 +76,10 @@ class FederatedClient:
         poll_s: float = 10.0,
         backoff: Backoff | None = None,
         deltas: bool | None = None,
+        key: str = "",
     ) -> None:
         self.transport = transport
+        self.key = key  # the enrolment key the client joins (and rejoins) with
         self.trainer = trainer
         self.name = name
         self.codec = get_codec(codec)
@@ -175,7 +178,8 @@ class FederatedClient:
                 self._session = None
                 self.report.rejoins += 1
             except TransportError as exc:
-                if failures >= self.backoff.max_attempts:
+                # an untrusted certificate will not become trusted by asking again
+                if failures >= self.backoff.max_attempts or isinstance(exc, TlsError):
                     raise
                 delay = self.backoff.delay(failures)
                 log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
@@ -185,7 +189,10 @@ class FederatedClient:
     async def _ensure_session(self) -> Session:
         if self._session is None:
             request = JoinRequest(
-                name=self.name, codec=self.codec.name, num_examples=self.trainer.num_examples
+                name=self.name,
+                codec=self.codec.name,
+                num_examples=self.trainer.num_examples,
+                key=self.key,
             )
             ack = await self.transport.join(request)
             self._session = Session.from_ack(ack)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fedgate.core.strategy import get_strategy
 from fedgate.errors import ConfigError
 
 
@@ -23,6 +25,8 @@ class RunConfig:
     heartbeat_timeout_s: float = 10.0
     admit_late: bool = False  # admit a joiner into an open round that has room
     seed: int = 0
+    strategy: str = "fedavg"  # a name in fedgate.core.strategy.STRATEGIES (trimmed-mean:0.1)
+    clip_norm: float = 0.0  # > 0: scale each update's difference to the model to this norm
 
     def __post_init__(self) -> None:
         _check_positive(self, ("rounds", "min_clients", "local_epochs", "batch_size"))
@@ -36,6 +40,11 @@ class RunConfig:
             )
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ConfigError("heartbeat_timeout_s must exceed heartbeat_interval_s")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise ConfigError(
+                f"clip_norm must be a finite number >= 0 (0: off), got {self.clip_norm!r}"
+            )
+        get_strategy(self.strategy)  # an unknown name or a bad parameter is refused here
 
     def with_changes(self, changes: Mapping[str, Any]) -> RunConfig:
         """A copy with ``changes`` applied; unknown keys and wrong types are refused."""
@@ -53,6 +62,10 @@ MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name !
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -15,9 +15,17 @@ from fedgate.core.training import EvalResult, LocalTrainer, evaluate, state_dict
 
 
 def build_federation(
-    dataset: Dataset, model: str, config: RunConfig, *, max_update_bytes: int = 1 << 31
+    dataset: Dataset,
+    model: str,
+    config: RunConfig,
+    *,
+    max_update_bytes: int = 1 << 31,
+    max_concurrent_uploads: int = 32,
+    enrolment: str = "open",
 ) -> Federation:
-    """A federation on a model seeded with ``config.seed`` that evaluates on the test split."""
+    """A federation on a model seeded with ``config.seed`` that evaluates on the test split.
+
+    ``enrolment`` is "open" (anyone may join; in-process runs) or "key" (`fedgate serve`)."""
     initial = build_model(model, dataset.model_spec, seed=config.seed)
     eval_model = build_model(model, dataset.model_spec)
 
@@ -25,7 +33,12 @@ def build_federation(
         return evaluate(eval_model, weights, dataset.x_test, dataset.y_test)
 
     return Federation(
-        state_dict_copy(initial), config, evaluator=evaluator, max_update_bytes=max_update_bytes
+        state_dict_copy(initial),
+        config,
+        evaluator=evaluator,
+        max_update_bytes=max_update_bytes,
+        max_concurrent_uploads=max_concurrent_uploads,
+        enrolment=enrolment,
     )
 
 

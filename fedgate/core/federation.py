@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import secrets
@@ -20,9 +21,13 @@ from typing import Any
 
 import torch
 
-from fedgate.codecs import DEFAULT_LIMITS, DecodeLimits, get_codec
-from fedgate.core.admission import admit, decode_and_fold
+from fedgate.codecs import get_codec
+from fedgate.core.accounts import Accounts
+from fedgate.core.admission import Permit, admit, decode_and_fold
+from fedgate.core.budget import UploadBudget
 from fedgate.core.config import RunConfig
+from fedgate.core.enrolment import Enrolment, EnrolmentMode, JoinLimits, KeyStore, KeyView
+from fedgate.core.guard import fit_selection, open_aggregator
 from fedgate.core.messages import (
     FINAL_RUN_STATES,
     ClientState,
@@ -37,6 +42,7 @@ from fedgate.core.messages import (
     TaskKind,
     TrainConfig,
     Update,
+    UpdateHeader,
     UpdateReceipt,
 )
 from fedgate.core.modelstore import ModelStore
@@ -45,13 +51,13 @@ from fedgate.core.rounds import Round
 from fedgate.core.strategy import FedAvg, Strategy
 from fedgate.core.traffic import TrafficLedger
 from fedgate.core.training import EvalResult
-from fedgate.errors import (
-    FedgateError,
-    RunNotActive,
-)
+from fedgate.errors import Overloaded, RunNotActive
 
 MAX_POLL_S = 30.0  # longest a next-task long-poll is held open
 TICK_S = 0.5  # how often waits re-check deadlines and heartbeats
+# A selected client unheard of for this many heartbeat intervals leaves the open round.
+ROUND_SILENCE_BEATS = 2.5
+MIN_SILENCE_S = 1.0
 
 Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
 RoundListener = Callable[[RoundRecord], None]
@@ -65,22 +71,38 @@ class Federation:
         *,
         strategy: Strategy | None = None,
         evaluator: Evaluator | None = None,
-        limits: DecodeLimits = DEFAULT_LIMITS,
         max_update_bytes: int = 1 << 31,
+        max_concurrent_uploads: int = 32,
         max_clients: int = 10_000,
         run_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        enrolment: EnrolmentMode | str = EnrolmentMode.OPEN,
+        keys: KeyStore | None = None,
+        join_limits: JoinLimits | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
+        # Enrolment is open unless asked: in-process federations (tests, `sim --transport
+        # inproc`) have no one to keep out. `fedgate serve` asks for keys by default.
         self.run_id = run_id or secrets.token_hex(6)
         self.config = config or RunConfig()
         self.pending_config: RunConfig | None = None
         self.strategy = strategy or FedAvg()
         self.evaluator = evaluator
-        self.limits = limits
         self.max_update_bytes = max_update_bytes
+        self.max_concurrent_uploads = max_concurrent_uploads
+        self._uploads = 0  # uploads admitted whose body is not yet folded or refused
         self.clock = clock
         self.models = ModelStore(initial_model)
+        self.uploads = UploadBudget(self.models)
         self.clients = ClientRegistry(max_clients, clock)
+        self.enrolment = Enrolment(
+            enrolment,
+            keys,
+            active_clients=self.clients.active_by_key,
+            limits=join_limits,
+            clock=clock,
+        )
+        self.accounts = accounts or Accounts(clock=clock)  # who may operate this federation
         self.traffic = TrafficLedger()
         self.history: list[RoundRecord] = []
         self.listeners: list[RoundListener] = []
@@ -98,14 +120,21 @@ class Federation:
     async def join(self, request: JoinRequest) -> JoinAck:
         if self.state in FINAL_RUN_STATES:
             raise RunNotActive(f"run {self.run_id} has {self.state.value}; nothing to join")
+        grant = self.enrolment.admit(request.key, request.peer, request.num_examples)
         get_codec(request.codec)
-        record = self.clients.add(
-            request.name, request.codec, request.transport, request.num_examples
+        joined = self.clients.add(
+            request.name,
+            request.codec,
+            request.transport,
+            request.num_examples,
+            key_id=grant.key_id,
+            max_num_examples=grant.max_num_examples,
         )
+        record = joined.record
         self._notify()
         return JoinAck(
             client_id=record.client_id,
-            token=record.token,
+            token=joined.token,
             run_id=self.run_id,
             codec=record.codec,
             heartbeat_interval_s=self.config.heartbeat_interval_s,
@@ -142,29 +171,79 @@ class Federation:
         return model
 
     async def submit_update(self, client_id: str, token: str, update: Update) -> UpdateReceipt:
+        """An update whose payload is already at hand (the in-process transport)."""
+        permit = await self.begin_update(client_id, token, update.header, len(update.payload))
+        return await self.finish_update(permit, update.payload)
+
+    async def begin_update(
+        self, client_id: str, token: str, header: UpdateHeader, size: int | None = None
+    ) -> Permit:
+        """Check an upload from its header alone, before any of its body is read.
+
+        Adapters call this first, read at most ``permit.max_bytes`` body bytes, then call
+        `finish_update` (or `abandon_update` if the body never arrives). ``size`` is the
+        body size the client declared, when it declared one.
+        """
         record = self.clients.authenticate(client_id, token)
-        admission = admit(self._open_round(), record, update, self.models, self.max_update_bytes)
-        round_ = admission.round
-        self.traffic.count(record, update.codec, round_, up=len(update.payload))
-        round_.uploading.add(client_id)
-        record.state = ClientState.UPLOADING
+        if self._uploads >= self.max_concurrent_uploads:
+            raise Overloaded(f"{self._uploads} uploads are in progress (the limit); retry shortly")
+        round_ = self._open_round()
+        permit = admit(round_, record, header, self.models, self.max_update_bytes)
+        self._hold(permit)
         try:
-            await asyncio.to_thread(decode_and_fold, admission, self.limits)
-        except FedgateError:
-            if not record.gone:
-                record.state = ClientState.TRAINING  # it may still send a good update
+            limit = await self.uploads.body_limit(header.codec, permit.round.base_version)
+            permit = dataclasses.replace(permit, max_bytes=min(limit, self.max_update_bytes))
+            if size is not None:
+                permit.check_size(size)
+        except BaseException:
+            self.abandon_update(permit)
             raise
-        finally:
-            round_.uploading.discard(client_id)
-        round_.reported[client_id] = update.num_examples
-        if math.isfinite(update.train_loss):
-            round_.train_losses.append(update.train_loss)
+        return permit
+
+    async def finish_update(self, permit: Permit, payload: bytes) -> UpdateReceipt:
+        """Decode, check and fold the body of an upload `begin_update` admitted."""
+        round_, record, header = permit.round, permit.record, permit.header
+        try:
+            permit.check_size(len(payload))
+            self.traffic.count(record, header.codec, round_, up=len(payload))
+            await asyncio.to_thread(decode_and_fold, permit, payload)
+        except BaseException:
+            self.abandon_update(permit)
+            raise
+        self._release(permit)
+        round_.reported[record.client_id] = header.num_examples
+        if math.isfinite(header.train_loss):
+            round_.train_losses.append(header.train_loss)
         record.state = ClientState.FINISHED
         record.rounds_completed += 1
         self._notify()
         return UpdateReceipt(
             round=round_.number, accepted=len(round_.reported), expected=len(round_.selected)
         )
+
+    def abandon_update(self, permit: Permit) -> None:
+        """An upload that ended without an update: the client may still send a good one."""
+        if self._release(permit) and not permit.record.gone:
+            permit.record.state = ClientState.TRAINING
+            self._notify()
+
+    def _hold(self, permit: Permit) -> None:
+        permit.round.uploading.add(permit.record.client_id)
+        permit.record.state = ClientState.UPLOADING
+        self._uploads += 1
+        self._notify()
+
+    def _release(self, permit: Permit) -> bool:
+        """Forget an upload in progress; False if it was already forgotten."""
+        if permit.record.client_id not in permit.round.uploading:
+            return False
+        permit.round.uploading.discard(permit.record.client_id)
+        self._uploads -= 1
+        return True
+
+    def authenticate(self, client_id: str, token: str) -> None:
+        """Raise unless ``token`` is this live client's (adapters check before reading)."""
+        self.clients.authenticate(client_id, token)
 
     async def heartbeat(self, client_id: str, token: str) -> HeartbeatAck:
         record = self.clients.authenticate(client_id, token)
@@ -213,6 +292,13 @@ class Federation:
         record = self.clients.get(client_id)
         if not record.gone:
             self._drop(record, ClientState.LEFT, reason)
+
+    def revoke_key(self, key_id: str) -> KeyView:
+        """Revoke an enrolment key: the clients that joined with it leave the run now."""
+        self.enrolment.revoke(key_id)
+        for record in self.clients.active_under(key_id):
+            self._drop(record, ClientState.LEFT, "enrolment key revoked")
+        return self.enrolment.get(key_id)
 
     async def close(self) -> None:
         """Cancel background tasks (the run, heartbeat watch); for shutdown."""
@@ -279,13 +365,18 @@ class Federation:
 
     def _open_round_with(self, selected: list[str]) -> Round:
         now = self.clock()
+        # the round's strategy and clipping are the config's, so they may change mid-run
+        aggregator = open_aggregator(self.config, self.models.current)
+        label = f"round {self.round_number}.{self._attempt}"
+        selected = fit_selection(selected, aggregator.capacity, self._rng, label)
+        aggregator.cap_weights([self.clients.get(c).num_examples for c in selected])
         self.round = Round(
             number=self.round_number,
             attempt=self._attempt,
             config=self.config,
             base_version=self.models.version,
             selected=set(selected),
-            aggregator=self.strategy.aggregator(self.models.current),
+            aggregator=aggregator,
             opened_at=now,
             deadline=now + self.config.round_deadline_s,
         )
@@ -313,7 +404,18 @@ class Federation:
             self.state = RunState.WAITING
 
     async def _complete(self, round_: Round) -> None:
-        weights = await asyncio.to_thread(round_.result)
+        weights, refusal = await asyncio.to_thread(round_.checked_result)
+        if refusal is not None:
+            # Never published: the offenders are dropped (they must join again to take
+            # part; status shows why) and the round is retried by the others at once.
+            round_.excluded, round_.reason = refusal.offenders, refusal.reason
+            why = f"excluded from round {round_.round_id}: {refusal.reason}"
+            for record in list(self.clients):
+                if record.client_id in refusal.offenders and not record.gone:
+                    self._drop(record, ClientState.FAILED, why)
+            self._finish_round(round_, "retried")
+            self._attempt += 1
+            return
         self.models.publish(weights)
         if self.evaluator is not None:
             self._last_eval = await asyncio.to_thread(self.evaluator, weights)
@@ -383,7 +485,31 @@ class Federation:
             timeout = self.config.heartbeat_timeout_s
             for record in self.clients.expired(timeout):
                 self._drop(record, ClientState.FAILED, f"no heartbeat for {timeout:g}s")
+            self._drop_silent_participants()
             await self.wait_for_change(min(TICK_S, self.config.heartbeat_interval_s))
+
+    def _drop_silent_participants(self) -> None:
+        """Take selected clients that went quiet out of the open round, long before their
+        heartbeat timeout fails them, so the round closes with the others instead of
+        waiting for its deadline (a client that joins and never trains cannot hold
+        every round up). They stay joined and may take part in a later round."""
+        round_ = self._open_round()
+        if round_ is None:
+            return
+        silence = max(ROUND_SILENCE_BEATS * self.config.heartbeat_interval_s, MIN_SILENCE_S)
+        limit = self.clock() - silence
+        quiet = [
+            record
+            for record in self.clients.active()
+            if record.client_id in round_.pending() - round_.uploading
+            and max(record.last_seen, round_.opened_at) < limit
+        ]
+        for record in quiet:
+            round_.dropped.add(record.client_id)
+            record.reason = f"silent for {silence:g}s during round {round_.round_id}"
+            record.state = ClientState.READY
+        if quiet:
+            self._notify()
 
     def _apply_pending_config(self) -> None:
         if self.pending_config is not None:

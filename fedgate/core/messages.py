@@ -51,6 +51,12 @@ class JoinRequest:
     codec: str
     num_examples: int = 0  # the client's dataset size; 0 when it does not say
     transport: str = "inproc"  # set by the server-side adapter, not trusted from the client
+    # The enrolment key's secret (fgk_...); on the wire as a bearer credential. Kept out of
+    # repr, so that logging a request never logs a secret.
+    key: str = field(default="", repr=False)
+    # The caller's address, set by the server-side adapter from the connection (never from
+    # the request body) for the per-peer join limit; "" for in-process callers.
+    peer: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,20 @@ class EncodedModel:
 
 
 @dataclass(frozen=True)
+class UpdateHeader:
+    """Everything about an update but its payload: what the server checks (who sends it,
+    for which round, in which codec, with what weight) before it reads a byte of the body."""
+
+    round_id: str
+    model_version: int
+    num_examples: int
+    codec: str
+    train_loss: float = float("nan")
+    train_accuracy: float = float("nan")
+    base_ref: str = ""
+
+
+@dataclass(frozen=True)
 class Update:
     """A client's result for one round, in the codec it names: its trained weights, or,
     with ``base_ref`` set, their difference to the model it was sent under that name."""
@@ -111,6 +131,18 @@ class Update:
     train_loss: float = float("nan")
     train_accuracy: float = float("nan")
     base_ref: str = ""
+
+    @property
+    def header(self) -> UpdateHeader:
+        return UpdateHeader(
+            round_id=self.round_id,
+            model_version=self.model_version,
+            num_examples=self.num_examples,
+            codec=self.codec,
+            train_loss=self.train_loss,
+            train_accuracy=self.train_accuracy,
+            base_ref=self.base_ref,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,6 +173,7 @@ class ClientView:
     bytes_down: int
     last_seen_s: float
     reason: str = ""
+    key_id: str = ""  # the enrolment key it joined with ("": none)
 
 
 @dataclass(frozen=True)
@@ -160,6 +193,8 @@ class RoundRecord:
     bytes_down: int
     duration_s: float
     train_loss: float = float("nan")
+    excluded: tuple[str, ...] = ()  # clients whose updates were left out of a refused result
+    reason: str = ""  # why a round was retried or abandoned (empty when it completed)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,19 @@ exact tensors the client has after decoding (for a lossy codec, not the version 
 The server keeps them, so deltas are always taken against what the client really holds
 and lossy downlinks never drift. References are shared: clients that followed the same
 path hold the same one, so each (version, codec, starting point) is encoded once.
+
+What clients can make the server keep is bounded: encodings and derived references live
+in one least-recently-used cache with a byte budget (the versions themselves are never
+evicted), and a fetch that would leave the client holding exactly what it already holds
+reuses its reference instead of minting a new one, so asking again and again adds nothing.
+An evicted reference only costs its holder a full download next time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +30,9 @@ from fedgate.core.messages import EncodedModel
 from fedgate.errors import Conflict
 
 KEEP_VERSIONS = 2  # the current model and the one before it, for clients a round behind
+# Cache budget: this many models' worth of encodings and references, at least MIN_BUDGET.
+BUDGET_MODELS = 16
+MIN_BUDGET = 64 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,22 @@ class Encoding:
 
 
 class ModelStore:
-    def __init__(self, initial: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, initial: Mapping[str, torch.Tensor], budget_bytes: int = 0) -> None:
         self._versions: dict[int, TensorDict] = {0: _copy(initial)}
         self._refs: dict[str, Reference] = {"0": Reference("0", 0, self._versions[0])}
         self._encoded: dict[tuple[int, str, str], asyncio.Task[Encoding]] = {}
+        # what the budget counts, least recently used first: encodings by key, refs by name
+        self._lru: OrderedDict[tuple[int, str, str] | str, int] = OrderedDict()
         self._ids = itertools.count(1)
         self.version = 0
+        self.budget_bytes = budget_bytes or max(
+            MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[0])
+        )
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by cached encodings and derived references (not the versions)."""
+        return sum(self._lru.values())
 
     @property
     def current(self) -> TensorDict:
@@ -63,9 +83,11 @@ class ModelStore:
 
     def reference(self, ref: str) -> Reference:
         try:
-            return self._refs[ref]
+            held = self._refs[ref]
         except KeyError:
             raise Conflict(f"model reference {ref!r} is unknown or has expired") from None
+        self._touch(ref)
+        return held
 
     def publish(self, weights: Mapping[str, torch.Tensor]) -> int:
         """Make ``weights`` the next version; forget what is older than KEEP_VERSIONS."""
@@ -76,9 +98,9 @@ class ModelStore:
         for old in [v for v in self._versions if v < oldest]:
             del self._versions[old]
         for ref in [r for r, held in self._refs.items() if held.version < oldest]:
-            del self._refs[ref]
+            self._forget(ref)
         for key in [k for k in self._encoded if k[0] < oldest]:
-            del self._encoded[key]
+            self._forget(key)
         return self.version
 
     async def encoded(self, version: int, codec_name: str, have_ref: str = "") -> EncodedModel:
@@ -101,10 +123,43 @@ class ModelStore:
         except Exception:
             self._encoded.pop(key, None)
             raise
-        held = encoding.held
-        if held is not None and held.version in self._versions:
-            self._refs.setdefault(held.ref, held)  # registered here, on the loop's thread
+        if key in self._encoded:  # registered here, on the loop's thread
+            self._account(key, len(encoding.model.payload))
+            held = encoding.held
+            if held is not None and held.version in self._versions:
+                if held.ref not in self._refs:
+                    self._refs[held.ref] = held
+                self._account(held.ref, nbytes(held.weights))
+            self._evict(keep=(key, encoding.model.ref))
         return encoding.model
+
+    def _account(self, item: tuple[int, str, str] | str, size: int) -> None:
+        self._lru[item] = size
+        self._lru.move_to_end(item)
+
+    def _touch(self, item: tuple[int, str, str] | str) -> None:
+        if item in self._lru:
+            self._lru.move_to_end(item)
+
+    def _forget(self, item: tuple[int, str, str] | str) -> None:
+        self._lru.pop(item, None)
+        if isinstance(item, str):
+            self._refs.pop(item, None)
+        else:
+            self._encoded.pop(item, None)
+
+    def _evict(self, keep: tuple[tuple[int, str, str], str]) -> None:
+        """Drop the least recently used items until the cache fits its budget; never what
+        the caller is about to hand out, nor an encoding still being computed."""
+        total = self.cached_bytes
+        for item in list(self._lru):
+            if total <= self.budget_bytes:
+                return
+            task = self._encoded.get(item) if not isinstance(item, str) else None
+            if item in keep or (task is not None and not task.done()):
+                continue
+            total -= self._lru[item]
+            self._forget(item)
 
     def _encode(
         self, target: TensorDict, version: int, codec_name: str, base: Reference | None
@@ -121,6 +176,10 @@ class ModelStore:
             codec = downlink_codec(codec)
             payload = codec.encode(delta.difference(target, base.weights))
             held = delta.apply(base.weights, codec.decode(payload))
+            if base.version == version and _equal(held, base.weights):
+                # the client already holds this version: asking again mints no reference
+                model = EncodedModel(version, codec.name, payload, ref=base.ref, base_ref=base.ref)
+                return Encoding(model)
         ref = f"{version}.{next(self._ids)}"
         start = base.ref if base else ""
         model = EncodedModel(version, codec.name, payload, ref=ref, base_ref=start)
@@ -138,6 +197,14 @@ def downlink_codec(codec: Codec) -> Codec:
     """The codec a model delta travels down in: the client's, unless it names another."""
     name: str = getattr(codec, "downlink_codec", "")
     return get_codec(name) if name else codec
+
+
+def nbytes(weights: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in weights.values())
+
+
+def _equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
 def _copy(weights: Mapping[str, torch.Tensor]) -> TensorDict:

@@ -1,18 +1,36 @@
-"""The client registry: who has joined, their tokens, states and last signs of life."""
+"""The client registry: who has joined, with which key, their states and last signs of life.
+
+Client tokens are kept only as their SHA-256: a token is 192 random bits, handed to the
+client once in its join reply, and a leaked registry (a status dump, a future store row)
+must not let anyone act as a client.
+
+The registry is bounded: at most ``max_clients`` records, gone clients (left, failed)
+pruned oldest first to make room. Clients that joined without a key (open enrolment) may
+hold at most ``max_open_clients`` of the places, so that a flood of key-less joins cannot
+lock out the clients an operator gave keys to.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fedgate.core.messages import GONE_STATES, ClientState, ClientView, Traffic
+from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import ConfigError, Conflict, Unauthorized, UnknownClient
 
 MAX_NAME_LENGTH = 128
+MAX_TOKEN_LENGTH = 256  # longer presented tokens are refused before hashing
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -21,11 +39,14 @@ class ClientRecord:
 
     client_id: str
     name: str
-    token: str
+    token_hash: str  # SHA-256 of the client's token; the token itself is not kept
     codec: str
     transport: str
-    num_examples: int
+    num_examples: int  # what the client declared at join (0: nothing)
     last_seen: float
+    key_id: str = ""  # the enrolment key it joined with ("": none, open enrolment)
+    # The largest num_examples an update of this client may claim: its key's limit.
+    max_num_examples: int = MAX_NUM_EXAMPLES
     state: ClientState = ClientState.JOINED
     reason: str = ""
     rounds_completed: int = 0
@@ -48,14 +69,33 @@ class ClientRecord:
             bytes_down=self.traffic.down,
             last_seen_s=round(now - self.last_seen, 3),
             reason=self.reason,
+            key_id=self.key_id,
         )
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A new client's record, and its token: the one time the token exists in clear."""
+
+    record: ClientRecord
+    token: str
 
 
 class ClientRegistry:
     """Clients by id. Gone clients stay listed (for history) up to ``max_clients`` in all."""
 
-    def __init__(self, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_open_clients: int | None = None,
+    ) -> None:
         self.max_clients = max_clients
+        # a tenth of the places is kept for clients with a key
+        self.max_open_clients = (
+            max_clients - max_clients // 10 if max_open_clients is None else max_open_clients
+        )
         self.clock = clock
         self._clients: dict[str, ClientRecord] = {}
         self._ids = itertools.count(1)
@@ -63,31 +103,45 @@ class ClientRegistry:
     def __iter__(self) -> Iterator[ClientRecord]:
         return iter(list(self._clients.values()))
 
-    def add(self, name: str, codec: str, transport: str, num_examples: int) -> ClientRecord:
+    def add(
+        self,
+        name: str,
+        codec: str,
+        transport: str,
+        num_examples: int,
+        *,
+        key_id: str = "",
+        max_num_examples: int = MAX_NUM_EXAMPLES,
+    ) -> Joined:
         _check_name(name)
-        if num_examples < 0:
-            raise ConfigError(f"num_examples must be >= 0, got {num_examples}")
-        if len(self.active()) >= self.max_clients:
-            raise Conflict(f"the federation is full ({self.max_clients} clients)")
+        if not 0 <= num_examples <= MAX_NUM_EXAMPLES:
+            raise ConfigError(
+                f"num_examples must be in [0, {MAX_NUM_EXAMPLES}], got {num_examples}"
+            )
+        self._check_room(key_id)
         self._prune_gone()
+        token = secrets.token_urlsafe(24)
         record = ClientRecord(
             client_id=f"c{next(self._ids)}-{secrets.token_hex(3)}",
             name=name,
-            token=secrets.token_urlsafe(24),
+            token_hash=token_hash(token),
             codec=codec,
             transport=transport,
             num_examples=num_examples,
             last_seen=self.clock(),
+            key_id=key_id,
+            max_num_examples=min(max_num_examples, MAX_NUM_EXAMPLES),
         )
         self._clients[record.client_id] = record
-        return record
+        return Joined(record, token)
 
     def authenticate(self, client_id: str, token: str) -> ClientRecord:
         """The caller's record, refreshed as seen; gone clients must join again."""
         record = self._clients.get(client_id)
         if record is None:
             raise UnknownClient(f"unknown client {client_id!r}")
-        if not hmac.compare_digest(record.token.encode(), token.encode()):
+        presented = token_hash(token) if len(token) <= MAX_TOKEN_LENGTH else ""
+        if not hmac.compare_digest(record.token_hash, presented):
             raise Unauthorized(f"wrong token for client {client_id!r}")
         if record.gone:
             raise UnknownClient(
@@ -105,6 +159,13 @@ class ClientRegistry:
     def active(self) -> list[ClientRecord]:
         return [c for c in self._clients.values() if not c.gone]
 
+    def active_by_key(self) -> Counter[str]:
+        """Active clients per enrolment key id ("" counts those without one)."""
+        return Counter(c.key_id for c in self._clients.values() if not c.gone)
+
+    def active_under(self, key_id: str) -> list[ClientRecord]:
+        return [c for c in self._clients.values() if not c.gone and c.key_id == key_id]
+
     def expired(self, timeout_s: float) -> list[ClientRecord]:
         """Active clients not heard from within ``timeout_s``."""
         limit = self.clock() - timeout_s
@@ -113,6 +174,16 @@ class ClientRegistry:
     def views(self) -> tuple[ClientView, ...]:
         now = self.clock()
         return tuple(c.view(now) for c in self._clients.values())
+
+    def _check_room(self, key_id: str) -> None:
+        counts = self.active_by_key()
+        if sum(counts.values()) >= self.max_clients:
+            raise Conflict(f"the federation is full ({self.max_clients} clients)")
+        if not key_id and counts[""] >= self.max_open_clients:
+            raise Conflict(
+                f"the federation is full for clients without an enrolment key "
+                f"({self.max_open_clients}); join with a key"
+            )
 
     def _prune_gone(self) -> None:
         excess = len(self._clients) - self.max_clients + 1

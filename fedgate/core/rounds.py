@@ -2,7 +2,8 @@
 
 Bookkeeping (selected, reported, dropped) changes only on the event loop. The aggregate
 is folded from worker threads, so `fold` and `close` share a lock: an update that finishes
-decoding after the round closed is refused and never touches the result.
+decoding after the round closed is refused and never touches the result. The aggregate
+goes through the guard (`fedgate.core.guard`): clipped on the way in, checked on the way out.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 
 from fedgate.codecs import TensorDict
 from fedgate.core.config import RunConfig
+from fedgate.core.guard import GuardedAggregator, Refusal
 from fedgate.core.messages import RoundRecord, Traffic
-from fedgate.core.strategy import Aggregator
 from fedgate.errors import RoundClosed
 
 
@@ -28,7 +29,7 @@ class Round:
     config: RunConfig
     base_version: int
     selected: set[str]
-    aggregator: Aggregator
+    aggregator: GuardedAggregator
     opened_at: float
     deadline: float
     reported: dict[str, int] = field(default_factory=dict)  # client id -> num_examples
@@ -37,6 +38,8 @@ class Round:
     train_losses: list[float] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
     closed: bool = False
+    excluded: tuple[str, ...] = ()  # clients whose updates made the result unpublishable
+    reason: str = ""  # why the attempt ended as it did, when not simply completed
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -45,7 +48,8 @@ class Round:
 
     @property
     def target(self) -> int:
-        return self.config.clients_per_round or len(self.selected)
+        wanted = self.config.clients_per_round or len(self.selected)
+        return min(wanted, self.aggregator.capacity)  # late joiners too stay within memory
 
     def pending(self) -> set[str]:
         """Selected clients that have neither reported nor dropped out."""
@@ -63,12 +67,12 @@ class Round:
     def has_room(self) -> bool:
         return len(self.selected) < self.target
 
-    def fold(self, tensors: Mapping[str, torch.Tensor], num_examples: int) -> None:
-        """Add a validated update to the aggregate (worker thread)."""
+    def fold(self, tensors: Mapping[str, torch.Tensor], num_examples: int, client_id: str) -> None:
+        """Add a validated update from ``client_id`` to the aggregate (worker thread)."""
         with self._lock:
             if self.closed:
                 raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
-            self.aggregator.add(tensors, num_examples)
+            self.aggregator.add(tensors, num_examples, client_id=client_id)
 
     def close(self) -> None:
         with self._lock:
@@ -77,6 +81,18 @@ class Round:
     def result(self) -> TensorDict:
         with self._lock:
             return self.aggregator.result()
+
+    def checked_result(self) -> tuple[TensorDict, Refusal | None]:
+        """The aggregate, and why it may not be published if it may not (worker thread)."""
+        with self._lock:
+            result = self.aggregator.result()
+            return result, self.aggregator.check(result, f"round {self.round_id}")
+
+    def default_reason(self, outcome: str) -> str:
+        if outcome == "retried":
+            needed = self.config.min_clients
+            return f"only {len(self.reported)} of the {needed} updates needed arrived"
+        return "the run was stopped" if outcome == "abandoned" else ""
 
     def record(
         self,
@@ -101,4 +117,6 @@ class Round:
             bytes_down=self.traffic.down,
             duration_s=round(closed_at - self.opened_at, 4),
             train_loss=sum(losses) / len(losses) if losses else math.nan,
+            excluded=self.excluded,
+            reason=self.reason or self.default_reason(outcome),
         )

@@ -35,14 +35,26 @@ def check_matches(
             raise NonFiniteUpdate(f"tensor {name!r} holds {bad} NaN or infinite values")
 
 
-def check_num_examples(num_examples: int, declared: int) -> None:
-    """The aggregation weight must be positive and within what the client declared."""
+MAX_NUM_EXAMPLES = 2**31  # no key may grant more weight than this to one update
+
+
+def check_num_examples(num_examples: int, declared: int, limit: int = MAX_NUM_EXAMPLES) -> None:
+    """The aggregation weight is an integer in [1, limit], and within what the client
+    declared at join when it declared anything.
+
+    ``limit`` is the client's enrolment key's limit (never above `MAX_NUM_EXAMPLES`): one
+    client's weight, and so its share of the average, is bounded by what the operator
+    granted, not by what the client claims.
+    """
     if not isinstance(num_examples, int) or isinstance(num_examples, bool) or num_examples <= 0:
         raise InvalidUpdate(f"num_examples must be a positive integer, got {num_examples!r}")
     if declared and num_examples > declared:
         raise InvalidUpdate(
             f"num_examples {num_examples} exceeds the {declared} the client declared at join"
         )
+    bound = min(limit, MAX_NUM_EXAMPLES)
+    if num_examples > bound:
+        raise InvalidUpdate(f"num_examples {num_examples} exceeds this client's limit of {bound}")
 
 
 def _names(names: list[str], limit: int = 5) -> str:

@@ -6,12 +6,19 @@ from fastapi import FastAPI
 
 import fedgate
 from fedgate.core.federation import Federation
-from fedgate.transport.rest import operator, router
+from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
+from fedgate.transport.rest import admin, operator, router
 from fedgate.transport.rest.context import RestContext, install_context
 from fedgate.transport.rest.problem_handlers import install_problem_handlers
 
 
-def create_app(federation: Federation, *, admin_token: str, max_update_bytes: int) -> FastAPI:
+def create_app(
+    federation: Federation,
+    *,
+    admin_token: str,
+    max_update_bytes: int,
+    upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
+) -> FastAPI:
     app = FastAPI(
         title="fedgate",
         version=fedgate.__version__,
@@ -22,9 +29,10 @@ def create_app(federation: Federation, *, admin_token: str, max_update_bytes: in
         ),
     )
     install_problem_handlers(app)
-    install_context(app, RestContext(federation, admin_token, max_update_bytes))
+    install_context(app, RestContext(federation, admin_token, max_update_bytes, upload_timeouts))
     app.include_router(router.router)
     app.include_router(operator.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
 from fedgate.core.messages import FINAL_RUN_STATES, FederationStatus
+from fedgate.gateway.access_notes import print_access_notes
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.results import results_document, write_json
 
@@ -32,12 +34,19 @@ class ServeOptions:
     ready_file: Path | None = None  # JSON with the bound ports, once both are listening
     results_file: Path | None = None  # the results document, when the run ends
     exit_when_done: bool = False
+    enrolment: str = "key"  # "open": anyone may join (see `access_notes`)
+    max_concurrent_uploads: int = 32
 
 
 async def serve(options: ServeOptions) -> FederationStatus:
     dataset = load_dataset(options.dataset, options.run.seed)
     federation = build_federation(
-        dataset, options.model, options.run, max_update_bytes=options.gateway.max_update_bytes
+        dataset,
+        options.model,
+        options.run,
+        max_update_bytes=options.gateway.max_update_bytes,
+        max_concurrent_uploads=options.max_concurrent_uploads,
+        enrolment=options.enrolment,
     )
     started = time.perf_counter()
     stop = asyncio.Event()
@@ -66,24 +75,48 @@ async def serve(options: ServeOptions) -> FederationStatus:
 
 
 def announce(gateway: Gateway, options: ServeOptions) -> None:
-    print(f"fedgate serving run {gateway.federation.run_id}", flush=True)
+    settings = gateway.settings
+    tls = settings.tls
+    security = "plain text" if tls is None else "mutual TLS" if tls.mutual else "TLS"
+    print(f"fedgate serving run {gateway.federation.run_id} ({security})", flush=True)
     print(f"  gRPC     {gateway.grpc_target}  (fedgate.v1.Federation, fedgate.v1.Operator)")
     print(f"  REST     {gateway.http_url}/api/v1   docs {gateway.http_url}/docs")
+    curl_tls = "" if tls is None else " --cacert CA.pem"  # the CA that signed --tls-cert
+    if tls is not None and tls.mutual:
+        curl_tls += " --cert CLIENT.pem --key CLIENT.key"
     print(
-        f"  status   curl -H 'Authorization: Bearer {gateway.settings.admin_token}' "
+        f"  status   curl{curl_tls} -H 'Authorization: Bearer {settings.admin_token}' "
         f"{gateway.http_url}/api/v1/status",
         flush=True,
     )
+    warning = plain_text_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print_access_notes(gateway)
     if options.ready_file is not None:
+        # it holds the admin token: owner-only from the moment it exists
         write_json(
             options.ready_file,
             {
                 "grpc_port": gateway.grpc_port,
                 "http_port": gateway.http_port,
-                "admin_token": gateway.settings.admin_token,
+                "admin_token": settings.admin_token,
                 "run_id": gateway.federation.run_id,
+                "tls": tls is not None,
             },
+            private=True,
         )
+
+
+def plain_text_warning(settings: GatewaySettings) -> str:
+    """A warning when the gateway listens beyond loopback without TLS ("" when it does not)."""
+    if not settings.exposed_in_plain_text:
+        return ""
+    return (
+        f"WARNING: serving on {settings.host} without TLS: client tokens, the admin token and "
+        "every model travel in plain text and can be read or changed on the network. "
+        "Pass --tls-cert and --tls-key (and --tls-client-ca for mutual TLS)."
+    )
 
 
 async def _let_clients_leave(federation: Federation) -> None:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import grpc
 import uvicorn
 
 from fedgate.core.federation import Federation
 from fedgate.gateway.app import create_app
+from fedgate.gateway.http_protocol import protocol_with_head_timeout
+from fedgate.transport.connection_limits import ConnectionLimits
 from fedgate.transport.grpc.server import start_grpc_server
+from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
+from fedgate.transport.tls import ServerTls, TlsSettings, load_server_tls
 
 log = logging.getLogger("fedgate.gateway")
 
@@ -28,6 +35,23 @@ class GatewaySettings:
     http_port: int = 8000  # 0: any free port
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     max_update_bytes: int = 1 << 30
+    tls: TlsSettings | None = None  # None: plain text (fine on loopback only)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
+
+    @property
+    def exposed_in_plain_text(self) -> bool:
+        """Serving beyond this machine without TLS: tokens and models cross the network bare."""
+        return self.tls is None and not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -52,7 +76,8 @@ class Gateway:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.settings.host}:{self.http_port}"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{self.settings.host}:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -60,15 +85,23 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
+        # certificate files are read and checked before either port binds
+        tls = load_server_tls(s.tls) if s.tls is not None else None
         self._grpc, self.grpc_port = await start_grpc_server(
             self.federation,
             s.host,
             s.grpc_port,
             admin_token=s.admin_token,
             max_update_bytes=s.max_update_bytes,
+            tls=tls,
+            limits=s.limits,
+            upload_timeouts=s.upload_timeouts,
         )
         app = create_app(
-            self.federation, admin_token=s.admin_token, max_update_bytes=s.max_update_bytes
+            self.federation,
+            admin_token=s.admin_token,
+            max_update_bytes=s.max_update_bytes,
+            upload_timeouts=s.upload_timeouts,
         )
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,14 +109,7 @@ class Gateway:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((s.host, s.http_port))
         self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        self._http = _EmbeddedUvicorn(config)
+        self._http = _EmbeddedUvicorn(uvicorn_config(app, s.limits, tls))
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:
             if self._http_task.done():
@@ -113,3 +139,29 @@ class Gateway:
         trace: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def uvicorn_config(app: Any, limits: ConnectionLimits, tls: ServerTls | None) -> uvicorn.Config:
+    """uvicorn on h11 with the connection limits (and TLS) applied."""
+    tls_options: dict[str, Any] = {}
+    if tls is not None:
+        # the same files load_server_tls has just checked
+        tls_options = {
+            "ssl_certfile": str(tls.settings.cert),
+            "ssl_keyfile": str(tls.settings.key),
+        }
+        if tls.settings.client_ca is not None:
+            tls_options["ssl_ca_certs"] = str(tls.settings.client_ca)
+            tls_options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return uvicorn.Config(
+        app,
+        http=protocol_with_head_timeout(limits.http_head_timeout_s),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=limits.http_keep_alive_s,
+        h11_max_incomplete_event_size=limits.http_max_head_bytes,
+        limit_concurrency=limits.http_max_concurrency,
+        **tls_options,
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from fedgate.codecs import CODECS, InvalidCodecParameter, codec_names, get_codec
-from fedgate.codecs.topk_int8 import DEFAULT_FRACTION, TopkInt8Codec
+from fedgate.codecs import CODECS, InvalidCodecParameter, canonical_names, codec_names, get_codec
+from fedgate.codecs.topk_int8 import DEFAULT_FRACTION, DOWNLINK_FACTOR, FRACTIONS, TopkInt8Codec
 from fedgate.errors import ConfigError, UnknownCodec
 
 NEW = ["shuffle-zstd", "bf16-shuffle-zstd", "fp16-zstd", "int8-zstd", "topk-int8"]
@@ -58,10 +61,13 @@ def test_a_parameter_picks_a_variant() -> None:
         "topk-int8:inf",
         "topk-int8:",
         "topk-int8:0.1:2",
+        "topk-int8:0.3",  # in (0, 1], but not an allowed fraction
+        "topk-int8:0.0999999",
+        "topk-int8:1e-9",
     ],
 )
 def test_bad_parameters_are_refused_saying_what_is_expected(name: str) -> None:
-    with pytest.raises(InvalidCodecParameter, match=r"\(0, 1\]") as caught:
+    with pytest.raises(InvalidCodecParameter, match="must be one of 0.001, 0.005") as caught:
         get_codec(name)
     assert isinstance(caught.value, UnknownCodec) and isinstance(caught.value, ConfigError)
     assert caught.value.code == "unknown_codec"
@@ -81,3 +87,52 @@ def test_unknown_names_list_the_available_codecs(name: str) -> None:
     assert not isinstance(caught.value, InvalidCodecParameter)
     for available in NEW:
         assert available in str(caught.value)
+
+
+def test_equivalent_spellings_are_one_codec_with_one_name() -> None:
+    """Each distinct name costs the server cached encodings: spellings must not multiply."""
+    assert get_codec("topk-int8:0.1") is CODECS["topk-int8"], "the default is the plain name"
+    for spelling in ("0.10", "1e-1", ".1", "0.100000000000000000001", " 0.1"):
+        assert get_codec(f"topk-int8:{spelling}") is CODECS["topk-int8"], spelling
+    for spelling in ("0.05", "5e-2", "0.050", "5E-2"):
+        assert get_codec(f"topk-int8:{spelling}").name == "topk-int8:0.05", spelling
+    assert get_codec("topk-int8:1").name == get_codec("topk-int8:1.0").name == "topk-int8:1.0"
+
+
+def test_canonical_names_are_fixed_points_and_a_small_set() -> None:
+    names = canonical_names()
+    assert names[: len(CODECS)] == list(CODECS)
+    assert len(names) == len(set(names)) == len(CODECS) + len(FRACTIONS) - 1
+    for name in names:
+        assert get_codec(name).name == name
+        assert get_codec(get_codec(name).name) is get_codec(name), "one instance per name"
+
+
+def test_allowed_fractions_are_closed_under_the_downlink_rule() -> None:
+    """Models go down at DOWNLINK_FACTOR times the client's fraction: still a canonical name."""
+    assert DEFAULT_FRACTION in FRACTIONS and 1.0 in FRACTIONS
+    for fraction in FRACTIONS:
+        assert min(1.0, fraction * DOWNLINK_FACTOR) in FRACTIONS, fraction
+        codec = get_codec(f"topk-int8:{fraction}")
+        assert isinstance(codec, TopkInt8Codec)
+        down = codec.downlink_codec
+        assert down in canonical_names() and get_codec(down).name == down
+        downlink = get_codec(down)
+        assert isinstance(downlink, TopkInt8Codec)
+        assert downlink.fraction == min(1.0, fraction * DOWNLINK_FACTOR)
+
+
+def test_every_fraction_the_repository_names_is_allowed() -> None:
+    """README, CLI help and benchmarks name fractions: each must stay a valid codec name."""
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "README.md", *(root / "bench").rglob("*.py"), *(root / "fedgate").rglob("*.py")]
+    files += [p for p in (root / "tests").rglob("*.py") if p.name != "test_registry.py"]
+    found = {
+        match
+        for path in files
+        if path.is_file()
+        for match in re.findall(r"topk-int8:([0-9][0-9.eE+-]*)", path.read_text())
+    }
+    assert found, "the scan found no fraction at all"
+    for parameter in found:
+        assert float(parameter) in FRACTIONS, parameter

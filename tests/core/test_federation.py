@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from fedgate.core import robust
 from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import ClientState, JoinRequest, RunState, TaskKind, Update
@@ -243,6 +244,9 @@ async def test_bad_config_changes_are_refused(federation: Federation) -> None:
         {"rounds": "ten"},
         {"admit_late": 1},
         {"local_epochs": 1.5},
+        {"strategy": "krum"},
+        {"strategy": "trimmed-mean:0.5"},
+        {"clip_norm": -1.0},
     ):
         with pytest.raises(ConfigError):
             federation.update_config(changes)
@@ -306,3 +310,86 @@ async def test_join_is_validated(federation: Federation) -> None:
     for name in ("", "x" * 500, "bad\nname"):
         with pytest.raises(ConfigError):
             await federation.join(JoinRequest(name=name, codec="raw"))
+
+
+async def test_a_non_finite_aggregate_is_refused_and_the_round_retried_without_its_source() -> None:
+    federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
+    federation.start()
+    try:
+        a, b, c = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in (a, b, c)]
+        await a.send(tasks[0], tiny_model(1.0))
+        await b.send(tasks[1], tiny_model(3.0))
+        # c's update slipped past every check before the aggregate (defence in depth)
+        round_ = federation.round
+        assert round_ is not None
+        round_.fold(tiny_model(math.nan), 10, c.client_id)
+        round_.reported[c.client_id] = 10
+        await until(lambda: len(federation.history) == 1)
+        refused = federation.history[0]
+        assert (refused.round, refused.attempt, refused.outcome) == (1, 1, "retried")
+        assert refused.excluded == (c.client_id,)
+        assert refused.reason.startswith("the aggregate holds 9 NaN or infinite values")
+        assert f"excluded {c.client_id} (distance nan, weight 10)" in refused.reason
+        assert federation.models.version == 0
+        assert torch.equal(federation.models.current["w"], torch.zeros(2, 3))
+        # the offender is dropped with the reason; the others retry the round at once
+        assert state_of(federation, c) is ClientState.FAILED
+        assert federation.clients.get(c.client_id).reason.startswith("excluded from round 1.1")
+        with pytest.raises(UnknownClient):
+            await c.task()
+        retry = [await p.train_task() for p in (a, b)]
+        assert [t.round_id for t in retry] == ["1.2", "1.2"]
+        assert federation.round is not None
+        assert federation.round.selected == {a.client_id, b.client_id}
+        await a.send(retry[0], tiny_model(1.0))
+        await b.send(retry[1], tiny_model(3.0))
+        await until(lambda: federation.state is RunState.FINISHED)
+        assert torch.equal(federation.models.current["w"], torch.full((2, 3), 2.0))
+        completed = federation.history[-1]
+        assert (completed.outcome, completed.excluded, completed.reason) == ("completed", (), "")
+    finally:
+        await federation.close()
+
+
+async def test_the_strategy_and_clipping_change_from_the_next_round() -> None:
+    federation = Federation(tiny_model(), RunConfig(rounds=2, min_clients=3))
+    federation.start()
+    try:
+        players = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in players]
+        pending = federation.update_config({"strategy": "median", "clip_norm": 1000.0})
+        assert (pending.strategy, federation.config.strategy) == ("median", "fedavg")
+        for player, task, value in zip(players, tasks, (1.0, 2.0, 96.0), strict=True):
+            await player.send(task, tiny_model(value))
+        await until(lambda: federation.models.version == 1)
+        assert torch.equal(federation.models.current["w"], torch.full((2, 3), 33.0))  # mean
+        tasks = [await p.train_task() for p in players]
+        assert federation.round is not None
+        assert isinstance(federation.round.aggregator.inner, robust.CoordinateTrimmedMean)
+        assert federation.round.aggregator.clip_norm == 1000.0
+        for player, task, value in zip(players, tasks, (1.0, 2.0, 96.0), strict=True):
+            await player.send(task, tiny_model(value), num_examples=10 if value < 50 else 100)
+        await until(lambda: federation.state is RunState.FINISHED)
+        assert torch.equal(federation.models.current["w"], torch.full((2, 3), 2.0))  # median
+        with pytest.raises(RunNotActive):
+            federation.update_config({"strategy": "fedavg"})
+    finally:
+        await federation.close()
+
+
+async def test_a_round_holding_every_update_takes_no_more_than_its_memory_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(robust, "HELD_BYTES_BUDGET", 100)  # tiny_model is 44 bytes: 3 fit
+    config = RunConfig(rounds=1, min_clients=2, strategy="median", admit_late=True)
+    federation = Federation(tiny_model(), config)
+    players = [await join(federation, name) for name in "abcd"]
+    federation.start()
+    try:
+        tasks = [await p.task(wait_s=1.0) for p in players]
+        assert sorted(t.kind for t in tasks).count(TaskKind.TRAIN) == 3
+        assert federation.round is not None and len(federation.round.selected) == 3
+        assert not federation.round.has_room()  # no late joiner either
+    finally:
+        await federation.close()

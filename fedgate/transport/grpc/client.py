@@ -18,12 +18,13 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.transport import Session
-from fedgate.errors import TransportError
+from fedgate.errors import FedgateError, Overloaded, TlsError, TransportError
 from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.status import error_from_rpc
+from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_failure
 
 T = TypeVar("T")
 CALL_TIMEOUT_S = 30.0
@@ -35,28 +36,80 @@ def session_metadata(session: Session) -> tuple[tuple[str, str], ...]:
 
 
 @asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
+async def translated_errors(target: str = "", tls: bool = False) -> AsyncIterator[None]:
     """No grpc exception escapes: each becomes the fedgate error it stands for."""
     try:
         yield
     except grpc.aio.AioRpcError as error:
-        raise error_from_rpc(error) from None
+        raise connection_failure(error, target, tls) or error_from_rpc(error) from None
     except (grpc.aio.UsageError, grpc.aio.InternalError, OSError) as error:
         raise TransportError(f"gRPC channel failed: {error}") from None
+
+
+def connection_failure(error: grpc.aio.AioRpcError, target: str, tls: bool) -> FedgateError | None:
+    """A failure of the connection, not of the call, told as such (None: not one of those):
+    TLS handshakes that fail, connections the server closes, calls over its limit.
+
+    Only what the TLS library itself reports is a TlsError; a connection the server just
+    closes (as it does, after the handshake, to a client without the certificate mutual
+    TLS requires) stays a TransportError, with the likely reason in its message."""
+    details = error.details() or ""
+    said, code = details.lower(), error.code()
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrent rpc limit" in said:
+        # grpc's own refusal, without a fedgate code: the server's call limit, not a size
+        return Overloaded(f"the server is at its limit of concurrent calls ({details})")
+    if code is not grpc.StatusCode.UNAVAILABLE or "failed to connect" not in said:
+        return None  # only the connection phase: a call cut later is not a handshake failure
+    if tls and looks_like_tls_failure(details):
+        return TlsError(
+            f"TLS handshake with {target} failed: check that --tls-ca names the CA that "
+            "signed the server's certificate, that the certificate names the host, and that "
+            f"the server speaks TLS ({details})"
+        )
+    if "socket closed" in said:
+        hint = (
+            "a server that requires a client certificate (mutual TLS) closes connections "
+            "without one: pass --tls-cert and --tls-key"
+            if tls
+            else "if the server uses TLS, connect with --tls-ca"
+        )
+        return TransportError(
+            f"gRPC connection to {target} closed by the server; {hint} ({details})"
+        )
+    return None
+
+
+def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    material = load_client_tls(tls)  # ConfigError naming the file, before any connection
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=material.ca_pem,
+        private_key=material.key_pem,
+        certificate_chain=material.cert_pem,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 class GrpcTransport:
     name = "grpc"
 
-    def __init__(self, target: str, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self, target: str, *, chunk_bytes: int = CHUNK_BYTES, tls: ClientTls | None = None
+    ) -> None:
         self.target = target
         self.chunk_bytes = chunk_bytes
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.tls = tls  # None: plain text
+        self._channel = open_channel(target, tls)
         self._stub: Any = pb_grpc.FederationStub(self._channel)
 
     async def join(self, request: JoinRequest) -> JoinAck:
+        # the enrolment key travels as a bearer credential in metadata, not in the message
+        metadata = (("authorization", f"Bearer {request.key}"),) if request.key else ()
         reply = await self._call(
-            lambda: self._stub.Join(serde.join_request_to_proto(request), timeout=CALL_TIMEOUT_S)
+            lambda: self._stub.Join(
+                serde.join_request_to_proto(request), metadata=metadata, timeout=CALL_TIMEOUT_S
+            )
         )
         return serde.join_ack_from_proto(reply)
 
@@ -76,7 +129,7 @@ class GrpcTransport:
         request = pb.FetchModelRequest(version=version, codec=codec, have_ref=have_ref)
         body = bytearray()
         header: pb.ModelChunk | None = None
-        async with translated_errors():
+        async with translated_errors(self.target, self.tls is not None):
             call = self._stub.FetchModel(
                 request, metadata=session_metadata(session), timeout=TRANSFER_TIMEOUT_S
             )
@@ -127,5 +180,5 @@ class GrpcTransport:
             yield pb.UpdateChunk(data=bytes(view[start : start + self.chunk_bytes]))
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with translated_errors():
+        async with translated_errors(self.target, self.tls is not None):
             return await call()

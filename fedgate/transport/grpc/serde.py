@@ -24,9 +24,11 @@ from fedgate.core.messages import (
     Traffic,
     TrainConfig,
     Update,
+    UpdateHeader,
     UpdateReceipt,
 )
-from fedgate.errors import ConfigError
+from fedgate.core.validation import MAX_NUM_EXAMPLES
+from fedgate.errors import BadRequest, ConfigError
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 
 _TASK_KINDS = {
@@ -41,12 +43,20 @@ def join_request_to_proto(request: JoinRequest) -> pb.JoinRequest:
     return pb.JoinRequest(name=request.name, codec=request.codec, num_examples=request.num_examples)
 
 
-def join_request_from_proto(message: pb.JoinRequest, transport: str) -> JoinRequest:
+def join_request_from_proto(
+    message: pb.JoinRequest, transport: str, *, key: str = "", peer: str = ""
+) -> JoinRequest:
+    """The join ``message`` asks for; ``key`` (from the call's metadata) and ``peer`` (from
+    its connection) are the adapter's to supply: the message never carries them."""
+    if not 0 <= message.num_examples <= MAX_NUM_EXAMPLES:
+        raise BadRequest(f"num_examples must be in [0, {MAX_NUM_EXAMPLES}]")
     return JoinRequest(
         name=message.name,
         codec=message.codec,
         num_examples=message.num_examples,
         transport=transport,
+        key=key,
+        peer=peer,
     )
 
 
@@ -122,6 +132,18 @@ def update_header_to_proto(update: Update) -> pb.UpdateHeader:
         train_loss=update.train_loss,
         train_accuracy=update.train_accuracy,
         base_ref=update.base_ref,
+    )
+
+
+def update_header_from_proto(header: pb.UpdateHeader) -> UpdateHeader:
+    return UpdateHeader(
+        round_id=header.round_id,
+        model_version=header.model_version,
+        num_examples=header.num_examples,
+        codec=header.codec,
+        train_loss=header.train_loss,
+        train_accuracy=header.train_accuracy,
+        base_ref=header.base_ref,
     )
 
 
@@ -261,6 +283,7 @@ def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
             **fields,
             "participants": tuple(fields["participants"]),
             "selected": tuple(fields["selected"]),
+            "excluded": tuple(fields["excluded"]),
         }
     )
 

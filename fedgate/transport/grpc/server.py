@@ -6,20 +6,25 @@ the limits are still set explicitly, never left at the 4 MB default.
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
+from fedgate.core.accounts import Principal, Role, audit
 from fedgate.core.federation import Federation
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
-from fedgate.transport.grpc import serde
+from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
+from fedgate.transport.grpc import access, admin_serde, serde
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
+from fedgate.transport.internal import internal_error
+from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
+from fedgate.transport.tls import ServerTls
 
 log = logging.getLogger("fedgate.grpc")
 
@@ -41,15 +46,22 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Fedgate
     )
 
 
+def as_fedgate_error(error: Exception, where: str) -> FedgateError:
+    """``error`` itself if it is fedgate's, else an internal error that shows only an id."""
+    return error if isinstance(error, FedgateError) else internal_error(error, where)
+
+
 def mapped(handler: Handler[R]) -> Handler[R]:
-    """Translate fedgate errors raised by a unary handler into gRPC statuses."""
+    """Translate every error a unary handler raises into a gRPC status (never UNKNOWN)."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Any) -> R:
         try:
             return await handler(self, request, context)
-        except FedgateError as error:
-            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: nothing unplanned leaves as it is
+            await abort_with(context, as_fedgate_error(error, handler.__qualname__))
             raise  # abort raises; this line only satisfies the type checker
 
     return wrapper
@@ -66,13 +78,23 @@ def credentials(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
 
 
 class FederationServicer(pb_grpc.FederationServicer):
-    def __init__(self, federation: Federation, max_update_bytes: int) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        max_update_bytes: int,
+        timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
+    ) -> None:
         self.federation = federation
         self.max_update_bytes = max_update_bytes
+        self.timeouts = timeouts
 
     @mapped
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinReply:
-        ack = await self.federation.join(serde.join_request_from_proto(request, TRANSPORT))
+        # the enrolment key from metadata, the peer from the connection: never from the body
+        join = serde.join_request_from_proto(
+            request, TRANSPORT, key=access.bearer(context), peer=access.peer_host(context)
+        )
+        ack = await self.federation.join(join)
         return serde.join_ack_to_proto(ack)
 
     @mapped
@@ -89,8 +111,10 @@ class FederationServicer(pb_grpc.FederationServicer):
             model = await self.federation.fetch_model(
                 client_id, token, request.version, request.codec or None, request.have_ref
             )
-        except FedgateError as error:
-            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: nothing unplanned leaves as it is
+            await abort_with(context, as_fedgate_error(error, "FetchModel"))
             return
         view = memoryview(model.payload)
         yield serde.model_header_to_proto(model, bytes(view[:CHUNK_BYTES]))
@@ -101,10 +125,25 @@ class FederationServicer(pb_grpc.FederationServicer):
     async def SubmitUpdate(
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Any
     ) -> pb.UpdateReceipt:
+        """Credentials are checked before anything is read, the header before the body."""
         client_id, token = credentials(context)
-        header, payload = await self._receive_update(request_iterator)
-        update = serde.update_from_proto(header, payload)
-        receipt = await self.federation.submit_update(client_id, token, update)
+        self.federation.authenticate(client_id, token)
+        chunks = aiter(request_iterator)
+        async with asyncio.timeout(self.timeouts.idle_s):
+            first = await anext(chunks, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidUpdate("an update upload must start with its header")
+        header = serde.update_header_from_proto(first.header)
+        permit = await self.federation.begin_update(
+            client_id, token, header, first.header.total_size
+        )
+        try:
+            limit = min(permit.max_bytes, self.max_update_bytes)
+            payload = await self._receive_body(chunks, first.header.total_size, limit)
+        except BaseException:
+            self.federation.abandon_update(permit)
+            raise
+        receipt = await self.federation.finish_update(permit, payload)
         return serde.receipt_to_proto(receipt)
 
     @mapped
@@ -118,86 +157,151 @@ class FederationServicer(pb_grpc.FederationServicer):
         await self.federation.leave(client_id, token)
         return pb.LeaveReply()
 
-    async def _receive_update(
-        self, chunks: AsyncIterator[pb.UpdateChunk]
-    ) -> tuple[pb.UpdateHeader, bytes]:
-        """Assemble an upload, refusing it as soon as it passes what it or the limit allow."""
-        first = await anext(aiter(chunks), None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidUpdate("an update upload must start with its header")
-        header = first.header
-        if header.total_size > self.max_update_bytes:
-            raise PayloadTooLarge(
-                f"update of {header.total_size} bytes exceeds the limit of {self.max_update_bytes}"
-            )
+    async def _receive_body(
+        self, chunks: AsyncIterator[pb.UpdateChunk], declared: int, limit: int
+    ) -> bytes:
+        """The upload's body, refused as soon as it passes what it declared or the limit
+        allows, or when it stalls or takes too long (see `UploadTimeouts`)."""
+        if declared > limit:
+            raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
         body = bytearray()
-        async for chunk in chunks:
-            body += chunk.data
-            if len(body) > header.total_size:
-                raise PayloadTooLarge(f"upload passed its declared {header.total_size} bytes")
-        if len(body) != header.total_size:
-            raise InvalidUpdate(f"upload ended after {len(body)} of {header.total_size} bytes")
-        return header, bytes(body)
+        try:
+            async with asyncio.timeout(self.timeouts.total_s):
+                while True:
+                    async with asyncio.timeout(self.timeouts.idle_s):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    body += chunk.data
+                    if len(body) > declared:
+                        raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
+        except TimeoutError:
+            raise InvalidUpdate(
+                f"upload too slow: refused after {len(body)} of {declared} bytes"
+            ) from None
+        if len(body) != declared:
+            raise InvalidUpdate(f"upload ended after {len(body)} of {declared} bytes")
+        return bytes(body)
 
 
 class OperatorServicer(pb_grpc.OperatorServicer):
-    """Status for anyone holding the admin token; control too."""
+    """Status for viewers, control for operators, keys and users for admins (roles nest,
+    see `fedgate.core.accounts.Role`). Every call but Login checks the caller's role from
+    its metadata before it uses the request."""
 
     def __init__(self, federation: Federation, admin_token: str) -> None:
         self.federation = federation
         self.admin_token = admin_token
 
-    def _authorise(self, context: Any) -> None:
-        metadata = {key: value for key, value in context.invocation_metadata() or ()}
-        token = str(metadata.get("authorization", "")).removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            raise Unauthorized("operator calls need the admin token")
+    def _allow(self, context: Any, role: Role) -> Principal:
+        return access.authorise(self.federation, context, role, self.admin_token)
+
+    def _status(self) -> pb.Status:
+        return serde.status_to_proto(self.federation.status())
 
     @mapped
     async def GetStatus(self, request: pb.StatusRequest, context: Any) -> pb.Status:
-        self._authorise(context)
-        return serde.status_to_proto(self.federation.status())
+        self._allow(context, Role.VIEWER)
+        return self._status()
 
     async def WatchStatus(
         self, request: pb.StatusRequest, context: Any
     ) -> AsyncIterator[pb.Status]:
         try:
-            self._authorise(context)
-        except FedgateError as error:
-            await abort_with(context, error)
+            self._allow(context, Role.VIEWER)
+        except Exception as error:  # the edge: nothing unplanned leaves as it is
+            await abort_with(context, as_fedgate_error(error, "WatchStatus"))
             return
         async for status in self.federation.watch():
             yield serde.status_to_proto(status)
 
     @mapped
     async def Pause(self, request: pb.ControlRequest, context: Any) -> pb.Status:
-        self._authorise(context)
+        audit(self._allow(context, Role.OPERATOR), "paused the run")
         self.federation.pause()
-        return serde.status_to_proto(self.federation.status())
+        return self._status()
 
     @mapped
     async def Resume(self, request: pb.ControlRequest, context: Any) -> pb.Status:
-        self._authorise(context)
+        audit(self._allow(context, Role.OPERATOR), "resumed the run")
         self.federation.resume()
-        return serde.status_to_proto(self.federation.status())
+        return self._status()
 
     @mapped
     async def Stop(self, request: pb.ControlRequest, context: Any) -> pb.Status:
-        self._authorise(context)
+        audit(self._allow(context, Role.OPERATOR), "stopped the run")
         self.federation.stop()
-        return serde.status_to_proto(self.federation.status())
+        return self._status()
 
     @mapped
     async def UpdateConfig(self, request: pb.ConfigChange, context: Any) -> pb.Status:
-        self._authorise(context)
-        self.federation.update_config(serde.config_change_from_proto(request))
-        return serde.status_to_proto(self.federation.status())
+        principal = self._allow(context, Role.OPERATOR)
+        changes = serde.config_change_from_proto(request)
+        self.federation.update_config(changes)
+        audit(principal, f"changed the config: {changes}")
+        return self._status()
 
     @mapped
     async def Kick(self, request: pb.KickRequest, context: Any) -> pb.Status:
-        self._authorise(context)
+        principal = self._allow(context, Role.OPERATOR)
         self.federation.kick(request.client_id, request.reason or "removed by operator")
-        return serde.status_to_proto(self.federation.status())
+        audit(principal, f"kicked client {request.client_id}")
+        return self._status()
+
+    @mapped
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: Any) -> pb.CreatedKey:
+        principal = self._allow(context, Role.ADMIN)
+        expires = request.expires_in_s if request.HasField("expires_in_s") else None
+        issued = self.federation.enrolment.create(
+            request.name, request.max_clients, request.max_num_examples, expires
+        )
+        audit(principal, f"created enrolment key {issued.key.key_id} ({issued.key.name})")
+        return admin_serde.issued_key_to_proto(issued)
+
+    @mapped
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Any) -> pb.KeyList:
+        self._allow(context, Role.ADMIN)
+        keys = self.federation.enrolment.list()
+        return pb.KeyList(keys=[admin_serde.key_to_proto(k) for k in keys])
+
+    @mapped
+    async def RevokeKey(self, request: pb.RevokeKeyRequest, context: Any) -> pb.EnrolmentKey:
+        principal = self._allow(context, Role.ADMIN)
+        key = self.federation.revoke_key(request.key_id)
+        audit(principal, f"revoked enrolment key {key.key_id} ({key.name})")
+        return admin_serde.key_to_proto(key)
+
+    @mapped
+    async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginReply:
+        result = await self.federation.accounts.login(
+            request.name, request.password, access.peer_host(context)
+        )
+        return admin_serde.login_to_proto(result)
+
+    @mapped
+    async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.LogoutReply:
+        self.federation.accounts.logout(access.bearer(context))
+        return pb.LogoutReply()
+
+    @mapped
+    async def AddUser(self, request: pb.AddUserRequest, context: Any) -> pb.User:
+        principal = self._allow(context, Role.ADMIN)
+        user = await self.federation.accounts.add_user(request.name, request.password, request.role)
+        audit(principal, f"added user {user.name} ({user.role.value})")
+        return admin_serde.user_to_proto(user)
+
+    @mapped
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.UserList:
+        self._allow(context, Role.ADMIN)
+        users = self.federation.accounts.list_users()
+        return pb.UserList(users=[admin_serde.user_to_proto(u) for u in users])
+
+    @mapped
+    async def RemoveUser(self, request: pb.RemoveUserRequest, context: Any) -> pb.RemoveUserReply:
+        principal = self._allow(context, Role.ADMIN)
+        self.federation.accounts.remove_user(request.name)
+        audit(principal, f"removed user {request.name}")
+        return pb.RemoveUserReply()
 
 
 async def start_grpc_server(
@@ -207,16 +311,35 @@ async def start_grpc_server(
     *,
     admin_token: str,
     max_update_bytes: int,
+    tls: ServerTls | None = None,
+    limits: ConnectionLimits | None = None,
+    upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start serving on host:port (0 picks a free port); returns the server and its port."""
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    """Start serving on host:port (0 picks a free port); returns the server and its port.
+
+    With ``tls`` the port speaks only TLS (mutual TLS when it names a client CA); ``limits``
+    bound connections (handshake time, idle and age, streams, metadata, pings)."""
+    limits = limits or ConnectionLimits()
+    server = grpc.aio.server(
+        options=[*CHANNEL_OPTIONS, *grpc_server_options(limits)],
+        maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
+    )
     pb_grpc.add_FederationServicer_to_server(
-        FederationServicer(federation, max_update_bytes), server
+        FederationServicer(federation, max_update_bytes, upload_timeouts), server
     )
     pb_grpc.add_OperatorServicer_to_server(OperatorServicer(federation, admin_token), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key_pem, tls.cert_pem)],
+            root_certificates=tls.client_ca_pem,
+            require_client_auth=tls.client_ca_pem is not None,
+        )
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+        raise OSError(f"cannot bind gRPC to {address}")
     await server.start()
-    log.info("gRPC listening on %s:%d", host, bound)
+    log.info("gRPC listening on %s:%d%s", host, bound, " (TLS)" if tls else "")
     return server, bound

@@ -16,6 +16,9 @@ ERROR_CODE_KEY = "fedgate-error-code"
 STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], grpc.StatusCode], ...] = (
     (errors.UnknownClient, grpc.StatusCode.NOT_FOUND),
     (errors.Unauthorized, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.Forbidden, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.UnknownCodec, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.DecodedSizeExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -35,7 +38,7 @@ TRANSIENT = frozenset(
 _ERROR_BY_STATUS: dict[grpc.StatusCode, type[errors.FedgateError]] = {
     grpc.StatusCode.NOT_FOUND: errors.UnknownClient,
     grpc.StatusCode.UNAUTHENTICATED: errors.Unauthorized,
-    grpc.StatusCode.PERMISSION_DENIED: errors.Unauthorized,
+    grpc.StatusCode.PERMISSION_DENIED: errors.Forbidden,
     grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidUpdate,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.PayloadTooLarge,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.transport import Session
-from fedgate.errors import ServerError, TransportError, UnknownCodec
+from fedgate.errors import ConfigError, ServerError, TlsError, TransportError, UnknownCodec
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.headers import (
     BASE_REF_HEADER,
@@ -31,6 +32,7 @@ from fedgate.transport.rest.headers import (
     REF_HEADER,
 )
 from fedgate.transport.rest.problems import error_from_response
+from fedgate.transport.tls import ClientTls, load_client_tls
 
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
@@ -38,28 +40,74 @@ TRANSFER_TIMEOUT_S = 900.0
 
 
 @asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
+async def translated_errors(base_url: str = "", dropped_hint: str = "") -> AsyncIterator[None]:
     """No httpx or pydantic exception escapes: each becomes a fedgate error."""
     try:
         yield
     except httpx.HTTPError as error:
-        raise TransportError(f"HTTP request failed: {type(error).__name__}: {error}") from None
+        raise http_failure(error, base_url, dropped_hint) from None
     except ValidationError as error:
         raise ServerError(f"the server sent an unexpected body: {error}") from None
+
+
+def http_failure(error: httpx.HTTPError, base_url: str, dropped_hint: str) -> TransportError:
+    """The fedgate error for a request that got no response; TLS failures told as such."""
+    failure = f"{type(error).__name__}: {error}"
+    cause = ssl_error_in(error)
+    if cause is not None:
+        return TlsError(
+            f"TLS handshake with {base_url} failed ({cause}): check that --tls-ca names the "
+            "CA that signed the server's certificate, that the certificate names the host, "
+            "and that the server speaks TLS"
+        )
+    if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError) and dropped_hint:
+        return TransportError(f"HTTP request failed: {failure} ({dropped_hint})")
+    return TransportError(f"HTTP request failed: {failure}")
+
+
+def ssl_error_in(error: BaseException) -> ssl.SSLError | None:
+    """The ssl error somewhere in an exception's chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def dropped_connection_hint(base_url: str, tls: ClientTls | None) -> str:
+    """What a connection the server drops without a response most likely means."""
+    if base_url.startswith("http://"):
+        return "if the server uses TLS, connect to its https:// URL with --tls-ca"
+    if tls is None or tls.cert is None:
+        return (
+            "a server that requires a client certificate (mutual TLS) drops connections "
+            "without one: pass --tls-cert and --tls-key"
+        )
+    return ""
 
 
 class RestTransport:
     name = "rest"
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, tls: ClientTls | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        if tls is not None and not self.base_url.startswith("https://"):
+            raise ConfigError(f"TLS options given for {base_url}: use an https:// URL")
+        # tls None: plain http, or an https:// URL checked against the system's CAs
+        verify: ssl.SSLContext | bool = load_client_tls(tls).context if tls else True
+        self._dropped_hint = dropped_connection_hint(self.base_url, tls)
         self._http = httpx.AsyncClient(
-            base_url=f"{self.base_url}/api/v1", timeout=httpx.Timeout(CALL_TIMEOUT_S)
+            base_url=f"{self.base_url}/api/v1", timeout=httpx.Timeout(CALL_TIMEOUT_S), verify=verify
         )
 
     async def join(self, request: JoinRequest) -> JoinAck:
         body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
-        reply = await self._json("POST", "/clients", json=body)
+        # the enrolment key travels as a bearer credential, not in the body
+        headers = {"Authorization": f"Bearer {request.key}"} if request.key else {}
+        reply = await self._json("POST", "/clients", json=body, headers=headers)
         return schemas.join_ack_from_json(schemas.JoinReply.model_validate(reply))
 
     async def next_task(self, session: Session, wait_s: float) -> Task:
@@ -146,7 +194,7 @@ class RestTransport:
         if session is not None:
             all_headers["Authorization"] = f"Bearer {session.token}"
             all_headers[CLIENT_HEADER] = session.client_id
-        async with translated_errors():
+        async with translated_errors(self.base_url, self._dropped_hint):
             response = await self._http.request(
                 method, path, headers=all_headers, timeout=limit_s, **kwargs
             )

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 from fedgate.core.federation import Federation
+from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class RestContext:
     federation: Federation
     admin_token: str
     max_update_bytes: int
+    upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
 
 
 def install_context(app: FastAPI, context: RestContext) -> None:

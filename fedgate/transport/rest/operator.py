@@ -1,30 +1,33 @@
 """REST routes for operators, mirroring the gRPC Operator service: status, watch, control.
 
-Every route needs ``Authorization: Bearer <admin token>``.
+Status and watch need a viewer, the controls an operator (roles nest; see
+`fedgate.transport.rest.access`): ``Authorization: Bearer <token>`` with a session token
+from login or the server's admin token, or the session cookie. No credential is 401, a
+role that does not allow the route 403, both decided before any body is read.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import StreamingResponse
 
+from fedgate.core.accounts import audit
 from fedgate.core.federation import Federation
-from fedgate.errors import Unauthorized
 from fedgate.transport.rest import schemas
-from fedgate.transport.rest.context import Context, CurrentFederation
+from fedgate.transport.rest.access import (
+    MAX_JSON_BYTES,
+    Operator,
+    Viewer,
+    json_body_doc,
+    parse_json,
+)
+from fedgate.transport.rest.context import CurrentFederation
+from fedgate.transport.rest.router import read_body
 
-
-def authorise(context: Context, authorization: Annotated[str, Header()] = "") -> None:
-    token = authorization.removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(token.encode(), context.admin_token.encode()):
-        raise Unauthorized("operator routes need 'Authorization: Bearer <admin token>'")
-
-
-router = APIRouter(prefix="/api/v1", tags=["operator"], dependencies=[Depends(authorise)])
+router = APIRouter(prefix="/api/v1", tags=["operator"])
 
 
 def status_of(federation: Federation) -> schemas.StatusJson:
@@ -32,13 +35,13 @@ def status_of(federation: Federation) -> schemas.StatusJson:
 
 
 @router.get("/status", response_model=schemas.StatusJson)
-async def get_status(federation: CurrentFederation) -> schemas.StatusJson:
+async def get_status(viewer: Viewer, federation: CurrentFederation) -> schemas.StatusJson:
     """The run: state, round, config, clients, history, bytes per transport and codec."""
     return status_of(federation)
 
 
 @router.get("/status/watch", response_class=StreamingResponse)
-async def watch_status(federation: CurrentFederation) -> StreamingResponse:
+async def watch_status(viewer: Viewer, federation: CurrentFederation) -> StreamingResponse:
     """Server-sent events: one ``status`` event per change, until the run ends."""
 
     async def events() -> AsyncIterator[str]:
@@ -50,38 +53,58 @@ async def watch_status(federation: CurrentFederation) -> StreamingResponse:
 
 
 @router.post("/run/pause", response_model=schemas.StatusJson)
-async def pause(federation: CurrentFederation) -> schemas.StatusJson:
+async def pause(operator: Operator, federation: CurrentFederation) -> schemas.StatusJson:
     """Open no new round until resumed; the open round runs to its end."""
     federation.pause()
+    audit(operator, "paused the run")
     return status_of(federation)
 
 
 @router.post("/run/resume", response_model=schemas.StatusJson)
-async def resume(federation: CurrentFederation) -> schemas.StatusJson:
+async def resume(operator: Operator, federation: CurrentFederation) -> schemas.StatusJson:
     federation.resume()
+    audit(operator, "resumed the run")
     return status_of(federation)
 
 
 @router.post("/run/stop", response_model=schemas.StatusJson)
-async def stop(federation: CurrentFederation) -> schemas.StatusJson:
+async def stop(operator: Operator, federation: CurrentFederation) -> schemas.StatusJson:
     """End the run now; an open round is abandoned."""
     federation.stop()
+    audit(operator, "stopped the run")
     return status_of(federation)
 
 
-@router.patch("/run/config", response_model=schemas.StatusJson)
+@router.patch(
+    "/run/config",
+    response_model=schemas.StatusJson,
+    openapi_extra=json_body_doc(schemas.ConfigChangeBody),
+)
 async def update_config(
-    body: schemas.ConfigChangeBody, federation: CurrentFederation
+    request: Request, operator: Operator, federation: CurrentFederation
 ) -> schemas.StatusJson:
     """Change rounds, clients per round, deadline, learning rate... from the next round."""
-    federation.update_config(body.model_dump(exclude_none=True))
+    body = parse_json(await read_body(request, MAX_JSON_BYTES), schemas.ConfigChangeBody)
+    changes = body.model_dump(exclude_none=True)
+    federation.update_config(changes)
+    audit(operator, f"changed the config: {changes}")
     return status_of(federation)
 
 
-@router.post("/clients/{client_id}/kick", response_model=schemas.StatusJson)
+@router.post(
+    "/clients/{client_id}/kick",
+    response_model=schemas.StatusJson,
+    openapi_extra=json_body_doc(schemas.KickBody, required=False),
+)
 async def kick(
-    client_id: str, federation: CurrentFederation, body: schemas.KickBody | None = None
+    client_id: Annotated[str, Path(max_length=64)],
+    request: Request,
+    operator: Operator,
+    federation: CurrentFederation,
 ) -> schemas.StatusJson:
     """Remove a client; it is dropped from an open round and must join again."""
-    federation.kick(client_id, body.reason if body else "removed by operator")
+    raw = await read_body(request, MAX_JSON_BYTES)
+    body = parse_json(raw, schemas.KickBody, optional=True)
+    federation.kick(client_id, body.reason)
+    audit(operator, f"kicked client {client_id}")
     return status_of(federation)

@@ -19,6 +19,9 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], int], ...] = (
     (errors.UnknownClient, 404),
     (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.RateLimited, 429),
     (errors.Conflict, 409),
     (errors.UnknownCodec, 415),
     (errors.DecodedSizeExceeded, 413),
@@ -34,12 +37,13 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _ERROR_BY_STATUS: dict[int, type[errors.FedgateError]] = {
     400: errors.BadRequest,
     401: errors.Unauthorized,
-    403: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.UnknownClient,
     409: errors.Conflict,
     413: errors.PayloadTooLarge,
     415: errors.UnknownCodec,
     422: errors.InvalidUpdate,
+    429: errors.RateLimited,
 }
 
 
@@ -60,6 +64,8 @@ def error_from_response(response: httpx.Response) -> errors.FedgateError:
     if isinstance(body, dict) and isinstance(body.get("code"), str):
         return errors.error_from_code(body["code"], str(body.get("detail", "")))
     text = response.text[:200] or response.reason_phrase
+    if status == 503:  # the server's own capacity limit (uvicorn's limit_concurrency)
+        return errors.Overloaded(f"HTTP {status}: {text}")
     if status in TRANSIENT_STATUSES:
         return errors.TransportError(f"HTTP {status}: {text}")
     cls = _ERROR_BY_STATUS.get(status, errors.ServerError)

@@ -7,16 +7,21 @@ Client calls carry ``Authorization: Bearer <token>``; routes that are not under
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.requests import ClientDisconnect
 
 from fedgate.codecs import CODECS, get_codec
 from fedgate.core.federation import MAX_POLL_S
-from fedgate.core.messages import JoinRequest, Update
-from fedgate.errors import PayloadTooLarge, Unauthorized, UnknownCodec
+from fedgate.core.messages import JoinRequest, UpdateHeader
+from fedgate.core.validation import MAX_NUM_EXAMPLES
+from fedgate.errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownCodec
+from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.rest import schemas
+from fedgate.transport.rest.access import EnrolmentKey, json_body_doc, parse_json, peer_host
 from fedgate.transport.rest.context import Context, CurrentFederation
 from fedgate.transport.rest.headers import (
     BASE_REF_HEADER,
@@ -27,6 +32,7 @@ from fedgate.transport.rest.headers import (
 )
 
 TRANSPORT = "rest"
+MAX_INT64 = 2**63 - 1
 
 
 def bearer(authorization: Annotated[str, Header()] = "") -> str:
@@ -72,17 +78,33 @@ def codec_for_accept(accept: str, explicit: str | None) -> str | None:
     raise UnknownCodec(f"Accept: {accept}", list(CODECS))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to pass ``limit`` bytes."""
+async def read_body(
+    request: Request, limit: int, timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
+) -> bytes:
+    """The request body, refused as soon as it is known to pass ``limit`` bytes, or when
+    it stalls for ``timeouts.idle_s`` or takes longer than ``timeouts.total_s`` in all."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body passed the limit of {limit} bytes")
-    return bytes(body)
+    chunks = aiter(request.stream())
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            while True:
+                async with asyncio.timeout(timeouts.idle_s):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return bytes(body)
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"body passed the limit of {limit} bytes")
+    except TimeoutError:
+        raise BadRequest(
+            f"upload too slow: refused after {len(body)} bytes (idle limit "
+            f"{timeouts.idle_s:g}s, whole upload {timeouts.total_s:g}s)"
+        ) from None
+    except ClientDisconnect:
+        raise BadRequest(f"client disconnected after {len(body)} body bytes") from None
 
 
 router = APIRouter(prefix="/api/v1", tags=["clients"])
@@ -103,11 +125,35 @@ UPDATE_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/clients", status_code=201, response_model=schemas.JoinReply)
-async def join(body: schemas.JoinBody, federation: CurrentFederation) -> schemas.JoinReply:
-    """Join the federation with a codec; the reply's token authorises later calls."""
-    request = JoinRequest(body.name, body.codec, body.num_examples, transport=TRANSPORT)
-    return schemas.join_ack_to_json(await federation.join(request))
+JOIN_BODY_BYTES = 4096  # a name, a codec and a number
+
+
+@router.post(
+    "/clients",
+    status_code=201,
+    response_model=schemas.JoinReply,
+    openapi_extra=json_body_doc(schemas.JoinBody),
+)
+async def join(
+    request: Request, key: EnrolmentKey, federation: CurrentFederation
+) -> schemas.JoinReply:
+    """Join the federation with a codec; the reply's token authorises later calls.
+
+    The client's enrolment key comes as ``Authorization: Bearer fgk_<key id>_<secret>``
+    (unless the server runs with ``--enrolment open``), checked before the body is read:
+    missing, wrong, expired or revoked is 401; ``num_examples`` above the key's limit
+    403; a key with no room left 409; too many joins from one address or with one key
+    429 (``code`` rate_limited)."""
+    body = parse_json(await read_body(request, JOIN_BODY_BYTES), schemas.JoinBody)
+    join = JoinRequest(
+        body.name,
+        body.codec,
+        body.num_examples,
+        transport=TRANSPORT,
+        key=key,
+        peer=peer_host(request),  # from the connection, never from the body
+    )
+    return schemas.join_ack_to_json(await federation.join(join))
 
 
 @router.get("/clients/{client_id}/task", response_model=schemas.TaskJson)
@@ -124,7 +170,7 @@ async def next_task(
 @router.get("/models/{version}", response_class=Response, responses=MODEL_RESPONSES)
 async def fetch_model(
     *,
-    version: int,
+    version: Annotated[int, Path(ge=0, le=MAX_INT64)],
     client_id: HeaderClient,
     token: Token,
     federation: CurrentFederation,
@@ -160,33 +206,42 @@ async def fetch_model(
 async def submit_update(
     *,
     request: Request,
-    round_id: str,
+    round_id: Annotated[str, Path(max_length=64)],
     client_id: HeaderClient,
     token: Token,
     context: Context,
-    model_version: Annotated[int, Query(ge=0)],
-    num_examples: Annotated[int, Query(ge=0)],
-    codec: Annotated[str | None, Query()] = None,
+    model_version: Annotated[int, Query(ge=0, le=MAX_INT64)],
+    num_examples: Annotated[int, Query(ge=1, le=MAX_NUM_EXAMPLES)],
+    codec: Annotated[str | None, Query(max_length=64)] = None,
     train_loss: Annotated[float | None, Query()] = None,
     train_accuracy: Annotated[float | None, Query()] = None,
     base_ref: Annotated[str, Query(max_length=64)] = "",
 ) -> schemas.ReceiptJson:
     """An update for a round, as a binary body in its codec's media type: trained
-    weights, or with ``?base_ref=REF`` their difference to the model held as REF."""
-    name = codec_for_media_type(request.headers.get("content-type", ""), codec)
-    payload = await read_body(request, context.max_update_bytes)
-    update = Update(
+    weights, or with ``?base_ref=REF`` their difference to the model held as REF.
+
+    Everything but the body (client, token, round, selection, version, weight, codec and
+    declared size) is checked before a byte of the body is read."""
+    header = UpdateHeader(
         round_id=round_id,
         model_version=model_version,
         num_examples=num_examples,
-        codec=name,
-        payload=payload,
+        codec=codec_for_media_type(request.headers.get("content-type", ""), codec),
         train_loss=_nan(train_loss),
         train_accuracy=_nan(train_accuracy),
         base_ref=base_ref,
     )
-    receipt = await context.federation.submit_update(client_id, token, update)
-    return schemas.receipt_to_json(receipt)
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else None
+    federation = context.federation
+    permit = await federation.begin_update(client_id, token, header, size)
+    try:
+        limit = min(permit.max_bytes, context.max_update_bytes)
+        payload = await read_body(request, limit, context.upload_timeouts)
+    except BaseException:
+        federation.abandon_update(permit)
+        raise
+    return schemas.receipt_to_json(await federation.finish_update(permit, payload))
 
 
 @router.post("/clients/{client_id}/heartbeat", response_model=schemas.HeartbeatJson)

@@ -24,6 +24,7 @@ from fedgate.core.messages import (
     TrainConfig,
     UpdateReceipt,
 )
+from fedgate.core.validation import MAX_NUM_EXAMPLES
 
 
 class Body(BaseModel):
@@ -32,8 +33,8 @@ class Body(BaseModel):
 
 class JoinBody(Body):
     name: str = Field(min_length=1, max_length=128)
-    codec: str
-    num_examples: int = Field(default=0, ge=0)
+    codec: str = Field(min_length=1, max_length=64)
+    num_examples: int = Field(default=0, ge=0, le=MAX_NUM_EXAMPLES)
 
 
 class JoinReply(Body):
@@ -83,6 +84,8 @@ class RunConfigJson(Body):
     heartbeat_timeout_s: float
     admit_late: bool
     seed: int
+    strategy: str
+    clip_norm: float
 
 
 class ConfigChangeBody(Body):
@@ -98,6 +101,12 @@ class ConfigChangeBody(Body):
     heartbeat_interval_s: float | None = None
     heartbeat_timeout_s: float | None = None
     admit_late: bool | None = None
+    strategy: str | None = Field(
+        default=None, max_length=64, description="fedavg | median | trimmed-mean[:fraction]"
+    )
+    clip_norm: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="0: off; > 0: clip each update"
+    )
 
 
 class KickBody(Body):
@@ -121,6 +130,7 @@ class ClientViewJson(Body):
     bytes_down: int
     last_seen_s: float
     reason: str = ""
+    key_id: str = ""  # the enrolment key the client joined with ("": none)
 
 
 class RoundRecordJson(Body):
@@ -137,6 +147,8 @@ class RoundRecordJson(Body):
     bytes_down: int
     duration_s: float
     train_loss: float | None = None
+    excluded: list[str] = []
+    reason: str = ""
 
 
 class StatusJson(Body):
@@ -238,6 +250,7 @@ def _record_to_json(record: RoundRecord) -> RoundRecordJson:
             **fields,
             "participants": list(record.participants),
             "selected": list(record.selected),
+            "excluded": list(record.excluded),
             "accuracy": _finite(record.accuracy),
             "loss": _finite(record.loss),
             "train_loss": _finite(record.train_loss),
@@ -251,6 +264,7 @@ def _record_from_json(body: RoundRecordJson) -> RoundRecord:
             **body.model_dump(),
             "participants": tuple(body.participants),
             "selected": tuple(body.selected),
+            "excluded": tuple(body.excluded),
             "accuracy": _nan(body.accuracy),
             "loss": _nan(body.loss),
             "train_loss": _nan(body.train_loss),

@@ -97,7 +97,7 @@ async def test_each_bad_call_gets_its_status_and_a_problem_body(
                 http, headers, task, raw.encode({"w": torch.zeros(1)}), raw.media_type
             ),
             422,
-            "invalid_update",
+            "update_layout_mismatch",  # refused from the header, before the tensors are built
         ),
         (
             await post_update(http, headers, task, raw.encode(nan_model), raw.media_type),

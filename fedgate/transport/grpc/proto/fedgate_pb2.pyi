@@ -6,9 +6,16 @@ fedgate wire contract, version 1.
 One Federation service for clients and one Operator service for the people running a
 federation. The REST adapter (/api/v1) mirrors every operation here.
 
+Join carries the client's enrolment key as metadata (unless the server runs with
+`--enrolment open`):
+  authorization: Bearer fgk_<key id>_<secret>
 Client calls after Join carry two metadata entries:
   fedgate-client-id: <client_id>      authorization: Bearer <token>
-Operator calls carry `authorization: Bearer <admin token>`.
+Operator calls (all but Login) carry `authorization: Bearer <token>`: a session token
+from Login, or the server's admin token (--admin-token), which acts as an admin.
+Roles nest: viewer (GetStatus, WatchStatus) < operator (+ Pause, Resume, Stop,
+UpdateConfig, Kick) < admin (+ keys and users). No credential: UNAUTHENTICATED; a
+role that does not allow the call: PERMISSION_DENIED.
 Errors use standard gRPC status codes, and the trailing metadata entry
 `fedgate-error-code` names the precise fedgate error (e.g. "round_closed").
 """
@@ -478,6 +485,8 @@ class ConfigChange(_message.Message):
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     ADMIT_LATE_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    CLIP_NORM_FIELD_NUMBER: _builtins.int
     rounds: _builtins.int
     clients_per_round: _builtins.int
     min_clients: _builtins.int
@@ -488,6 +497,8 @@ class ConfigChange(_message.Message):
     heartbeat_interval_s: _builtins.float
     heartbeat_timeout_s: _builtins.float
     admit_late: _builtins.bool
+    strategy: _builtins.str
+    clip_norm: _builtins.float
     def __init__(
         self,
         *,
@@ -501,10 +512,12 @@ class ConfigChange(_message.Message):
         heartbeat_interval_s: _builtins.float | None = ...,
         heartbeat_timeout_s: _builtins.float | None = ...,
         admit_late: _builtins.bool | None = ...,
+        strategy: _builtins.str | None = ...,
+        clip_norm: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_admit_late", b"_admit_late", "_batch_size", b"_batch_size", "_clients_per_round", b"_clients_per_round", "_heartbeat_interval_s", b"_heartbeat_interval_s", "_heartbeat_timeout_s", b"_heartbeat_timeout_s", "_learning_rate", b"_learning_rate", "_local_epochs", b"_local_epochs", "_min_clients", b"_min_clients", "_round_deadline_s", b"_round_deadline_s", "_rounds", b"_rounds", "admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_admit_late", b"_admit_late", "_batch_size", b"_batch_size", "_clients_per_round", b"_clients_per_round", "_clip_norm", b"_clip_norm", "_heartbeat_interval_s", b"_heartbeat_interval_s", "_heartbeat_timeout_s", b"_heartbeat_timeout_s", "_learning_rate", b"_learning_rate", "_local_epochs", b"_local_epochs", "_min_clients", b"_min_clients", "_round_deadline_s", b"_round_deadline_s", "_rounds", b"_rounds", "_strategy", b"_strategy", "admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "clip_norm", b"clip_norm", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds", "strategy", b"strategy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_admit_late", b"_admit_late", "_batch_size", b"_batch_size", "_clients_per_round", b"_clients_per_round", "_heartbeat_interval_s", b"_heartbeat_interval_s", "_heartbeat_timeout_s", b"_heartbeat_timeout_s", "_learning_rate", b"_learning_rate", "_local_epochs", b"_local_epochs", "_min_clients", b"_min_clients", "_round_deadline_s", b"_round_deadline_s", "_rounds", b"_rounds", "admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_admit_late", b"_admit_late", "_batch_size", b"_batch_size", "_clients_per_round", b"_clients_per_round", "_clip_norm", b"_clip_norm", "_heartbeat_interval_s", b"_heartbeat_interval_s", "_heartbeat_timeout_s", b"_heartbeat_timeout_s", "_learning_rate", b"_learning_rate", "_local_epochs", b"_local_epochs", "_min_clients", b"_min_clients", "_round_deadline_s", b"_round_deadline_s", "_rounds", b"_rounds", "_strategy", b"_strategy", "admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "clip_norm", b"clip_norm", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__admit_late: _TypeAlias = _typing.Literal["admit_late"]  # noqa: Y015
     _WhichOneofArgType__admit_late: _TypeAlias = _typing.Literal["_admit_late", b"_admit_late"]  # noqa: Y015
@@ -512,6 +525,8 @@ class ConfigChange(_message.Message):
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
     _WhichOneofReturnType__clients_per_round: _TypeAlias = _typing.Literal["clients_per_round"]  # noqa: Y015
     _WhichOneofArgType__clients_per_round: _TypeAlias = _typing.Literal["_clients_per_round", b"_clients_per_round"]  # noqa: Y015
+    _WhichOneofReturnType__clip_norm: _TypeAlias = _typing.Literal["clip_norm"]  # noqa: Y015
+    _WhichOneofArgType__clip_norm: _TypeAlias = _typing.Literal["_clip_norm", b"_clip_norm"]  # noqa: Y015
     _WhichOneofReturnType__heartbeat_interval_s: _TypeAlias = _typing.Literal["heartbeat_interval_s"]  # noqa: Y015
     _WhichOneofArgType__heartbeat_interval_s: _TypeAlias = _typing.Literal["_heartbeat_interval_s", b"_heartbeat_interval_s"]  # noqa: Y015
     _WhichOneofReturnType__heartbeat_timeout_s: _TypeAlias = _typing.Literal["heartbeat_timeout_s"]  # noqa: Y015
@@ -526,12 +541,16 @@ class ConfigChange(_message.Message):
     _WhichOneofArgType__round_deadline_s: _TypeAlias = _typing.Literal["_round_deadline_s", b"_round_deadline_s"]  # noqa: Y015
     _WhichOneofReturnType__rounds: _TypeAlias = _typing.Literal["rounds"]  # noqa: Y015
     _WhichOneofArgType__rounds: _TypeAlias = _typing.Literal["_rounds", b"_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__strategy: _TypeAlias = _typing.Literal["strategy"]  # noqa: Y015
+    _WhichOneofArgType__strategy: _TypeAlias = _typing.Literal["_strategy", b"_strategy"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__admit_late) -> _WhichOneofReturnType__admit_late | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__clients_per_round) -> _WhichOneofReturnType__clients_per_round | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clip_norm) -> _WhichOneofReturnType__clip_norm | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__heartbeat_interval_s) -> _WhichOneofReturnType__heartbeat_interval_s | None: ...
     @_typing.overload
@@ -546,6 +565,8 @@ class ConfigChange(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__round_deadline_s) -> _WhichOneofReturnType__round_deadline_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rounds) -> _WhichOneofReturnType__rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strategy) -> _WhichOneofReturnType__strategy | None: ...
 
 Global___ConfigChange: _TypeAlias = ConfigChange  # noqa: Y015
 
@@ -564,6 +585,8 @@ class RunConfig(_message.Message):
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     ADMIT_LATE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    CLIP_NORM_FIELD_NUMBER: _builtins.int
     rounds: _builtins.int
     clients_per_round: _builtins.int
     min_clients: _builtins.int
@@ -575,6 +598,10 @@ class RunConfig(_message.Message):
     heartbeat_timeout_s: _builtins.float
     admit_late: _builtins.bool
     seed: _builtins.int
+    strategy: _builtins.str
+    """fedavg | median | trimmed-mean[:fraction]"""
+    clip_norm: _builtins.float
+    """> 0: each update's difference to the model is clipped to this norm"""
     def __init__(
         self,
         *,
@@ -589,10 +616,12 @@ class RunConfig(_message.Message):
         heartbeat_timeout_s: _builtins.float = ...,
         admit_late: _builtins.bool = ...,
         seed: _builtins.int = ...,
+        strategy: _builtins.str = ...,
+        clip_norm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admit_late", b"admit_late", "batch_size", b"batch_size", "clients_per_round", b"clients_per_round", "clip_norm", b"clip_norm", "heartbeat_interval_s", b"heartbeat_interval_s", "heartbeat_timeout_s", b"heartbeat_timeout_s", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_clients", b"min_clients", "round_deadline_s", b"round_deadline_s", "rounds", b"rounds", "seed", b"seed", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -635,6 +664,7 @@ class ClientView(_message.Message):
     BYTES_DOWN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_S_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     name: _builtins.str
     state: _builtins.str
@@ -646,6 +676,8 @@ class ClientView(_message.Message):
     bytes_down: _builtins.int
     last_seen_s: _builtins.float
     reason: _builtins.str
+    key_id: _builtins.str
+    """the enrolment key the client joined with; empty: none"""
     def __init__(
         self,
         *,
@@ -660,10 +692,11 @@ class ClientView(_message.Message):
         bytes_down: _builtins.int = ...,
         last_seen_s: _builtins.float = ...,
         reason: _builtins.str = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "client_id", b"client_id", "codec", b"codec", "last_seen_s", b"last_seen_s", "name", b"name", "num_examples", b"num_examples", "reason", b"reason", "rounds_completed", b"rounds_completed", "state", b"state", "transport", b"transport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "client_id", b"client_id", "codec", b"codec", "key_id", b"key_id", "last_seen_s", b"last_seen_s", "name", b"name", "num_examples", b"num_examples", "reason", b"reason", "rounds_completed", b"rounds_completed", "state", b"state", "transport", b"transport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -686,6 +719,8 @@ class RoundRecord(_message.Message):
     BYTES_DOWN_FIELD_NUMBER: _builtins.int
     DURATION_S_FIELD_NUMBER: _builtins.int
     TRAIN_LOSS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     attempt: _builtins.int
     outcome: _builtins.str
@@ -698,10 +733,18 @@ class RoundRecord(_message.Message):
     bytes_down: _builtins.int
     duration_s: _builtins.float
     train_loss: _builtins.float
+    reason: _builtins.str
+    """why the attempt was retried or abandoned"""
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def selected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Clients whose updates made the aggregate unpublishable (NaN/Inf, or exploding): the
+        attempt is retried without them.
+        """
+
     def __init__(
         self,
         *,
@@ -718,10 +761,12 @@ class RoundRecord(_message.Message):
         bytes_down: _builtins.int = ...,
         duration_s: _builtins.float = ...,
         train_loss: _builtins.float = ...,
+        excluded: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "attempt", b"attempt", "bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "duration_s", b"duration_s", "loss", b"loss", "model_version", b"model_version", "num_examples", b"num_examples", "outcome", b"outcome", "participants", b"participants", "round", b"round", "selected", b"selected", "train_loss", b"train_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "attempt", b"attempt", "bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "duration_s", b"duration_s", "excluded", b"excluded", "loss", b"loss", "model_version", b"model_version", "num_examples", b"num_examples", "outcome", b"outcome", "participants", b"participants", "reason", b"reason", "round", b"round", "selected", b"selected", "train_loss", b"train_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -831,3 +876,373 @@ class Status(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Status: _TypeAlias = Status  # noqa: Y015
+
+@_typing.final
+class CreateKeyRequest(_message.Message):
+    """---- enrolment keys and accounts (Operator) ----------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_CLIENTS_FIELD_NUMBER: _builtins.int
+    MAX_NUM_EXAMPLES_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_S_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    max_clients: _builtins.int
+    """clients active under the key at once, >= 1"""
+    max_num_examples: _builtins.int
+    """the largest num_examples a client may claim, 1..2^31"""
+    expires_in_s: _builtins.float
+    """absent: the key does not expire"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        max_clients: _builtins.int = ...,
+        max_num_examples: _builtins.int = ...,
+        expires_in_s: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expires_in_s", b"_expires_in_s", "expires_in_s", b"expires_in_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expires_in_s", b"_expires_in_s", "expires_in_s", b"expires_in_s", "max_clients", b"max_clients", "max_num_examples", b"max_num_examples", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expires_in_s: _TypeAlias = _typing.Literal["expires_in_s"]  # noqa: Y015
+    _WhichOneofArgType__expires_in_s: _TypeAlias = _typing.Literal["_expires_in_s", b"_expires_in_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_in_s) -> _WhichOneofReturnType__expires_in_s | None: ...
+
+Global___CreateKeyRequest: _TypeAlias = CreateKeyRequest  # noqa: Y015
+
+@_typing.final
+class EnrolmentKey(_message.Message):
+    """A key as operators see it: never its secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_CLIENTS_FIELD_NUMBER: _builtins.int
+    MAX_NUM_EXAMPLES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    name: _builtins.str
+    max_clients: _builtins.int
+    max_num_examples: _builtins.int
+    created_at: _builtins.float
+    """Unix time, like every time here"""
+    expires_at: _builtins.float
+    revoked_at: _builtins.float
+    state: _builtins.str
+    """active | expired | revoked"""
+    clients: _builtins.int
+    """clients active under the key now"""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        max_clients: _builtins.int = ...,
+        max_num_examples: _builtins.int = ...,
+        created_at: _builtins.float = ...,
+        expires_at: _builtins.float | None = ...,
+        revoked_at: _builtins.float | None = ...,
+        state: _builtins.str = ...,
+        clients: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at", "_revoked_at", b"_revoked_at", "expires_at", b"expires_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at", "_revoked_at", b"_revoked_at", "clients", b"clients", "created_at", b"created_at", "expires_at", b"expires_at", "key_id", b"key_id", "max_clients", b"max_clients", "max_num_examples", b"max_num_examples", "name", b"name", "revoked_at", b"revoked_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expires_at: _TypeAlias = _typing.Literal["expires_at"]  # noqa: Y015
+    _WhichOneofArgType__expires_at: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at"]  # noqa: Y015
+    _WhichOneofReturnType__revoked_at: _TypeAlias = _typing.Literal["revoked_at"]  # noqa: Y015
+    _WhichOneofArgType__revoked_at: _TypeAlias = _typing.Literal["_revoked_at", b"_revoked_at"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_at) -> _WhichOneofReturnType__expires_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__revoked_at) -> _WhichOneofReturnType__revoked_at | None: ...
+
+Global___EnrolmentKey: _TypeAlias = EnrolmentKey  # noqa: Y015
+
+@_typing.final
+class CreatedKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """fgk_<key id>_<secret>: give it to the client owners"""
+    @_builtins.property
+    def key(self) -> Global___EnrolmentKey: ...
+    def __init__(
+        self,
+        *,
+        key: Global___EnrolmentKey | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatedKey: _TypeAlias = CreatedKey  # noqa: Y015
+
+@_typing.final
+class ListKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeysRequest: _TypeAlias = ListKeysRequest  # noqa: Y015
+
+@_typing.final
+class KeyList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnrolmentKey]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___EnrolmentKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyList: _TypeAlias = KeyList  # noqa: Y015
+
+@_typing.final
+class RevokeKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeKeyRequest: _TypeAlias = RevokeKeyRequest  # noqa: Y015
+
+@_typing.final
+class LoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    password: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+
+@_typing.final
+class LoginReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_S_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """send as `authorization: Bearer <token>`"""
+    name: _builtins.str
+    role: _builtins.str
+    """viewer | operator | admin"""
+    expires_in_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        expires_in_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in_s", b"expires_in_s", "name", b"name", "role", b"role", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginReply: _TypeAlias = LoginReply  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutReply: _TypeAlias = LogoutReply  # noqa: Y015
+
+@_typing.final
+class AddUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    password: _builtins.str
+    role: _builtins.str
+    """viewer | operator | admin"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        password: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddUserRequest: _TypeAlias = AddUserRequest  # noqa: Y015
+
+@_typing.final
+class User(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    role: _builtins.str
+    created_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___User: _TypeAlias = User  # noqa: Y015
+
+@_typing.final
+class ListUsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
+
+@_typing.final
+class UserList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]: ...
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserList: _TypeAlias = UserList  # noqa: Y015
+
+@_typing.final
+class RemoveUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserRequest: _TypeAlias = RemoveUserRequest  # noqa: Y015
+
+@_typing.final
+class RemoveUserReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserReply: _TypeAlias = RemoveUserReply  # noqa: Y015

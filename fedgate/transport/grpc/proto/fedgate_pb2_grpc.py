@@ -70,7 +70,11 @@ class FederationServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Join(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Needs `authorization: Bearer <enrolment key>` metadata: a missing, wrong, expired or
+        revoked key is UNAUTHENTICATED; a full key FAILED_PRECONDITION; num_examples above
+        the key's limit PERMISSION_DENIED; too many joins from one address or with one key
+        RESOURCE_EXHAUSTED (fedgate-error-code: rate_limited).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -359,6 +363,46 @@ class OperatorStub:
                 request_serializer=fedgate_dot_v1_dot_fedgate__pb2.KickRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.Status.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/fedgate.v1.Operator/CreateKey',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.CreatedKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/fedgate.v1.Operator/ListKeys',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.KeyList.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/fedgate.v1.Operator/RevokeKey',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.EnrolmentKey.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/fedgate.v1.Operator/Login',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.LoginRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.LoginReply.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/fedgate.v1.Operator/Logout',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.LogoutReply.FromString,
+                _registered_method=True)
+        self.AddUser = channel.unary_unary(
+                '/fedgate.v1.Operator/AddUser',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.AddUserRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/fedgate.v1.Operator/ListUsers',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.UserList.FromString,
+                _registered_method=True)
+        self.RemoveUser = channel.unary_unary(
+                '/fedgate.v1.Operator/RemoveUser',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.RemoveUserRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.RemoveUserReply.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -407,6 +451,58 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """Enrolment keys (admin). CreateKey's reply holds the key's secret: it is never shown
+        again. Revoking a key drops the clients that joined with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Accounts. Login needs no credential and returns a session token; Logout ends the
+        session whose token the call carries; the user calls need an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -444,6 +540,46 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.Kick,
                     request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.KickRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_fedgate__pb2.Status.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.CreateKeyRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.CreatedKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.ListKeysRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.KeyList.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.EnrolmentKey.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.LoginRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.LoginReply.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.LogoutRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.LogoutReply.SerializeToString,
+            ),
+            'AddUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddUser,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.AddUserRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.ListUsersRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.UserList.SerializeToString,
+            ),
+            'RemoveUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveUser,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.RemoveUserRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.RemoveUserReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -635,6 +771,222 @@ class Operator:
             '/fedgate.v1.Operator/Kick',
             fedgate_dot_v1_dot_fedgate__pb2.KickRequest.SerializeToString,
             fedgate_dot_v1_dot_fedgate__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/CreateKey',
+            fedgate_dot_v1_dot_fedgate__pb2.CreateKeyRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.CreatedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/ListKeys',
+            fedgate_dot_v1_dot_fedgate__pb2.ListKeysRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.KeyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/RevokeKey',
+            fedgate_dot_v1_dot_fedgate__pb2.RevokeKeyRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.EnrolmentKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/Login',
+            fedgate_dot_v1_dot_fedgate__pb2.LoginRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.LoginReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/Logout',
+            fedgate_dot_v1_dot_fedgate__pb2.LogoutRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.LogoutReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/AddUser',
+            fedgate_dot_v1_dot_fedgate__pb2.AddUserRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/ListUsers',
+            fedgate_dot_v1_dot_fedgate__pb2.ListUsersRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.UserList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Operator/RemoveUser',
+            fedgate_dot_v1_dot_fedgate__pb2.RemoveUserRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.RemoveUserReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,9 +6,16 @@ fedgate wire contract, version 1.
 One Federation service for clients and one Operator service for the people running a
 federation. The REST adapter (/api/v1) mirrors every operation here.
 
+Join carries the client's enrolment key as metadata (unless the server runs with
+`--enrolment open`):
+  authorization: Bearer fgk_<key id>_<secret>
 Client calls after Join carry two metadata entries:
   fedgate-client-id: <client_id>      authorization: Bearer <token>
-Operator calls carry `authorization: Bearer <admin token>`.
+Operator calls (all but Login) carry `authorization: Bearer <token>`: a session token
+from Login, or the server's admin token (--admin-token), which acts as an admin.
+Roles nest: viewer (GetStatus, WatchStatus) < operator (+ Pause, Resume, Stop,
+UpdateConfig, Kick) < admin (+ keys and users). No credential: UNAUTHENTICATED; a
+role that does not allow the call: PERMISSION_DENIED.
 Errors use standard gRPC status codes, and the trailing metadata entry
 `fedgate-error-code` names the precise fedgate error (e.g. "round_closed").
 """
@@ -42,6 +49,11 @@ class FederationStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FederationAsyncStub: ...
     Join: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.JoinRequest, _fedgate_pb2.JoinReply]
+    """Needs `authorization: Bearer <enrolment key>` metadata: a missing, wrong, expired or
+    revoked key is UNAUTHENTICATED; a full key FAILED_PRECONDITION; num_examples above
+    the key's limit PERMISSION_DENIED; too many joins from one address or with one key
+    RESOURCE_EXHAUSTED (fedgate-error-code: rate_limited).
+    """
     NextTask: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.NextTaskRequest, _fedgate_pb2.Task]
     """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds."""
     FetchModel: _grpc.UnaryStreamMultiCallable[_fedgate_pb2.FetchModelRequest, _fedgate_pb2.ModelChunk]
@@ -55,6 +67,11 @@ class FederationStub:
 class FederationAsyncStub(FederationStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Join: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.JoinRequest, _fedgate_pb2.JoinReply]  # type: ignore[assignment]
+    """Needs `authorization: Bearer <enrolment key>` metadata: a missing, wrong, expired or
+    revoked key is UNAUTHENTICATED; a full key FAILED_PRECONDITION; num_examples above
+    the key's limit PERMISSION_DENIED; too many joins from one address or with one key
+    RESOURCE_EXHAUSTED (fedgate-error-code: rate_limited).
+    """
     NextTask: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.NextTaskRequest, _fedgate_pb2.Task]  # type: ignore[assignment]
     """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds."""
     FetchModel: _aio.UnaryStreamMultiCallable[_fedgate_pb2.FetchModelRequest, _fedgate_pb2.ModelChunk]  # type: ignore[assignment]
@@ -70,7 +87,12 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _fedgate_pb2.JoinRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_fedgate_pb2.JoinReply, _abc.Awaitable[_fedgate_pb2.JoinReply]]: ...
+    ) -> _typing.Union[_fedgate_pb2.JoinReply, _abc.Awaitable[_fedgate_pb2.JoinReply]]:
+        """Needs `authorization: Bearer <enrolment key>` metadata: a missing, wrong, expired or
+        revoked key is UNAUTHENTICATED; a full key FAILED_PRECONDITION; num_examples above
+        the key's limit PERMISSION_DENIED; too many joins from one address or with one key
+        RESOURCE_EXHAUSTED (fedgate-error-code: rate_limited).
+        """
 
     @_abc_1.abstractmethod
     def NextTask(
@@ -125,6 +147,20 @@ class OperatorStub:
     Stop: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.ControlRequest, _fedgate_pb2.Status]
     UpdateConfig: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.ConfigChange, _fedgate_pb2.Status]
     Kick: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.KickRequest, _fedgate_pb2.Status]
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.CreateKeyRequest, _fedgate_pb2.CreatedKey]
+    """Enrolment keys (admin). CreateKey's reply holds the key's secret: it is never shown
+    again. Revoking a key drops the clients that joined with it.
+    """
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.ListKeysRequest, _fedgate_pb2.KeyList]
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.RevokeKeyRequest, _fedgate_pb2.EnrolmentKey]
+    Login: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.LoginRequest, _fedgate_pb2.LoginReply]
+    """Accounts. Login needs no credential and returns a session token; Logout ends the
+    session whose token the call carries; the user calls need an admin.
+    """
+    Logout: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.LogoutRequest, _fedgate_pb2.LogoutReply]
+    AddUser: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.AddUserRequest, _fedgate_pb2.User]
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.ListUsersRequest, _fedgate_pb2.UserList]
+    RemoveUser: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.RemoveUserRequest, _fedgate_pb2.RemoveUserReply]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -137,6 +173,20 @@ class OperatorAsyncStub(OperatorStub):
     Stop: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.ControlRequest, _fedgate_pb2.Status]  # type: ignore[assignment]
     UpdateConfig: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.ConfigChange, _fedgate_pb2.Status]  # type: ignore[assignment]
     Kick: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.KickRequest, _fedgate_pb2.Status]  # type: ignore[assignment]
+    CreateKey: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.CreateKeyRequest, _fedgate_pb2.CreatedKey]  # type: ignore[assignment]
+    """Enrolment keys (admin). CreateKey's reply holds the key's secret: it is never shown
+    again. Revoking a key drops the clients that joined with it.
+    """
+    ListKeys: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.ListKeysRequest, _fedgate_pb2.KeyList]  # type: ignore[assignment]
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.RevokeKeyRequest, _fedgate_pb2.EnrolmentKey]  # type: ignore[assignment]
+    Login: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.LoginRequest, _fedgate_pb2.LoginReply]  # type: ignore[assignment]
+    """Accounts. Login needs no credential and returns a session token; Logout ends the
+    session whose token the call carries; the user calls need an admin.
+    """
+    Logout: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.LogoutRequest, _fedgate_pb2.LogoutReply]  # type: ignore[assignment]
+    AddUser: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.AddUserRequest, _fedgate_pb2.User]  # type: ignore[assignment]
+    ListUsers: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.ListUsersRequest, _fedgate_pb2.UserList]  # type: ignore[assignment]
+    RemoveUser: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.RemoveUserRequest, _fedgate_pb2.RemoveUserReply]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -188,5 +238,67 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _fedgate_pb2.KickRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fedgate_pb2.Status, _abc.Awaitable[_fedgate_pb2.Status]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _fedgate_pb2.CreateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.CreatedKey, _abc.Awaitable[_fedgate_pb2.CreatedKey]]:
+        """Enrolment keys (admin). CreateKey's reply holds the key's secret: it is never shown
+        again. Revoking a key drops the clients that joined with it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _fedgate_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.KeyList, _abc.Awaitable[_fedgate_pb2.KeyList]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _fedgate_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.EnrolmentKey, _abc.Awaitable[_fedgate_pb2.EnrolmentKey]]: ...
+
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _fedgate_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.LoginReply, _abc.Awaitable[_fedgate_pb2.LoginReply]]:
+        """Accounts. Login needs no credential and returns a session token; Logout ends the
+        session whose token the call carries; the user calls need an admin.
+        """
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _fedgate_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.LogoutReply, _abc.Awaitable[_fedgate_pb2.LogoutReply]]: ...
+
+    @_abc_1.abstractmethod
+    def AddUser(
+        self,
+        request: _fedgate_pb2.AddUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.User, _abc.Awaitable[_fedgate_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _fedgate_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.UserList, _abc.Awaitable[_fedgate_pb2.UserList]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveUser(
+        self,
+        request: _fedgate_pb2.RemoveUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.RemoveUserReply, _abc.Awaitable[_fedgate_pb2.RemoveUserReply]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,127 @@
+"""Uploads are admitted from their header before any body byte is read, bounded in size by
+the model and codec, capped in number, and a silent participant leaves its round early."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fedgate.codecs import get_codec
+from fedgate.core.config import RunConfig
+from fedgate.core.federation import Federation
+from fedgate.core.messages import ClientState, UpdateHeader
+from fedgate.errors import (
+    DuplicateUpdate,
+    InvalidUpdate,
+    Overloaded,
+    PayloadTooLarge,
+    RoundClosed,
+    Unauthorized,
+)
+from tests.conftest import join, tiny_model, until
+
+
+def header(round_id: str, num_examples: int = 10, codec: str = "raw") -> UpdateHeader:
+    return UpdateHeader(round_id=round_id, model_version=0, num_examples=num_examples, codec=codec)
+
+
+async def test_a_header_is_judged_before_any_body(federation: Federation) -> None:
+    federation.start()
+    a, _b = await join(federation, "a"), await join(federation, "b")
+    task = await a.train_task()
+    with pytest.raises(Unauthorized):
+        await federation.begin_update(a.client_id, "forged", header(task.round_id))
+    with pytest.raises(InvalidUpdate, match="num_examples 2147483649 exceeds"):
+        await federation.begin_update(a.client_id, a.token, header(task.round_id, 2**31 + 1))
+    with pytest.raises(PayloadTooLarge, match="raw"):
+        await federation.begin_update(a.client_id, a.token, header(task.round_id), 1 << 30)
+    # none of that left the client uploading: it may still send its update
+    assert federation.clients.get(a.client_id).state is ClientState.TRAINING
+    permit = await federation.begin_update(a.client_id, a.token, header(task.round_id))
+    assert federation.clients.get(a.client_id).state is ClientState.UPLOADING
+    with pytest.raises(DuplicateUpdate):  # one upload at a time per client
+        await federation.begin_update(a.client_id, a.token, header(task.round_id))
+    federation.abandon_update(permit)  # the body never came
+    assert federation.clients.get(a.client_id).state is ClientState.TRAINING
+    await a.send(task, tiny_model(1.0))
+    assert federation.clients.get(a.client_id).state is ClientState.FINISHED
+
+
+async def test_the_body_limit_is_a_small_multiple_of_the_model_in_its_codec(
+    federation: Federation,
+) -> None:
+    federation.start()
+    a, _b = await join(federation, "a"), await join(federation, "b")
+    task = await a.train_task()
+    for codec in ("raw", "json", "bf16-zstd"):
+        permit = await federation.begin_update(
+            a.client_id, a.token, header(task.round_id, codec=codec)
+        )
+        encoded = len(get_codec(codec).encode(tiny_model()))
+        assert encoded < permit.max_bytes < 4 * encoded + (128 << 10)
+        with pytest.raises(PayloadTooLarge):
+            await federation.finish_update(permit, b"\0" * (permit.max_bytes + 1))
+        assert federation.clients.get(a.client_id).state is ClientState.TRAINING
+
+
+async def test_concurrent_uploads_are_capped() -> None:
+    config = RunConfig(rounds=1, min_clients=3, round_deadline_s=30.0)
+    federation = Federation(tiny_model(), config, max_concurrent_uploads=2)
+    federation.start()
+    try:
+        players = [await join(federation, name) for name in "abc"]
+        tasks = [await p.train_task() for p in players]
+        permits = [
+            await federation.begin_update(p.client_id, p.token, header(t.round_id))
+            for p, t in zip(players[:2], tasks[:2], strict=True)
+        ]
+        with pytest.raises(Overloaded):
+            await federation.begin_update(players[2].client_id, players[2].token, header("1.1"))
+        federation.abandon_update(permits[0])
+        third = await federation.begin_update(
+            players[2].client_id, players[2].token, header(tasks[2].round_id)
+        )
+        federation.abandon_update(third)
+        federation.abandon_update(permits[1])
+    finally:
+        await federation.close()
+
+
+async def test_a_silent_participant_leaves_its_round_long_before_the_deadline() -> None:
+    config = RunConfig(
+        rounds=2,
+        min_clients=2,
+        round_deadline_s=60.0,
+        heartbeat_interval_s=0.2,
+        heartbeat_timeout_s=30.0,
+    )
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    try:
+        a, b, quiet = [await join(federation, n) for n in ("a", "b", "quiet")]
+        tasks = [await p.train_task() for p in (a, b)]
+        round_ = federation.round
+        assert round_ is not None and quiet.client_id in round_.selected
+        # "quiet" joined and never asks for its task, never beats: out within ~1 s, while
+        # the others, beating, stay in
+        for _ in range(300):
+            if quiet.client_id in round_.dropped:
+                break
+            await a.heartbeat()
+            await b.heartbeat()
+            await asyncio.sleep(0.01)
+        assert round_.dropped == {quiet.client_id}
+        with pytest.raises(RoundClosed, match="dropped"):
+            await federation.begin_update(quiet.client_id, quiet.token, header(tasks[0].round_id))
+        for player, task in zip((a, b), tasks, strict=True):
+            await player.send(task, tiny_model(1.0))
+        await until(lambda: federation.models.version == 1, within_s=5.0)
+        record = federation.history[-1]
+        assert record.outcome == "completed" and quiet.client_id not in record.participants
+        assert record.duration_s < 5.0
+        # still a member, only taken out of that round: the next one selects it again
+        assert not federation.clients.get(quiet.client_id).gone
+        assert (await quiet.train_task()).round == 2
+    finally:
+        await federation.close()
