@@ -65,6 +65,8 @@ def round_entry(record: RoundRecord) -> dict[str, Any]:
         "bytes_up": record.bytes_up,
         "bytes_down": record.bytes_down,
         "duration_s": record.duration_s,
+        "excluded": list(record.excluded),
+        "reason": record.reason,
     }
 
 

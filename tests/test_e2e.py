@@ -19,15 +19,19 @@ from fedgate.simulation import SimConfig
 
 DEADLINE_S = 15.0
 HEARTBEAT_TIMEOUT_S = 25.0
+HEARTBEAT_INTERVAL_S = 8.0
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    # The heartbeat timeout outlasts the deadline: a client killed mid-round is waited for
-    # until the deadline, and the round then closes with the rest.
+    # The heartbeat timeout, and the silence (2.5 heartbeat intervals) after which a
+    # selected client leaves its round, outlast the deadline: a client stopped or killed
+    # mid-round is waited for until the deadline, and the round then closes with the rest.
+    # (tests/core/test_uploads.py shows a silent participant leaving its round early.)
     options = (
         f"--rounds 6 --min-clients 3 --deadline {DEADLINE_S} --local-epochs 3 "
-        f"--heartbeat-interval 0.5 --heartbeat-timeout {HEARTBEAT_TIMEOUT_S} --exit-when-done"
+        f"--heartbeat-interval {HEARTBEAT_INTERVAL_S} --heartbeat-timeout {HEARTBEAT_TIMEOUT_S} "
+        "--exit-when-done"
     ).split()
     process = start_server(
         [*options, "--results", str(tmp_path / "results.json")],

@@ -81,8 +81,11 @@ def test_sim_passes_its_run_options_through_to_the_server_it_starts() -> None:
     assert RunConfig(**{name: args[name] for name in FIELDS}) == config.run_config()
     sim = vars(build_parser().parse_args(["sim", "--strategy", "median", "--clip-norm", "0.75"]))
     assert (sim["strategy"], sim["clip_norm"]) == ("median", 0.75)
+    # sim's own options for run fields (it has none for some, e.g. the heartbeat) default
+    # as SimConfig does
     defaults = vars(build_parser().parse_args(["sim"]))
-    shared = {f.name for f in dataclasses.fields(SimConfig)} & set(FIELDS)
+    shared = {f.name for f in dataclasses.fields(SimConfig)} & set(FIELDS) & set(defaults)
+    assert {"strategy", "clip_norm", "rounds", "learning_rate"} <= shared
     assert {name: defaults[name] for name in shared} == {
         name: getattr(SimConfig(), name) for name in shared
     }

@@ -63,6 +63,10 @@ class TensorLayout:
 HEADER_BASE_BYTES = 1024
 HEADER_ENTRY_BYTES = 256
 HEADER_DIM_BYTES = 24
+# Entries beyond the layout a decoder still parses, so that a mismatch can name them
+# (``unexpected 'x'``) rather than only count them; headers have room for them.
+NAMED_EXTRAS = 16
+EXTRA_ENTRY_BYTES = HEADER_ENTRY_BYTES + 64
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ class DecodeLimits:
 
 
 def header_budget(layout: Sequence[TensorLayout]) -> int:
-    """The most header bytes an honest payload of ``layout`` needs, in any codec.
+    """The most header bytes an honest payload of ``layout`` needs, in any codec, with
+    room for `NAMED_EXTRAS` short entries more.
 
     Names are counted as JSON writes them (escapes included), so a header an honest
     encoder wrote always fits, and a header padded to smuggle work in never does.
@@ -107,7 +112,7 @@ def header_budget(layout: Sequence[TensorLayout]) -> int:
         HEADER_ENTRY_BYTES + len(json.dumps(entry.name)) + HEADER_DIM_BYTES * len(entry.shape)
         for entry in layout
     )
-    return HEADER_BASE_BYTES + entries
+    return HEADER_BASE_BYTES + entries + NAMED_EXTRAS * EXTRA_ENTRY_BYTES
 
 
 DEFAULT_LIMITS = DecodeLimits()

@@ -211,6 +211,10 @@ def check_specs(codec: str, specs: Sequence[TensorSpec], limits: DecodeLimits) -
     if len(set(names)) != len(names):
         raise CodecError(codec, "duplicate tensor names in payload")
     layouts.check_layout(codec, specs, limits)
+    if len(specs) > limits.max_tensors:
+        raise DecodedSizeExceeded(
+            codec, f"{len(specs)} tensors exceed the limit of {limits.max_tensors}"
+        )
     decoded = sum(spec.numel * itemsize(spec.dtype) for spec in specs)
     if decoded > limits.max_decoded_bytes:
         raise DecodedSizeExceeded(

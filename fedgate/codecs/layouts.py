@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from fedgate.codecs.base import DecodeLimits, TensorLayout, itemsize
+from fedgate.codecs.base import NAMED_EXTRAS, DecodeLimits, TensorLayout, itemsize
 from fedgate.errors import DecodedSizeExceeded, UpdateLayoutMismatch
 
 if TYPE_CHECKING:  # the container checks its specs here: a runtime import would be circular
@@ -21,14 +21,20 @@ _SHOWN = 5  # names listed in a message; the rest are counted
 
 
 def check_count(codec: str, count: int, limits: DecodeLimits) -> None:
-    """Refuse more tensor entries than the limits allow, before any is parsed."""
-    if count <= limits.max_tensors:
-        return
+    """Refuse far more tensor entries than the limits allow, before any is parsed.
+
+    Against a layout, a few extra entries are let through to `check_layout`, which names
+    them; beyond that, the count alone is refused.
+    """
     if limits.layout is not None:
-        raise UpdateLayoutMismatch(
-            f"codec {codec!r}: update has {count} tensors, the model has {len(limits.layout)}"
+        if count > len(limits.layout) + NAMED_EXTRAS:
+            raise UpdateLayoutMismatch(
+                f"codec {codec!r}: update has {count} tensors, the model has {len(limits.layout)}"
+            )
+    elif count > limits.max_tensors:
+        raise DecodedSizeExceeded(
+            codec, f"{count} tensors exceed the limit of {limits.max_tensors}"
         )
-    raise DecodedSizeExceeded(codec, f"{count} tensors exceed the limit of {limits.max_tensors}")
 
 
 def check_layout(codec: str, specs: Sequence[TensorSpec], limits: DecodeLimits) -> None:

@@ -15,6 +15,7 @@ from fedgate.codecs.base import (
     DTYPES,
     MAX_DIMS,
     MAX_NAME_LENGTH,
+    NAMED_EXTRAS,
     DecodeLimits,
     TensorDict,
 )
@@ -106,13 +107,15 @@ def _bounds(limits: DecodeLimits) -> dict[str, int]:
     """
     if limits.layout is None:
         largest, longest = limits.max_decoded_bytes, 4 * MAX_NAME_LENGTH
-    else:
+        tensors = limits.max_tensors
+    else:  # room for a few unknown names, so the mismatch can name them
         largest = max((entry.nbytes for entry in limits.layout), default=0)
         longest = max((len(entry.name.encode()) for entry in limits.layout), default=0)
+        longest, tensors = max(longest, 4 * _LONGEST_WORD), len(limits.layout) + NAMED_EXTRAS
     return {
         "max_bin_len": largest,
         "max_str_len": max(longest, _LONGEST_WORD),
         "max_array_len": MAX_DIMS,
-        "max_map_len": max(limits.max_tensors, _ENTRY_KEYS),
+        "max_map_len": max(tensors, _ENTRY_KEYS),
         "max_ext_len": 0,
     }

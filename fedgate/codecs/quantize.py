@@ -31,6 +31,20 @@ LEVELS = 127
 # 2 * 127 * 2**-24 * scale < 2**-16 * scale.
 ROUNDING_SLACK = 2.0**-16
 _TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+def _largest_scale() -> np.float32:
+    """The largest float32 scale whose 127 steps stay finite in float32."""
+    scale = np.float32(np.finfo(np.float32).max) / np.float32(LEVELS)
+    with np.errstate(over="ignore"):
+        while not np.isfinite(scale * np.float32(LEVELS)):
+            scale = np.nextafter(scale, np.float32(0))
+    return np.float32(scale)
+
+
+# Beyond it a decoded value would overflow to inf: the encoder sends such tensors exactly,
+# the decoder refuses a scale above it.
+MAX_SCALE = _largest_scale()
 _BLOCK = 1 << 15  # elements quantized per step: 128 KiB of float32 scratch
 _SAMPLE = 1 << 14  # elements sampled to estimate the top-k threshold
 Floats = npt.NDArray[np.float32]
@@ -51,7 +65,7 @@ def scales_for(magnitudes: Floats) -> Floats | None:
     if not bool(np.isfinite(magnitudes).all()):  # NaN propagates through max: caught here
         return None
     scales: Floats = magnitudes / np.float32(LEVELS)
-    if bool(((scales < _TINY) & (magnitudes > 0)).any()):
+    if bool(((scales < _TINY) & (magnitudes > 0)).any()) or bool((scales > MAX_SCALE).any()):
         return None
     return scales
 
@@ -79,8 +93,10 @@ def quantize(rows: Floats, scales: Floats) -> npt.NDArray[np.int8]:
 
 
 def check_scales(codec: str, spec: TensorSpec, scales: Floats) -> None:
-    if not bool((np.isfinite(scales) & (scales >= 0)).all()):
-        raise CodecError(codec, f"tensor {spec.name!r}: scales must be finite and >= 0")
+    if not bool((np.isfinite(scales) & (scales >= 0) & (scales <= MAX_SCALE)).all()):
+        raise CodecError(
+            codec, f"tensor {spec.name!r}: scales must be finite, >= 0 and <= {MAX_SCALE}"
+        )
 
 
 def _quantized_spec(codec: str, spec: TensorSpec, kind: str) -> None:

@@ -29,6 +29,7 @@ class RunConfig:
     clip_norm: float = 0.0  # > 0: scale each update's difference to the model to this norm
 
     def __post_init__(self) -> None:
+        _check_bounds(self)
         _check_positive(self, ("rounds", "min_clients", "local_epochs", "batch_size"))
         _check_positive(self, ("round_deadline_s", "learning_rate", "heartbeat_interval_s"))
         if self.clients_per_round < 0:
@@ -82,3 +83,29 @@ def _check_positive(config: RunConfig, names: tuple[str, ...]) -> None:
         value = getattr(config, name)
         if not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+# Every number is bounded where it enters: these values travel as int32/int64/double in the
+# wire contract and as JSON, and an operator's typo must not break status for the run.
+UPPER_BOUNDS: dict[str, float] = {
+    "rounds": 1_000_000,
+    "clients_per_round": 1_000_000,
+    "min_clients": 1_000_000,
+    "round_deadline_s": 30 * 86_400.0,
+    "learning_rate": 1e6,
+    "local_epochs": 10_000,
+    "batch_size": 1_000_000,
+    "heartbeat_interval_s": 3_600.0,
+    "heartbeat_timeout_s": 7 * 86_400.0,
+    "seed": 2**63 - 1,
+    "clip_norm": 1e30,
+}
+
+
+def _check_bounds(config: RunConfig) -> None:
+    for name, upper in UPPER_BOUNDS.items():
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value <= upper):
+            raise ConfigError(f"{name} must be a finite number <= {upper:g}, got {value!r}")
+    if config.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {config.seed!r}")

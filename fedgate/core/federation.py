@@ -48,7 +48,7 @@ from fedgate.core.messages import (
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.registry import ClientRecord, ClientRegistry
 from fedgate.core.rounds import Round
-from fedgate.core.strategy import FedAvg, Strategy
+from fedgate.core.strategy import get_strategy
 from fedgate.core.traffic import TrafficLedger
 from fedgate.core.training import EvalResult
 from fedgate.errors import Overloaded, RunNotActive
@@ -69,7 +69,6 @@ class Federation:
         initial_model: Mapping[str, torch.Tensor],
         config: RunConfig | None = None,
         *,
-        strategy: Strategy | None = None,
         evaluator: Evaluator | None = None,
         max_update_bytes: int = 1 << 31,
         max_concurrent_uploads: int = 32,
@@ -86,7 +85,6 @@ class Federation:
         self.run_id = run_id or secrets.token_hex(6)
         self.config = config or RunConfig()
         self.pending_config: RunConfig | None = None
-        self.strategy = strategy or FedAvg()
         self.evaluator = evaluator
         self.max_update_bytes = max_update_bytes
         self.max_concurrent_uploads = max_concurrent_uploads
@@ -359,7 +357,8 @@ class Federation:
             # at its next poll, so a retry is not starved by the stragglers that caused it.
             active = [c.client_id for c in self.clients.active()]
             if len(active) >= self.config.min_clients:
-                return self._open_round_with(self.strategy.select(active, self.config, self._rng))
+                strategy = get_strategy(self.config.strategy)
+                return self._open_round_with(strategy.select(active, self.config, self._rng))
             await self.wait_for_change(TICK_S)
         return None
 
@@ -504,10 +503,9 @@ class Federation:
             if record.client_id in round_.pending() - round_.uploading
             and max(record.last_seen, round_.opened_at) < limit
         ]
-        for record in quiet:
+        for record in quiet:  # its state stays: it may yet send heartbeats, or fail
             round_.dropped.add(record.client_id)
-            record.reason = f"silent for {silence:g}s during round {round_.round_id}"
-            record.state = ClientState.READY
+            record.reason = f"dropped from round {round_.round_id}: silent for {silence:g}s"
         if quiet:
             self._notify()
 

@@ -107,7 +107,7 @@ class ModelStore:
         """``version`` in ``codec_name``: a delta to ``have_ref`` if that is still known and
         not newer, else in full. Computed at most once however many clients ask."""
         target = self.get(version)
-        get_codec(codec_name)
+        codec_name = get_codec(codec_name).name  # one cache key however the name is spelt
         base = self._refs.get(have_ref) if have_ref else None
         if base is not None and base.version > version:
             base = None

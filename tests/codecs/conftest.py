@@ -11,7 +11,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-NORMAL_EXAMPLES = 30
+NORMAL_EXAMPLES = 100
 LONG_FACTOR = 20
 
 settings.register_profile(

@@ -120,7 +120,7 @@ def test_int8_needs_a_non_empty_tensor_with_rows(shape: list[int]) -> None:
     refuse("int8-zstd", envelope(header, [b"x"]), "needs a float32 tensor")
 
 
-@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -1.0, 1e38])
 def test_int8_scales_must_be_finite_and_not_negative(scale: float) -> None:
     opened = honest("int8-zstd")
     assert opened.header["tensors"][0]["kind"] == "int8"
@@ -183,7 +183,7 @@ def test_topk_fields_are_checked(fields: dict[str, object], match: str) -> None:
     refuse("topk-int8", topk_payload(fields=fields), match)
 
 
-@pytest.mark.parametrize("scale", [float("nan"), -0.5])
+@pytest.mark.parametrize("scale", [float("nan"), -0.5, 1e38])  # 1e38: 127 steps overflow
 def test_topk_scales_must_be_finite_and_not_negative(scale: float) -> None:
     opened = honest("topk-int8")
     opened.contents[0][0:4] = np.float32(scale).tobytes()
@@ -207,3 +207,11 @@ def test_a_frame_that_is_not_zstd_is_refused() -> None:
     header["frames"] = [[len(frame), 1]]
     decoded = get_codec("shuffle-zstd").decode(envelope(header, [frame]))
     assert decoded["b"].tolist() == list(b"abcd")
+
+
+@pytest.mark.parametrize("name", ["int8-zstd", "topk-int8"])
+def test_weights_near_the_float32_limit_travel_exactly(name: str) -> None:
+    """Their scale's 127 steps would overflow: the encoder sends them as they are."""
+    weight = torch.full((16, 16), torch.finfo(torch.float32).max)
+    decoded = get_codec(name).decode(get_codec(name).encode({"w": weight}))
+    assert torch.equal(decoded["w"], weight)

@@ -67,7 +67,7 @@ def test_a_parameter_picks_a_variant() -> None:
     ],
 )
 def test_bad_parameters_are_refused_saying_what_is_expected(name: str) -> None:
-    with pytest.raises(InvalidCodecParameter, match="must be one of 0.001, 0.005") as caught:
+    with pytest.raises(InvalidCodecParameter, match=r"must be one of 0\.001, 0\.005") as caught:
         get_codec(name)
     assert isinstance(caught.value, UnknownCodec) and isinstance(caught.value, ConfigError)
     assert caught.value.code == "unknown_codec"

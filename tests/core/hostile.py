@@ -54,9 +54,11 @@ async def run_in_process(
     config: SimConfig, hostile: Mapping[int, Corrupt] | None = None
 ) -> FederationStatus:
     """``config``'s federation in this process; client i trains with ``hostile[i](trainer)``
-    where given. Returns the final status (history, accuracy)."""
+    where given. Every client joins with one enrolment key whose weight limit is `CLAIM`
+    (the hostile one claims all of it). Returns the final status (history, accuracy)."""
     dataset = load_dataset(config.dataset, config.seed)
-    federation = build_federation(dataset, config.model, config.run_config())
+    federation = build_federation(dataset, config.model, config.run_config(), enrolment="key")
+    key = federation.enrolment.create("poisoning", config.clients, CLAIM).secret
     run = federation.start()
     clients = []
     for i in range(config.clients):
@@ -71,7 +73,9 @@ async def run_in_process(
         if hostile and i in hostile:
             trainer = hostile[i](trainer)
         transport = InProcTransport(federation)
-        clients.append(FederatedClient(transport, trainer, f"client-{i}", config.codec_for(i)))
+        clients.append(
+            FederatedClient(transport, trainer, f"client-{i}", config.codec_for(i), key=key)
+        )
     tasks = [asyncio.create_task(c.run()) for c in clients]
     try:
         status = await run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -50,6 +51,13 @@ def sample_status(pending: bool) -> FederationStatus:
         duration_s=1.5,
         train_loss=0.4,
     )
+    refused = dataclasses.replace(
+        record,
+        round=3,
+        outcome="retried",
+        excluded=("c3",),
+        reason="the aggregate holds 9 NaN or infinite values; excluded c3 (distance nan)",
+    )
     view = ClientView("c1", "alice", ClientState.TRAINING, "raw", "grpc", 100, 2, 5, 6, 0.5, "")
     return FederationStatus(
         run_id="r1",
@@ -57,10 +65,10 @@ def sample_status(pending: bool) -> FederationStatus:
         round=3,
         rounds_completed=2,
         model_version=2,
-        config=RunConfig(rounds=7, admit_late=True),
-        pending_config=RunConfig(learning_rate=0.3) if pending else None,
+        config=RunConfig(rounds=7, admit_late=True, strategy="trimmed-mean:0.1", clip_norm=2.0),
+        pending_config=RunConfig(learning_rate=0.3, strategy="median") if pending else None,
         clients=(view,),
-        history=(record,),
+        history=(record, refused),
         bytes_by_transport={"grpc": Traffic(1, 2)},
         bytes_by_codec={"raw": Traffic(3, 4)},
         accuracy=0.9,
@@ -110,8 +118,9 @@ def test_update_header_and_payload_round_trip() -> None:
 
 
 def test_config_changes_carry_only_what_changes() -> None:
-    message = wire(serde.config_change_to_proto({"rounds": 4, "admit_late": False}))
-    assert serde.config_change_from_proto(message) == {"rounds": 4, "admit_late": False}
+    changes = {"rounds": 4, "admit_late": False, "strategy": "median", "clip_norm": 0.0}
+    message = wire(serde.config_change_to_proto(changes))
+    assert serde.config_change_from_proto(message) == changes
     assert serde.config_change_from_proto(pb.ConfigChange()) == {}
     with pytest.raises(ConfigError):
         serde.config_change_to_proto({"seed": 1})

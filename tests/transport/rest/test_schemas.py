@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from fedgate.core.messages import (
     ClientState,
@@ -55,3 +56,12 @@ def test_values_not_measured_yet_are_null_in_json() -> None:
     body = schemas.status_to_json(unmeasured)
     assert body.accuracy is None and '"accuracy":null' in body.model_dump_json()
     assert math.isnan(schemas.status_from_json(through_json(body)).accuracy)
+
+
+def test_config_changes_are_bounded_where_they_enter() -> None:
+    assert schemas.ConfigChangeBody(strategy="median", clip_norm=1.5).model_dump(
+        exclude_none=True
+    ) == {"strategy": "median", "clip_norm": 1.5}
+    for bad in ({"clip_norm": -1.0}, {"clip_norm": math.inf}, {"strategy": "x" * 65}):
+        with pytest.raises(ValidationError):
+            schemas.ConfigChangeBody(**bad)
