@@ -497,11 +497,11 @@ class Federation:
             return
         silence = max(ROUND_SILENCE_BEATS * self.config.heartbeat_interval_s, MIN_SILENCE_S)
         limit = self.clock() - silence
+        waiting = round_.pending() - round_.uploading  # once, not once per client
         quiet = [
             record
             for record in self.clients.active()
-            if record.client_id in round_.pending() - round_.uploading
-            and max(record.last_seen, round_.opened_at) < limit
+            if record.client_id in waiting and max(record.last_seen, round_.opened_at) < limit
         ]
         for record in quiet:  # its state stays: it may yet send heartbeats, or fail
             round_.dropped.add(record.client_id)

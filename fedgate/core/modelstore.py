@@ -111,6 +111,8 @@ class ModelStore:
         base = self._refs.get(have_ref) if have_ref else None
         if base is not None and base.version > version:
             base = None
+        if base is None:  # a whole model travels in the dense codec: every top-k shares it
+            codec_name = dense_codec(get_codec(codec_name)).name
         key = (version, codec_name, base.ref if base else "")
         task = self._encoded.get(key)
         if task is None:

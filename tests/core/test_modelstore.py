@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fedgate.codecs import CODECS
+from fedgate.codecs import CODECS, canonical_names
 from fedgate.core.budget import BODY_FACTOR, BODY_SLACK, UploadBudget
 from fedgate.core.modelstore import ModelStore, nbytes
 
@@ -67,3 +67,11 @@ async def test_the_body_limit_follows_the_model_and_the_codec() -> None:
         assert limit == BODY_FACTOR * max(raw, encoded) + BODY_SLACK, codec
     # text is larger than the tensors it holds: JSON gets more room, but not a gigabyte
     assert raw < await budget.body_limit("raw", 0) < await budget.body_limit("json", 0) < 1 << 20
+
+
+async def test_every_top_k_fraction_shares_one_whole_model_encoding() -> None:
+    store = ModelStore(model())
+    names = [name for name in canonical_names() if name.startswith("topk-int8")]
+    sent = {name: await store.encoded(0, name) for name in names}
+    assert len(names) > 5 and len({id(m) for m in sent.values()}) == 1
+    assert len(store._encoded) == 1
