@@ -30,7 +30,7 @@ import torch
 from benchkit import BenchServer, EventLoop
 
 from fedgate.core.client import FederatedClient
-from fedgate.core.config import RunConfig
+from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.data import Dataset
 from fedgate.core.factory import build_trainer
 from fedgate.core.messages import (
@@ -52,9 +52,16 @@ ROUND_DEADLINE_S = 120.0
 WAIT_LIMIT_S = 600.0  # no round of these federations comes near this: something hangs
 
 
+RUN = RunConfig()  # the run settings' defaults, which a spec keeps unless it says otherwise
+
+
 @dataclass(frozen=True)
 class FederationSpec:
-    """One federation: digits CNN, iid split, every client in every round."""
+    """One federation: digits CNN, iid split, every client in every round.
+
+    It holds every run setting under its declared name (tests/test_config_schema.py checks
+    that), and passes them all on by name.
+    """
 
     transport: str
     codec: str
@@ -63,25 +70,21 @@ class FederationSpec:
     partition: str = "iid"
     dataset: str = "digits"
     model: str = "cnn"
-    seed: int = 0
-    learning_rate: float = 0.1
-    local_epochs: int = 1
-    batch_size: int = 32
-    strategy: str = "fedavg"
-    clip_norm: float = 0.0
+    seed: int = RUN.seed
+    learning_rate: float = RUN.learning_rate
+    local_epochs: int = RUN.local_epochs
+    batch_size: int = RUN.batch_size
+    strategy: str = RUN.strategy
+    clip_norm: float = RUN.clip_norm
+    clients_per_round: int = RUN.clients_per_round
+    min_clients: int = 0  # 0: every client, in every round
+    round_deadline_s: float = ROUND_DEADLINE_S
+    heartbeat_interval_s: float = RUN.heartbeat_interval_s
+    heartbeat_timeout_s: float = RUN.heartbeat_timeout_s
+    admit_late: bool = RUN.admit_late
 
     def run_config(self) -> RunConfig:
-        return RunConfig(
-            rounds=self.rounds,
-            min_clients=self.clients,
-            round_deadline_s=ROUND_DEADLINE_S,
-            learning_rate=self.learning_rate,
-            local_epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            strategy=self.strategy,
-            clip_norm=self.clip_norm,
-        )
+        return RunConfig(**{**settings_of(self), "min_clients": self.min_clients or self.clients})
 
     @property
     def train_config(self) -> TrainConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -13,12 +14,13 @@ from typing import Any
 
 from fedgate.benchrun import add_bench_arguments, repository_root, run_bench
 from fedgate.cli_access import add_access_commands
+from fedgate.cli_config import add_config_options
 from fedgate.cli_limits import add_limit_options, max_update_bytes, upload_timeouts
+from fedgate.cli_store import add_store_commands
 from fedgate.cli_tls import add_client_tls_options, add_server_tls_options, client_tls, server_tls
 from fedgate.codecs import codec_names, get_codec
-from fedgate.core.config import RunConfig
+from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.messages import RoundRecord
-from fedgate.core.strategy import get_strategy, strategy_names
 from fedgate.errors import FedgateError
 from fedgate.launch import ServerProcess
 from fedgate.results import write_json
@@ -59,35 +61,6 @@ def codec_name(name: str) -> str:
     return name
 
 
-def strategy_name(name: str) -> str:
-    """argparse type: a strategy the registry knows, parameters included (trimmed-mean:0.1)."""
-    try:
-        get_strategy(name)
-    except FedgateError as error:
-        raise argparse.ArgumentTypeError(error.message) from None
-    return name
-
-
-def add_strategy_options(parser: Any, strategy: str, clip_norm: float) -> None:
-    """--strategy and --clip-norm, for serve and sim alike."""
-    parser.add_argument(
-        "--strategy",
-        type=strategy_name,
-        default=strategy,
-        metavar="{" + ",".join(strategy_names()) + "}",
-        help="how updates are aggregated: fedavg (weighted by examples), median, "
-        "trimmed-mean[:fraction] (trims the fraction from each end, default 0.2); the "
-        "robust ones count each client once",
-    )
-    parser.add_argument(
-        "--clip-norm",
-        type=float,
-        default=clip_norm,
-        help="scale each update's difference to the global model down to this L2 norm "
-        "before it is aggregated (0: off)",
-    )
-
-
 def codec_choice(value: str) -> str:
     """argparse type for sim: a codec, a comma-separated list, or 'mixed'."""
     if value != MIXED:
@@ -104,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_client_command(commands)
     add_access_commands(commands)
+    add_store_commands(commands)
     sim = commands.add_parser("sim", help="run a whole federation and write results JSON")
     add_sim_options(sim)
     sim.add_argument("--out", type=Path, help="write the results JSON here")
@@ -137,48 +111,8 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    defaults = RunConfig()
-    group = parser.add_argument_group("run")
-    group.add_argument("--rounds", type=int, default=defaults.rounds)
-    group.add_argument(
-        "--clients-per-round",
-        type=int,
-        default=defaults.clients_per_round,
-        help="clients selected per round (0: all available)",
-    )
-    group.add_argument(
-        "--min-clients",
-        type=int,
-        default=defaults.min_clients,
-        help="to open a round, and to close one at its deadline",
-    )
-    group.add_argument(
-        "--deadline",
-        type=float,
-        default=defaults.round_deadline_s,
-        dest="round_deadline_s",
-        help="seconds a round stays open",
-    )
-    group.add_argument("--lr", type=float, default=defaults.learning_rate, dest="learning_rate")
-    group.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        dest="heartbeat_interval_s",
-        default=defaults.heartbeat_interval_s,
-    )
-    group.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        dest="heartbeat_timeout_s",
-        default=defaults.heartbeat_timeout_s,
-    )
-    group.add_argument(
-        "--admit-late", action="store_true", help="let a joiner into an open round that has room"
-    )
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    add_strategy_options(group, defaults.strategy, defaults.clip_norm)
+    """A flag per run setting, derived from `RunConfig`'s declaration (`fedgate.cli_config`)."""
+    add_config_options(parser.add_argument_group("run"))
 
 
 def add_serve_command(commands: Any) -> None:
@@ -207,8 +141,25 @@ def add_serve_command(commands: Any) -> None:
         "may join (for trusted networks and demos only)",
     )
     add_server_tls_options(serve_parser)
+    add_store_options(serve_parser)
     add_run_options(serve_parser)
     serve_parser.set_defaults(handler=run_serve)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("store")
+    group.add_argument(
+        "--db",
+        default="",
+        help="where runs are kept: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default: the SQLite file runs/fedgate.db); an unfinished run there is resumed",
+    )
+    group.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start a new run even if the database holds an unfinished one (that one is "
+        "marked stopped)",
+    )
 
 
 def add_client_command(commands: Any) -> None:
@@ -231,6 +182,14 @@ def add_client_command(commands: Any) -> None:
     )
     client.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     client.add_argument(
+        "--give-up-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="exit if the server stays unreachable this long (0, the default: never; a "
+        "server restart, or a lost session, never ends the client)",
+    )
+    client.add_argument(
         "--deltas",
         choices=sorted(DELTAS),
         default="auto",
@@ -243,7 +202,6 @@ def add_client_command(commands: Any) -> None:
 def add_sim_options(parser: argparse.ArgumentParser) -> None:
     defaults = SimConfig()
     parser.add_argument("--clients", type=int, default=defaults.clients)
-    parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument(
         "--transport",
         default=defaults.transport,
@@ -264,17 +222,17 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dataset", default=defaults.dataset)
     parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate, dest="learning_rate")
-    parser.add_argument("--local-epochs", type=int, default=defaults.local_epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round)
-    add_strategy_options(parser, defaults.strategy, defaults.clip_norm)
     parser.add_argument(
         "--deltas",
         choices=sorted(DELTAS),
         default=defaults.deltas,
         help="send and receive model differences (auto: for lossy codecs)",
+    )
+    # every run setting, as serve spells it, with sim's defaults (SimConfig has them all)
+    add_config_options(
+        parser.add_argument_group("run"),
+        defaults=dataclasses.asdict(defaults),
+        helps={"min_clients": "clients needed to open and close a round (0: every client)"},
     )
 
 
@@ -282,8 +240,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # imported here: the server's web stack (FastAPI, uvicorn) is no client's business
     from fedgate.gateway.serve import ServeOptions, serve  # noqa: PLC0415
     from fedgate.gateway.server import GatewaySettings  # noqa: PLC0415
+    from fedgate.store import DEFAULT_DB_URL  # noqa: PLC0415 - SQLAlchemy is no client's business
 
-    run_fields = {name: getattr(args, name) for name in RunConfig.__dataclass_fields__}
     settings = GatewaySettings(
         host=args.host,
         grpc_port=args.grpc_port,
@@ -295,7 +253,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     options = ServeOptions(
         gateway=settings,
-        run=RunConfig(**run_fields),
+        run=RunConfig(**settings_of(args)),
         dataset=args.dataset,
         model=args.model,
         ready_file=args.ready_file,
@@ -303,6 +261,8 @@ def run_serve(args: argparse.Namespace) -> int:
         exit_when_done=args.exit_when_done,
         enrolment=args.enrolment,
         max_concurrent_uploads=args.max_concurrent_uploads,
+        db=args.db or DEFAULT_DB_URL,
+        new_run=args.new_run,
     )
     status = asyncio.run(serve(options))
     print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")
@@ -325,30 +285,19 @@ def run_client_command(args: argparse.Namespace) -> int:
         deltas=DELTAS[args.deltas],
         tls=client_tls(args),
         key=args.key,
+        give_up_after_s=args.give_up_after or None,
     )
     report = asyncio.run(run_client(options))
-    print(f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.refused)} refused")
+    print(
+        f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.dropped)} tasks "
+        f"dropped, {report.rejoins} rejoins; {report.ended or 'interrupted'}"
+    )
     return 0
 
 
 def sim_config(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(
-        clients=args.clients,
-        rounds=args.rounds,
-        transport=args.transport,
-        codec=args.codec,
-        partition=args.partition,
-        dataset=args.dataset,
-        model=args.model,
-        seed=args.seed,
-        learning_rate=args.learning_rate,
-        local_epochs=args.local_epochs,
-        batch_size=args.batch_size,
-        clients_per_round=args.clients_per_round,
-        deltas=args.deltas,
-        strategy=args.strategy,
-        clip_norm=args.clip_norm,
-    )
+    names = [field.name for field in dataclasses.fields(SimConfig)]
+    return SimConfig(**{name: getattr(args, name) for name in names})
 
 
 def run_sim(args: argparse.Namespace) -> int:

@@ -171,6 +171,18 @@ class ServerError(FedgateError):
     code = "server_error"
 
 
+class StoreError(FedgateError):
+    """The run store cannot be used: unreachable, or its schema is not the current one."""
+
+    code = "store_error"
+
+
+class StoreCorrupt(StoreError):
+    """Bytes read back from the run store fail their check (a model's hash, its format)."""
+
+    code = "store_corrupt"
+
+
 ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
     cls.code: cls
     for cls in (
@@ -198,6 +210,8 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
         RateLimited,
         TlsError,
         ServerError,
+        StoreError,
+        StoreCorrupt,
     )
 }
 

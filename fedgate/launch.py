@@ -1,9 +1,10 @@
 """Start `fedgate serve` and `fedgate client` as real processes on loopback.
 
-Used by `fedgate sim --transport grpc|rest|mixed`, `fedgate demo` and the end-to-end
-tests: the server binds free ports and reports them in a ready file. The server asks for
-enrolment keys, as `fedgate serve` does by default: once it is ready, the launcher creates
-one through the operator API and hands it to every client process.
+Used by `fedgate sim` over a network transport, `fedgate demo` and the end-to-end tests:
+the server binds free ports, one per transport of the server registry, and reports them
+in a ready file. The server asks for enrolment keys, as `fedgate serve` does by default:
+once it is ready, the launcher creates one through the operator API and hands it to every
+client process.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import IO, Any
 import httpx
 
 from fedgate.core.messages import FederationStatus
-from fedgate.errors import FedgateError, TransportError
+from fedgate.errors import ConfigError, FedgateError, TransportError
+from fedgate.gateway.server import PORT_FIELDS
 from fedgate.runner import KEY_ENV
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.admin_client import AdminClient
+from fedgate.transport.servers import SERVER_ADAPTERS
 
 READY_TIMEOUT_S = 120.0
 LAUNCH_KEY_CLIENTS = 64  # clients at once under the launcher's key, unless told
@@ -40,10 +43,17 @@ class ServerProcess:
     run_id: str
     log_path: Path
     enrolment_key: str = field(default="", repr=False)  # what the clients join with
+    addresses: dict[str, str] = field(default_factory=dict)  # by transport
 
     def address(self, transport: str) -> str:
-        port = self.grpc_port if transport == "grpc" else self.http_port
-        return f"127.0.0.1:{port}"
+        """Where a client of ``transport`` connects (a name of the server registry)."""
+        try:
+            return self.addresses[transport]
+        except KeyError:
+            raise ConfigError(
+                f"the server serves no transport {transport!r}; "
+                f"available: {', '.join(self.addresses)}"
+            ) from None
 
     @property
     def http_url(self) -> str:
@@ -86,22 +96,35 @@ def fedgate_command(*args: str) -> list[str]:
 
 
 def start_server(
-    serve_args: list[str], workdir: Path, *, key_clients: int = LAUNCH_KEY_CLIENTS
+    serve_args: list[str],
+    workdir: Path,
+    *,
+    key_clients: int = LAUNCH_KEY_CLIENTS,
+    ports: tuple[int, int] = (0, 0),
+    enrolment_key: str = "",
 ) -> ServerProcess:
-    """`fedgate serve` on free loopback ports; returns once both transports listen and an
-    enrolment key for up to ``key_clients`` clients at once exists."""
+    """`fedgate serve` on loopback (``ports``: gRPC and HTTP, 0 for free ones); returns once
+    both transports listen and an enrolment key for up to ``key_clients`` clients at once
+    exists (``enrolment_key``: one the store already holds, as on a restart).
+
+    Unless ``serve_args`` name a --db, runs are kept in ``workdir``'s own SQLite file and
+    each launch starts a new one (a simulation is not resumed)."""
     ready = workdir / "server-ready.json"
+    ready.unlink(missing_ok=True)  # a restart must not read the last process's ports
     log_path = workdir / "server.log"
+    db_file = workdir / "fedgate.db"
+    db = [] if "--db" in serve_args else ["--db", f"sqlite:///{db_file}", "--new-run"]
     command = fedgate_command(
         "serve",
         "--host",
         "127.0.0.1",
         "--grpc-port",
-        "0",
+        str(ports[0]),
         "--http-port",
-        "0",
+        str(ports[1]),
         "--ready-file",
         str(ready),
+        *db,
         *serve_args,
     )
     process = _spawn(command, log_path)
@@ -119,13 +142,26 @@ def start_server(
         info["admin_token"],
         info["run_id"],
         log_path,
+        addresses=served_addresses(info),
     )
     try:
-        server.enrolment_key = create_launch_key(server, key_clients)
+        server.enrolment_key = enrolment_key or create_launch_key(server, key_clients)
     except FedgateError as error:
         stop_process(process)
         raise TransportError(f"cannot create an enrolment key: {error}") from None
     return server
+
+
+def served_addresses(ready: dict[str, Any]) -> dict[str, str]:
+    """Each transport's address from a ready file: its ``addresses``, or, from a server
+    that writes only ports, the gateway's port fields (on loopback, where it listens)."""
+    if isinstance(ready.get("addresses"), dict):
+        return {str(name): str(address) for name, address in ready["addresses"].items()}
+    return {
+        name: f"127.0.0.1:{ready[port_field]}"
+        for name, port_field in PORT_FIELDS.items()
+        if name in SERVER_ADAPTERS and port_field in ready
+    }
 
 
 def create_launch_key(server: ServerProcess, max_clients: int) -> str:
@@ -160,7 +196,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> i
 def _spawn(
     command: list[str], log_path: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    log: IO[bytes] = log_path.open("wb")
+    log: IO[bytes] = log_path.open("ab")  # a restarted server adds to its log
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     try:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -1,4 +1,11 @@
-"""`fedgate client`: one client process on its share of the data, over gRPC or REST."""
+"""`fedgate client`: one client process on its share of the data, over gRPC or REST.
+
+The process ends with the run (exit 0), on SIGINT/SIGTERM (it leaves first, exit 0), or
+when the server refuses what the client cannot change (its enrolment key, its settings, an
+untrusted certificate) or ``give_up_after_s`` passes without an answer: then
+`run_client` raises, and `fedgate client` prints why and exits 2. A server that restarts,
+or forgets the client, does not end it (`fedgate.core.client`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import torch
 from fedgate.core.client import ClientReport, FederatedClient
 from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_trainer
+from fedgate.core.retry import Backoff
+from fedgate.errors import Forbidden, Unauthorized, error_from_code
 from fedgate.transport.connect import connect
 from fedgate.transport.tls import ClientTls
 
@@ -33,6 +42,7 @@ class ClientOptions:
     deltas: bool | None = None  # None: deltas when the codec is lossy
     tls: ClientTls | None = None  # None: plain text (REST: unless the server URL is https://)
     key: str = field(default="", repr=False)  # the enrolment key (fgk_...); "": none
+    give_up_after_s: float | None = None  # without an answer from the server; None: never
 
 
 async def run_client(options: ClientOptions) -> ClientReport:
@@ -51,7 +61,13 @@ async def run_client(options: ClientOptions) -> ClientReport:
     transport = connect(options.transport, options.server, options.tls)
     name = options.name or f"client-{options.index}"
     client = FederatedClient(
-        transport, trainer, name, options.codec, deltas=options.deltas, key=options.key
+        transport,
+        trainer,
+        name,
+        options.codec,
+        deltas=options.deltas,
+        key=options.key,
+        backoff=Backoff(give_up_after_s=options.give_up_after_s),
     )
     task = asyncio.create_task(client.run())
     loop = asyncio.get_running_loop()
@@ -61,5 +77,8 @@ async def run_client(options: ClientOptions) -> ClientReport:
         return await task
     except asyncio.CancelledError:
         return client.report  # run() left the federation on its way out
+    except (Unauthorized, Forbidden) as error:
+        hint = f"check the enrolment key (--key, or ${KEY_ENV})"
+        raise error_from_code(error.code, f"{error.message}; {hint}") from None
     finally:
         await transport.close()

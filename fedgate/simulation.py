@@ -1,7 +1,8 @@
 """A whole federation in one command: a server and N clients, with results as JSON.
 
-``inproc`` runs everything in this process; ``grpc``, ``rest`` and ``mixed`` start a real
-`fedgate serve` and one `fedgate client` process per client on loopback.
+``inproc`` runs everything in this process; a network transport (`NETWORK_TRANSPORTS`:
+``grpc``, ``rest``) or ``mixed`` (clients take them in turn) starts a real `fedgate serve`
+and one `fedgate client` process per client on loopback.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedgate.cli_config import config_arguments
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.client import FederatedClient
-from fedgate.core.config import RunConfig
+from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.federation import Federation
 from fedgate.core.messages import RoundRecord
 from fedgate.errors import ConfigError, FedgateError
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.results import results_document
+from fedgate.transport.connect import TRANSPORTS as CLIENT_TRANSPORTS
 from fedgate.transport.inproc import InProcTransport
+from fedgate.transport.servers import SERVER_ADAPTERS
 
 MIXED = "mixed"
 DELTAS: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
-NETWORK_TRANSPORTS = ("grpc", "rest")
-TRANSPORT_CHOICES = ("inproc", *NETWORK_TRANSPORTS, MIXED)
+# served by `fedgate serve` and reachable by `fedgate client`: both registries name them
+NETWORK_TRANSPORTS = tuple(name for name in SERVER_ADAPTERS if name in CLIENT_TRANSPORTS)
+TRANSPORT_CHOICES = (InProcTransport.name, *NETWORK_TRANSPORTS, MIXED)
 RoundCallback = Callable[[RoundRecord], None]
 
 
@@ -51,8 +57,12 @@ class SimConfig:
     min_clients: int = 0  # 0: every client
     round_deadline_s: float = 120.0
     deltas: str = "auto"  # auto (deltas for lossy codecs) | on | off
-    strategy: str = "fedavg"  # fedavg | median | trimmed-mean[:fraction]
+    strategy: str = "fedavg"  # a name in fedgate.core.strategy.STRATEGIES
     clip_norm: float = 0.0  # > 0: clip each update's difference to the model to this norm
+    # the rest of RunConfig's settings, with its defaults: sim has a flag for every one
+    heartbeat_interval_s: float = 2.0
+    heartbeat_timeout_s: float = 10.0
+    admit_late: bool = False
 
     def codec_for(self, index: int) -> str:
         names = codec_names() if self.codec == MIXED else self.codec.split(",")
@@ -67,18 +77,8 @@ class SimConfig:
         return DELTAS[self.deltas]
 
     def run_config(self) -> RunConfig:
-        return RunConfig(
-            rounds=self.rounds,
-            clients_per_round=self.clients_per_round,
-            min_clients=self.min_clients or self.clients,
-            round_deadline_s=self.round_deadline_s,
-            learning_rate=self.learning_rate,
-            local_epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            strategy=self.strategy,
-            clip_norm=self.clip_norm,
-        )
+        """The run settings, by name (tests/test_config_schema.py: sim holds all of them)."""
+        return RunConfig(**{**settings_of(self), "min_clients": self.min_clients or self.clients})
 
     def validate(self) -> None:
         if self.transport not in TRANSPORT_CHOICES:
@@ -105,7 +105,7 @@ def run_simulation(
     ``on_server`` is told about the server process once it listens (network transports).
     """
     config.validate()
-    if config.transport == "inproc":
+    if config.transport == InProcTransport.name:
         return asyncio.run(simulate(config, on_round))
     return simulate_network(config, on_round, on_server)
 
@@ -116,9 +116,8 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
     started = time.perf_counter()
     dataset = load_dataset(config.dataset, config.seed)
     federation = build_federation(dataset, config.model, config.run_config())
-    if on_round is not None:
-        federation.listeners.append(on_round)
     run = federation.start()
+    reporter = asyncio.create_task(report_rounds(federation, on_round)) if on_round else None
     clients = [
         FederatedClient(
             InProcTransport(federation),
@@ -143,8 +142,25 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
     finally:
         for task in client_tasks:
             task.cancel()
+        if reporter is not None and _ended_well(run):
+            await reporter  # its watch ends with the run, after the last round's report
+        elif reporter is not None:
+            reporter.cancel()
         await federation.close()
     return results_document(dataclasses.asdict(config), status, time.perf_counter() - started)
+
+
+def _ended_well(run: asyncio.Task[Any]) -> bool:
+    return run.done() and not run.cancelled() and run.exception() is None
+
+
+async def report_rounds(federation: Federation, on_round: RoundCallback) -> None:
+    """Tell ``on_round`` of every round attempt as it closes, until the run ends."""
+    seen = 0
+    async for status in federation.watch(min_interval_s=0.0):
+        for record in status.history[seen:]:
+            on_round(record)
+        seen = len(status.history)
 
 
 def simulate_network(
@@ -187,32 +203,12 @@ def simulate_network(
 
 
 def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
-    run = config.run_config()
     return [
         "--dataset",
         config.dataset,
         "--model",
         config.model,
-        "--seed",
-        str(config.seed),
-        "--rounds",
-        str(run.rounds),
-        "--min-clients",
-        str(run.min_clients),
-        "--clients-per-round",
-        str(run.clients_per_round),
-        "--deadline",
-        str(run.round_deadline_s),
-        "--lr",
-        str(run.learning_rate),
-        "--local-epochs",
-        str(run.local_epochs),
-        "--batch-size",
-        str(run.batch_size),
-        "--strategy",
-        run.strategy,
-        "--clip-norm",
-        repr(run.clip_norm),
+        *config_arguments(config.run_config()),
         "--exit-when-done",
         "--results",
         str(results_path),

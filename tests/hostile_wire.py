@@ -75,8 +75,8 @@ class RestWire:
     name = "rest"
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=60.0)
+        self.url = url if "://" in url else f"http://{url}"  # host:port, as clients take it too
+        self.http = httpx.Client(base_url=self.url, timeout=60.0)
 
     def close(self) -> None:
         self.http.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedgate.cli import main
+from fedgate.simulation import NETWORK_TRANSPORTS
 
 
 @pytest.mark.timeout(240)
@@ -18,7 +19,8 @@ def test_demo_runs_a_mixed_federation_and_says_where_everything_is(
     out_dir = tmp_path / "demo"
     assert main(["demo", "--clients", "2", "--rounds", "2", "--out-dir", str(out_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "client-0: grpc" in printed and "client-1: rest" in printed
+    for index, transport in enumerate(NETWORK_TRANSPORTS[:2]):  # the clients alternate
+        assert f"client-{index}: {transport}" in printed
     for line in ("REST API docs  http://127.0.0.1:", "/api/v1/status/watch", "gRPC  "):
         assert line in printed, line
     assert "round   2/2" in printed
@@ -26,5 +28,5 @@ def test_demo_runs_a_mixed_federation_and_says_where_everything_is(
     assert "comparison report" in printed and "make bench" in printed
     results = json.loads((out_dir / "results.json").read_text())
     assert len(results["rounds"]) == 2 and results["bytes_up"] > 0
-    assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
+    assert set(results["bytes_by_transport"]) == set(NETWORK_TRANSPORTS[:2])
     assert len(results["bytes_by_codec"]) == 2

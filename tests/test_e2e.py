@@ -15,7 +15,7 @@ import pytest
 
 from fedgate.cli import main
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
-from fedgate.simulation import SimConfig
+from fedgate.simulation import NETWORK_TRANSPORTS, SimConfig
 
 DEADLINE_S = 15.0
 HEARTBEAT_TIMEOUT_S = 25.0
@@ -83,7 +83,8 @@ def stall_while_training(server: ServerProcess, client: subprocess.Popen[bytes],
 
 
 def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Path) -> None:
-    plan = [("grpc", "raw"), ("rest", "bf16-zstd"), ("grpc", "msgpack"), ("rest", "json")]
+    codecs = ["raw", "bf16-zstd", "msgpack", "json"]  # the transports alternate
+    plan = [(NETWORK_TRANSPORTS[i % len(NETWORK_TRANSPORTS)], c) for i, c in enumerate(codecs)]
     clients: list[subprocess.Popen[bytes]] = []
 
     def launch(index: int) -> None:
@@ -138,7 +139,7 @@ def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Pat
     assert states["client-1"] == "failed" and states["client-0"] == "left"
     assert len(results["rounds"]) == 6
     assert results["final_accuracy"] >= 0.93
-    assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
+    assert set(results["bytes_by_transport"]) == {transport for transport, _ in plan}
 
 
 def test_sim_over_mixed_transports_and_codecs(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_sim_over_mixed_transports_and_codecs(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert results["final_accuracy"] >= 0.93
     assert len(results["rounds"]) == 15
-    assert set(results["bytes_by_transport"]) == {"grpc", "rest"}
+    assert set(results["bytes_by_transport"]) == set(NETWORK_TRANSPORTS[:6])  # in turn
     assert set(results["bytes_by_codec"]) == {
         SimConfig(codec="mixed").codec_for(i) for i in range(6)
     }

@@ -23,6 +23,7 @@ import torch
 
 from fedgate.codecs import CODECS, TensorDict, get_codec
 from fedgate.launch import ServerProcess, start_server
+from fedgate.transport.servers import SERVER_ADAPTERS
 from tests.hostile_payloads import attacks, json_of_numel
 from tests.hostile_wire import (
     GrpcWire,
@@ -33,7 +34,11 @@ from tests.hostile_wire import (
     server_rss,
 )
 
-TRANSPORTS = ["grpc", "rest"]
+TRANSPORTS = sorted(SERVER_ADAPTERS)
+WIRES: dict[str, Callable[[str], RestWire | GrpcWire]] = {
+    RestWire.name: RestWire,
+    GrpcWire.name: GrpcWire,
+}  # a raw wire per server transport: a new one must be attacked here too
 KEY_LIMIT = 1000  # the largest num_examples the key grants
 CLIENT_EXAMPLES = 500
 IDLE_S = 1.0  # the server's upload idle timeout here (20 s by default)
@@ -107,11 +112,7 @@ def arena(
 ) -> Iterator[Arena]:
     workdir = tmp_path_factory.mktemp(f"hostile-{request.param}")
     server = start_server(SERVE_ARGS, workdir)
-    wire: Wire = (
-        GrpcWire(f"127.0.0.1:{server.grpc_port}")
-        if request.param == "grpc"
-        else RestWire(server.http_url)
-    )
+    wire: Wire = WIRES[request.param](server.address(request.param))
     try:
         key = create_key(server)
         joined = wire.join("hostile", "raw", CLIENT_EXAMPLES, key)

@@ -45,6 +45,7 @@ example counts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -159,7 +160,9 @@ def run_client(inputs: Path, index: int, address: str) -> None:
         def fit(
             self, parameters: list[Array], config: dict[str, Any]
         ) -> tuple[list[Array], int, dict[str, Any]]:
-            result = trainer.train(to_state(setup.names, parameters), recipe)
+            # the round number seeds the batch order, as in fedgate's clients
+            this_round = dataclasses.replace(recipe, round=int(config.get("round", 0)))
+            result = trainer.train(to_state(setup.names, parameters), this_round)
             return to_arrays(result.weights), result.num_examples, {"train_loss": result.loss}
 
     start_client(server_address=address, client=BenchClient().to_client(), insecure=True)
@@ -239,6 +242,7 @@ def run_server(inputs: Path, port: int, out: Path) -> None:
         min_fit_clients=setup.clients,
         min_available_clients=setup.clients,
         evaluate_fn=evaluate_fn,
+        on_fit_config_fn=lambda server_round: {"round": server_round},
         initial_parameters=ndarrays_to_parameters([initial[name] for name in setup.names]),
     )
     start_server(

@@ -91,4 +91,10 @@ def decode_and_fold(permit: Permit, payload: bytes) -> None:
     if permit.base is not None:
         tensors = delta.apply(permit.base, tensors)
         check_matches(tensors, permit.reference)
-    permit.round.fold(tensors, header.num_examples, permit.record.client_id)
+    permit.round.fold(
+        tensors,
+        header.num_examples,
+        permit.record.client_id,
+        train_loss=header.train_loss,
+        key_id=permit.record.key_id,
+    )

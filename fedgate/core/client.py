@@ -1,17 +1,27 @@
 """The client loop: join, take tasks, train, send updates, heartbeat, leave.
 
-It runs over any `Transport`. It survives what a real network does: a lost connection is
-retried with exponential backoff, a federation that forgot the client (it was marked
-failed) is joined again, and an update refused because its round closed is dropped so the
-client goes on with the next round. Cancel the task running `run` to stop: the client
-leaves cleanly on its way out.
+It runs over any `Transport` and ends on its own only where going on cannot help:
+
+- a STOP task, or a join refused because the run has ended: `run` returns;
+- cancellation (SIGINT/SIGTERM in `fedgate client`): it leaves cleanly on its way out;
+- a refusal that asking again cannot change: its enrolment key refused at join
+  (Unauthorized, Forbidden), its settings refused (a name or codec the server rejects),
+  a server certificate it does not trust (TlsError), or `Backoff.give_up_after_s` of
+  failing in a row. `run` raises that error, with a message that says so.
+
+Everything else it outlives. A lost connection (the server down or restarting) is retried
+with capped, jittered backoff, forever by default, and logged once when lost and once when
+back (`fedgate.core.retry`). A session the server no longer knows (it restarted without
+the run, or dropped this client after a silence: SIGSTOP, a suspended laptop) is replaced
+by joining again with the same enrolment key. A task that went stale meanwhile (its round
+closed, its model version no longer served) is dropped, never replayed: the client asks
+for the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,29 +30,44 @@ from typing import TypeVar
 from fedgate.codecs import TensorDict, get_codec
 from fedgate.core import delta
 from fedgate.core.messages import JoinRequest, Task, TaskKind, Update
+from fedgate.core.retry import Backoff, Link
 from fedgate.core.training import Trainer
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import (
+    BadRequest,
+    CodecError,
+    ConfigError,
     Conflict,
     FedgateError,
-    InvalidUpdate,
+    Forbidden,
+    RunNotActive,
+    ServerError,
     TlsError,
     TransportError,
+    Unauthorized,
     UnknownClient,
+    error_from_code,
 )
+
+__all__ = ["Backoff", "ClientReport", "FederatedClient", "HeldModel"]
 
 log = logging.getLogger("fedgate.client")
 T = TypeVar("T")
 
+UNREACHABLE = "cannot reach the server"
+# a session the server does not know (any more): joining again mends it
+SESSION_LOST = (UnknownClient, Unauthorized)
+# what no retry mends: raised out of `run` (transient TransportErrors never get this far)
+FATAL = (Forbidden, TransportError)
+# a join refused for the client's credentials or settings: asking again gets the same
+JOIN_REFUSED = (Unauthorized, Forbidden, ConfigError, BadRequest, CodecError)
 
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    max_attempts: int = 30  # consecutive failures before the client gives up
 
-    def delay(self, attempt: int) -> float:
-        return float(min(self.max_s, self.initial_s * 2**attempt))
+def transient(error: FedgateError) -> bool:
+    """Worth asking again as it is: the connection, or the server's own failure."""
+    if isinstance(error, TlsError):
+        return False  # an untrusted certificate will not become trusted by asking again
+    return isinstance(error, TransportError | ServerError) or type(error) is FedgateError
 
 
 @dataclass(frozen=True)
@@ -57,12 +82,14 @@ class HeldModel:
 class ClientReport:
     """What one client did, for logs and tests."""
 
-    client_id: str = ""
+    client_id: str = ""  # the id of its latest session
     rounds: list[int] = field(default_factory=list)  # rounds whose update was accepted
-    refused: list[str] = field(default_factory=list)  # why updates were refused
+    # why tasks were dropped: stale (round closed, model version gone) or update refused
+    dropped: list[str] = field(default_factory=list)
     rejoins: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    ended: str = ""  # why `run` returned ("" while it runs, or if it was cancelled)
 
 
 class FederatedClient:
@@ -85,11 +112,13 @@ class FederatedClient:
         self.codec = get_codec(codec)
         self.poll_s = poll_s
         self.backoff = backoff or Backoff()
+        self.link = Link(name, self.backoff)
         # Deltas by default where they pay: a lossy codec loses precision on the change,
         # not on the weight. Error feedback then carries what it loses into the next round.
         self.deltas = self.codec.lossy if deltas is None else deltas
         self.report = ClientReport()
         self._session: Session | None = None
+        self._session_answered = False  # has the server taken a call on this session yet
         self._heartbeat_s = 2.0
         self._held: HeldModel | None = None
         self._residual: TensorDict = {}
@@ -98,19 +127,53 @@ class FederatedClient:
         """Take part until the run ends (a STOP task) or this task is cancelled."""
         heartbeats = asyncio.create_task(self._heartbeats())
         try:
-            while (task := await self._retrying(self._next_task)).kind is not TaskKind.STOP:
-                if task.kind is TaskKind.TRAIN:
-                    await self._retrying(functools.partial(self._train, task))
+            self.report.ended = await self._take_tasks()
+            log.info("%s: %s", self.name, self.report.ended)
         finally:
             heartbeats.cancel()
             await self._leave()
         return self.report
 
-    async def _next_task(self) -> Task:
-        return await self.transport.next_task(await self._ensure_session(), self.poll_s)
+    async def _take_tasks(self) -> str:
+        """Tasks until the run ends; returns why it ended."""
+        while True:
+            try:
+                session = await self._ensure_session()
+            except RunNotActive as exc:
+                return f"the run is over: {exc.message}"
+            try:
+                task = await self._next_task(session)
+                if task.kind is TaskKind.STOP:
+                    return "the run is over: stopped by the server"
+                if task.kind is TaskKind.TRAIN:
+                    await self._take(session, task)
+            except SESSION_LOST as exc:
+                await self._forget(session, exc)
 
-    async def _train(self, task: Task) -> None:
-        session = await self._ensure_session()
+    async def _next_task(self, session: Session) -> Task:
+        try:
+            task = await self._reaching(lambda: self.transport.next_task(session, self.poll_s))
+        except (*SESSION_LOST, *FATAL):
+            raise
+        except FedgateError as exc:  # not expected of a task request: wait, then ask again
+            await asyncio.sleep(self.link.failed("the server refuses task requests", exc))
+            return Task(TaskKind.WAIT)
+        self._session_answered = True
+        return task
+
+    async def _take(self, session: Session, task: Task) -> None:
+        """Train ``task``; if it went stale on the way, drop it (never replay it)."""
+        try:
+            await self._train(session, task)
+        except (*SESSION_LOST, *FATAL):
+            raise
+        except FedgateError as exc:
+            # its round closed, its model version is no longer served, the update was
+            # refused: the next task is the one to take
+            log.info("%s: dropping the task of round %d: %s", self.name, task.round, exc)
+            self.report.dropped.append(exc.message)
+
+    async def _train(self, session: Session, task: Task) -> None:
         assert task.train is not None
         start = await self._fetch(session, task.model_version)
         result = await asyncio.to_thread(self.trainer.train, start.weights, task.train)
@@ -126,12 +189,7 @@ class FederatedClient:
             base_ref=start.ref if self.deltas else "",
         )
         try:
-            await self.transport.submit_update(session, update)
-        except (Conflict, InvalidUpdate) as exc:
-            # the round moved on without us, or the server refused the update: next round
-            log.info("%s: update for round %s refused: %s", self.name, task.round_id, exc)
-            self.report.refused.append(exc.message)
-            return
+            await self._reaching(lambda: self.transport.submit_update(session, update))
         finally:
             self.report.bytes_up += len(payload)
         self._residual = residual
@@ -141,7 +199,9 @@ class FederatedClient:
     async def _fetch(self, session: Session, version: int) -> HeldModel:
         """The model to train from: a delta to what this client holds, or in full."""
         have = self._held.ref if self.deltas and self._held is not None else ""
-        model = await self.transport.fetch_model(session, version, self.codec.name, have)
+        model = await self._reaching(
+            lambda: self.transport.fetch_model(session, version, self.codec.name, have)
+        )
         self.report.bytes_down += len(model.payload)
         # the server names the codec it used: a whole model may come in a dense one
         decoded = await asyncio.to_thread(get_codec(model.codec).decode, model.payload)
@@ -167,54 +227,87 @@ class FederatedClient:
         sent = self.codec.decode(payload)
         return payload, {n: t - sent[n] for n, t in change.items() if t.is_floating_point()}
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call``; on a lost connection back off and retry, on a forgotten id rejoin."""
-        failures = 0
+    async def _reaching(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` until the server answers it: a lost connection (or a failure of the
+        server's own) is waited out with backoff; any other error is the caller's."""
         while True:
             try:
-                return await call()
-            except UnknownClient as exc:
-                log.warning("%s: %s; joining again", self.name, exc)
-                self._session = None
-                self.report.rejoins += 1
-            except TransportError as exc:
-                # an untrusted certificate will not become trusted by asking again
-                if failures >= self.backoff.max_attempts or isinstance(exc, TlsError):
+                result = await call()
+            except FedgateError as exc:
+                if not transient(exc):
                     raise
-                delay = self.backoff.delay(failures)
-                log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
-                failures += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.link.failed(UNREACHABLE, exc))
+                continue
+            self.link.succeeded()
+            return result
 
     async def _ensure_session(self) -> Session:
-        if self._session is None:
-            request = JoinRequest(
-                name=self.name,
-                codec=self.codec.name,
-                num_examples=self.trainer.num_examples,
-                key=self.key,
-            )
-            ack = await self.transport.join(request)
-            self._session = Session.from_ack(ack)
+        """The current session, joining (again) first if there is none."""
+        request = JoinRequest(
+            name=self.name,
+            codec=self.codec.name,
+            num_examples=self.trainer.num_examples,
+            key=self.key,
+        )
+        while self._session is None:
+            try:
+                ack = await self._reaching(lambda: self.transport.join(request))
+            except JOIN_REFUSED as exc:
+                raise refused(self.name, exc) from None
+            except RunNotActive:
+                raise
+            except Conflict as exc:  # no room (the federation, or the key, is full): wait
+                await asyncio.sleep(self.link.failed("no room to join", exc))
+                continue
+            self._session, self._session_answered = Session.from_ack(ack), False
             self._heartbeat_s = ack.heartbeat_interval_s
             self.report.client_id = ack.client_id
             log.info("%s: joined run %s as %s", self.name, ack.run_id, ack.client_id)
         return self._session
 
+    async def _forget(self, session: Session, error: FedgateError) -> None:
+        """The server no longer knows ``session`` (and any task it held is stale): join
+        again. One it forgot before answering a single call is not rejoined at once,
+        so a server that keeps forgetting is not asked in a tight loop."""
+        log.warning("%s: the server forgot this client (%s); joining again", self.name, error)
+        if self._session is session:
+            self._session = None
+            self.report.rejoins += 1
+        if not self._session_answered:
+            await asyncio.sleep(self.link.failed("the server forgets this client", error))
+
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            if self._session is None:
+            session = self._session
+            if session is None:
                 continue
             try:
-                await self.transport.heartbeat(self._session)
+                await self.transport.heartbeat(session)
             except FedgateError as exc:  # the main loop deals with it on its next call
+                if transient(exc):
+                    self.link.noticed(UNREACHABLE, exc)
                 log.debug("%s: heartbeat failed: %s", self.name, exc)
+            else:
+                self.link.succeeded()
 
     async def _leave(self) -> None:
-        if self._session is None:
+        session, self._session = self._session, None
+        if session is None:
             return
         with contextlib.suppress(FedgateError, TimeoutError):
             async with asyncio.timeout(5.0):
-                await self.transport.leave(self._session)
-        self._session = None
+                await self.transport.leave(session)
+
+
+def refused(name: str, error: FedgateError) -> FedgateError:
+    """``error``, told as the end of this client: what was refused, and that it gives up."""
+    what = (
+        "its enrolment key"
+        if isinstance(error, Unauthorized | Forbidden)
+        else "its settings (name, codec or size)"
+    )
+    return error_from_code(
+        error.code,
+        f"{name}: the server refused {what}: {error.message}; not retrying",
+    )

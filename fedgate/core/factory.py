@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -11,6 +12,7 @@ from fedgate.core.data import Dataset
 from fedgate.core.federation import Federation
 from fedgate.core.models import build_model
 from fedgate.core.partition import partition
+from fedgate.core.ports import StoredRun
 from fedgate.core.training import EvalResult, LocalTrainer, evaluate, state_dict_copy
 
 
@@ -19,27 +21,23 @@ def build_federation(
     model: str,
     config: RunConfig,
     *,
-    max_update_bytes: int = 1 << 31,
-    max_concurrent_uploads: int = 32,
-    enrolment: str = "open",
+    resume: StoredRun | None = None,
+    **options: Any,
 ) -> Federation:
-    """A federation on a model seeded with ``config.seed`` that evaluates on the test split.
+    """A federation on a model seeded with ``config.seed`` that evaluates on the test split,
+    or the run ``resume`` carried on (with its own config and model).
 
-    ``enrolment`` is "open" (anyone may join; in-process runs) or "key" (`fedgate serve`)."""
-    initial = build_model(model, dataset.model_spec, seed=config.seed)
+    ``options`` go to `Federation`: enrolment ("open", the default, for in-process runs;
+    "key" for `fedgate serve`), upload limits, the run store and the keys/accounts stores."""
     eval_model = build_model(model, dataset.model_spec)
 
     def evaluator(weights: Mapping[str, torch.Tensor]) -> EvalResult:
         return evaluate(eval_model, weights, dataset.x_test, dataset.y_test)
 
-    return Federation(
-        state_dict_copy(initial),
-        config,
-        evaluator=evaluator,
-        max_update_bytes=max_update_bytes,
-        max_concurrent_uploads=max_concurrent_uploads,
-        enrolment=enrolment,
-    )
+    if resume is not None:
+        return Federation.resumed(resume, evaluator=evaluator, **options)
+    initial = build_model(model, dataset.model_spec, seed=config.seed)
+    return Federation(state_dict_copy(initial), config, evaluator=evaluator, **options)
 
 
 def build_trainer(

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fedgate.core.aggregation import clip_update, distance, norm
-from fedgate.core.strategy import Aggregator, get_strategy
+from fedgate.core.strategy import Aggregator, UpdateMeta, get_strategy
 
 if TYPE_CHECKING:
     from fedgate.codecs import TensorDict
@@ -118,12 +118,19 @@ class GuardedAggregator:
         if self.clip_norm > 0 and sizes:
             self.weight_cap = statistics.median_low(sizes)
 
-    def add(self, tensors: Mapping[str, torch.Tensor], weight: int, *, client_id: str) -> None:
+    def add(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        weight: int,
+        *,
+        client_id: str,
+        meta: UpdateMeta | None = None,
+    ) -> None:
         clipped, before = clip_update(tensors, self._global, self.clip_norm)
         clipping = self.clip_norm > 0 and math.isfinite(before)
         folded = min(before, self.clip_norm) if clipping else before
         folded_weight = weight if self.weight_cap is None else min(weight, self.weight_cap)
-        self.inner.add(clipped, folded_weight, client_id=client_id)
+        self.inner.add(clipped, folded_weight, client_id=client_id, meta=meta)
         self.stats.append(UpdateStats(client_id, weight, before, folded, folded_weight))
 
     def result(self) -> TensorDict:

@@ -39,6 +39,14 @@ class RunState(enum.StrEnum):
 FINAL_RUN_STATES = frozenset({RunState.FINISHED, RunState.STOPPED})
 
 
+class RoundOutcome(enum.StrEnum):
+    """How a round attempt ended."""
+
+    COMPLETED = "completed"  # its aggregate became the next model version
+    RETRIED = "retried"  # too few updates, or a refused aggregate: the round runs again
+    ABANDONED = "abandoned"  # the run stopped (or the server died) with the round open
+
+
 class TaskKind(enum.StrEnum):
     TRAIN = "train"
     WAIT = "wait"  # nothing for this client yet: ask again
@@ -75,6 +83,10 @@ class TrainConfig:
     learning_rate: float
     local_epochs: int
     batch_size: int
+    # The round's number (not its attempt): a client's batch order depends only on its seed
+    # and this, so a retried or resumed round trains exactly as the first try did.
+    round: int = 0
+    proximal_mu: float = 0.0  # FedProx: weight of the proximal term (0: plain local SGD)
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,7 @@ class RoundRecord:
 
     round: int
     attempt: int
-    outcome: str  # "completed" | "retried" | "abandoned"
+    outcome: RoundOutcome
     participants: tuple[str, ...]
     selected: tuple[str, ...]
     num_examples: int
@@ -195,6 +207,16 @@ class RoundRecord:
     train_loss: float = float("nan")
     excluded: tuple[str, ...] = ()  # clients whose updates were left out of a refused result
     reason: str = ""  # why a round was retried or abandoned (empty when it completed)
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """One change of a client's state (or of the reason shown), with its wall-clock time."""
+
+    client_id: str
+    state: ClientState
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -221,3 +243,6 @@ class FederationStatus:
     bytes_by_codec: dict[str, Traffic] = field(default_factory=dict)
     accuracy: float = float("nan")
     loss: float = float("nan")
+    # In a watched status: every client transition since the watcher's previous status,
+    # so that changes closer together than the watch interval are all seen.
+    events: tuple[ClientEvent, ...] = ()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,16 +52,23 @@ class Encoding:
 
 
 class ModelStore:
-    def __init__(self, initial: Mapping[str, torch.Tensor], budget_bytes: int = 0) -> None:
-        self._versions: dict[int, TensorDict] = {0: _copy(initial)}
-        self._refs: dict[str, Reference] = {"0": Reference("0", 0, self._versions[0])}
+    def __init__(
+        self, initial: Mapping[str, torch.Tensor], budget_bytes: int = 0, *, version: int = 0
+    ) -> None:
+        """``initial`` as ``version`` (0 for a new run; a resumed run's last version)."""
+        self._versions: dict[int, TensorDict] = {version: _copy(initial)}
+        start = Reference(str(version), version, self._versions[version])
+        self._refs: dict[str, Reference] = {start.ref: start}
         self._encoded: dict[tuple[int, str, str], asyncio.Task[Encoding]] = {}
         # what the budget counts, least recently used first: encodings by key, refs by name
         self._lru: OrderedDict[tuple[int, str, str] | str, int] = OrderedDict()
         self._ids = itertools.count(1)
-        self.version = 0
+        # Derived references carry this process's mark: after a restart a client may still
+        # name a reference the last process minted, and it must not match a new one.
+        self._mark = secrets.token_hex(3)
+        self.version = version
         self.budget_bytes = budget_bytes or max(
-            MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[0])
+            MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[version])
         )
 
     @property
@@ -182,7 +190,7 @@ class ModelStore:
                 # the client already holds this version: asking again mints no reference
                 model = EncodedModel(version, codec.name, payload, ref=base.ref, base_ref=base.ref)
                 return Encoding(model)
-        ref = f"{version}.{next(self._ids)}"
+        ref = f"{version}.{self._mark}{next(self._ids)}"
         start = base.ref if base else ""
         model = EncodedModel(version, codec.name, payload, ref=ref, base_ref=start)
         return Encoding(model, Reference(ref, version, held))

@@ -18,15 +18,22 @@ import itertools
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from fedgate.core.messages import GONE_STATES, ClientState, ClientView, Traffic
+from fedgate.core.ports import ClientEvent, StoredClient
 from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import ConfigError, Conflict, Unauthorized, UnknownClient
 
 MAX_NAME_LENGTH = 128
 MAX_TOKEN_LENGTH = 256  # longer presented tokens are refused before hashing
+
+Journal = Callable[["ClientRecord", ClientEvent], None]
+
+
+def _no_journal(record: ClientRecord, event: ClientEvent) -> None:
+    pass
 
 
 def token_hash(token: str) -> str:
@@ -49,12 +56,69 @@ class ClientRecord:
     max_num_examples: int = MAX_NUM_EXAMPLES
     state: ClientState = ClientState.JOINED
     reason: str = ""
-    rounds_completed: int = 0
+    rounds_completed: int = 0  # rounds whose published model holds one of its updates
     traffic: Traffic = field(default_factory=Traffic)
+    # Told of every change of state (or reason), with its wall-clock time: the session's
+    # history for status watchers and the store. Set by the registry.
+    journal: Journal = field(default=_no_journal, repr=False, compare=False)
 
     @property
     def gone(self) -> bool:
         return self.state in GONE_STATES
+
+    # ---- the client's state machine: every change goes through `_move` ------------------
+
+    def take_task(self) -> None:
+        self._move(ClientState.TRAINING)
+
+    def wait_for_task(self) -> None:
+        if self.state is not ClientState.READY:
+            self._move(ClientState.READY)
+
+    def start_upload(self) -> None:
+        self._move(ClientState.UPLOADING)
+
+    def abandon_upload(self) -> None:
+        """An upload that brought no update: the client may still send a good one."""
+        if not self.gone:
+            self._move(ClientState.TRAINING)
+
+    def finish_upload(self) -> None:
+        self._move(ClientState.FINISHED)
+
+    def leave(self, reason: str) -> None:
+        self._move(ClientState.LEFT, reason)
+
+    def fail(self, reason: str) -> None:
+        self._move(ClientState.FAILED, reason)
+
+    def explain(self, reason: str) -> None:
+        """A reason without a change of state (dropped from a round, still a member)."""
+        self._move(self.state, reason)
+
+    def _move(self, state: ClientState, reason: str | None = None) -> None:
+        reason = self.reason if reason is None else reason
+        if state is self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        self.journal(self, ClientEvent(self.client_id, state, reason, time.time()))
+
+    def stored(self) -> StoredClient:
+        return StoredClient(
+            client_id=self.client_id,
+            name=self.name,
+            token_hash=self.token_hash,
+            codec=self.codec,
+            transport=self.transport,
+            num_examples=self.num_examples,
+            key_id=self.key_id,
+            max_num_examples=self.max_num_examples,
+            state=self.state,
+            reason=self.reason,
+            rounds_completed=self.rounds_completed,
+            bytes_up=self.traffic.up,
+            bytes_down=self.traffic.down,
+        )
 
     def view(self, now: float) -> ClientView:
         return ClientView(
@@ -90,6 +154,7 @@ class ClientRegistry:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_open_clients: int | None = None,
+        journal: Journal = _no_journal,
     ) -> None:
         self.max_clients = max_clients
         # a tenth of the places is kept for clients with a key
@@ -97,8 +162,38 @@ class ClientRegistry:
             max_clients - max_clients // 10 if max_open_clients is None else max_open_clients
         )
         self.clock = clock
+        self.journal = journal
         self._clients: dict[str, ClientRecord] = {}
         self._ids = itertools.count(1)
+
+    def restore(self, clients: Iterable[StoredClient], reason: str) -> None:
+        """Take back the records of a resumed run: tokens stay valid, and members that were
+        active count as just seen (they get a heartbeat timeout to reconnect) and wait
+        for a task, with ``reason`` saying why."""
+        now, numbers = self.clock(), [0]
+        for kept in clients:
+            record = ClientRecord(
+                client_id=kept.client_id,
+                name=kept.name,
+                token_hash=kept.token_hash,
+                codec=kept.codec,
+                transport=kept.transport,
+                num_examples=kept.num_examples,
+                last_seen=now,
+                key_id=kept.key_id,
+                max_num_examples=kept.max_num_examples,
+                state=kept.state if kept.state in GONE_STATES else ClientState.JOINED,
+                reason=kept.reason if kept.state in GONE_STATES else reason,
+                rounds_completed=kept.rounds_completed,
+                traffic=Traffic(kept.bytes_up, kept.bytes_down),
+                journal=self.journal,
+            )
+            self._clients[record.client_id] = record
+            numbers.append(_id_number(record.client_id))
+            if not record.gone:  # the store and watchers learn why its state changed
+                event = ClientEvent(record.client_id, record.state, reason, time.time())
+                self.journal(record, event)
+        self._ids = itertools.count(max(numbers) + 1)
 
     def __iter__(self) -> Iterator[ClientRecord]:
         return iter(list(self._clients.values()))
@@ -131,8 +226,10 @@ class ClientRegistry:
             last_seen=self.clock(),
             key_id=key_id,
             max_num_examples=min(max_num_examples, MAX_NUM_EXAMPLES),
+            journal=self.journal,
         )
         self._clients[record.client_id] = record
+        self.journal(record, ClientEvent(record.client_id, record.state, "", time.time()))
         return Joined(record, token)
 
     def authenticate(self, client_id: str, token: str) -> ClientRecord:
@@ -191,6 +288,12 @@ class ClientRegistry:
             return
         for record in [c for c in self._clients.values() if c.gone][:excess]:
             del self._clients[record.client_id]
+
+
+def _id_number(client_id: str) -> int:
+    """The counter in an id like ``c12-a1b2c3`` (0 for an id of another shape)."""
+    head = client_id.split("-", 1)[0][1:]
+    return int(head) if head.isdigit() else 0
 
 
 def _check_name(name: str) -> None:

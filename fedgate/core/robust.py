@@ -28,6 +28,7 @@ from fedgate.errors import Conflict
 
 if TYPE_CHECKING:
     from fedgate.codecs import TensorDict
+    from fedgate.core.strategy import UpdateMeta  # strategy imports this module
 
 HELD_BYTES_BUDGET = 1 << 30  # updates a median or trimmed-mean round may hold, in bytes
 MIN_HELD = 3  # below three updates neither aggregate can outvote a single one
@@ -57,7 +58,14 @@ class CoordinateTrimmedMean:
     def capacity(self) -> int:
         return self._capacity
 
-    def add(self, tensors: Mapping[str, torch.Tensor], weight: int, *, client_id: str) -> None:
+    def add(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        weight: int,
+        *,
+        client_id: str,
+        meta: UpdateMeta | None = None,
+    ) -> None:
         """Hold ``tensors`` (the weight is ignored: every participant counts once)."""
         if len(self._held) >= self._capacity:
             raise Conflict(

@@ -1,6 +1,7 @@
 """One round attempt: who was chosen, who reported, who dropped, and the running aggregate.
 
-Bookkeeping (selected, reported, dropped) changes only on the event loop. The aggregate
+Bookkeeping (selected, reported, dropped) changes only on the event loop, and only through
+the methods below. The aggregate
 is folded from worker threads, so `fold` and `close` share a lock: an update that finishes
 decoding after the round closed is refused and never touches the result. The aggregate
 goes through the guard (`fedgate.core.guard`): clipped on the way in, checked on the way out.
@@ -18,7 +19,8 @@ import torch
 from fedgate.codecs import TensorDict
 from fedgate.core.config import RunConfig
 from fedgate.core.guard import GuardedAggregator, Refusal
-from fedgate.core.messages import RoundRecord, Traffic
+from fedgate.core.messages import RoundOutcome, RoundRecord, Traffic
+from fedgate.core.strategy import UpdateMeta
 from fedgate.errors import RoundClosed
 
 
@@ -48,8 +50,11 @@ class Round:
 
     @property
     def target(self) -> int:
-        wanted = self.config.clients_per_round or len(self.selected)
-        return min(wanted, self.aggregator.capacity)  # late joiners too stay within memory
+        """How many clients the round may hold: clients_per_round, or with 0 ("every
+        available client") as many as join while it is open; within the aggregator's
+        memory bound either way."""
+        wanted = self.config.clients_per_round or self.aggregator.capacity
+        return min(wanted, self.aggregator.capacity)
 
     def pending(self) -> set[str]:
         """Selected clients that have neither reported nor dropped out."""
@@ -67,12 +72,57 @@ class Round:
     def has_room(self) -> bool:
         return len(self.selected) < self.target
 
-    def fold(self, tensors: Mapping[str, torch.Tensor], num_examples: int, client_id: str) -> None:
+    # ---- changes, on the event loop -------------------------------------------------------
+
+    def select_late(self, client_id: str) -> None:
+        self.selected.add(client_id)
+
+    def start_upload(self, client_id: str) -> None:
+        self.uploading.add(client_id)
+
+    def end_upload(self, client_id: str) -> bool:
+        """Forget ``client_id``'s upload in progress; False if there was none."""
+        if client_id not in self.uploading:
+            return False
+        self.uploading.discard(client_id)
+        return True
+
+    def report(self, client_id: str, num_examples: int, train_loss: float) -> None:
+        """``client_id``'s update is in the aggregate."""
+        self.reported[client_id] = num_examples
+        if math.isfinite(train_loss):
+            self.train_losses.append(train_loss)
+
+    def drop(self, client_id: str) -> bool:
+        """Stop waiting for ``client_id``; False if the round was not waiting for it."""
+        if client_id not in self.pending():
+            return False
+        self.dropped.add(client_id)
+        return True
+
+    def refuse(self, offenders: tuple[str, ...], reason: str) -> None:
+        """The aggregate may not be published because of ``offenders``' updates."""
+        self.excluded, self.reason = offenders, reason
+
+    def count(self, client_id: str, up: int = 0, down: int = 0) -> None:
+        if client_id in self.selected:
+            self.traffic = self.traffic.add(up, down)
+
+    def fold(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        num_examples: int,
+        client_id: str,
+        *,
+        train_loss: float = math.nan,
+        key_id: str = "",
+    ) -> None:
         """Add a validated update from ``client_id`` to the aggregate (worker thread)."""
+        meta = UpdateMeta(client_id, num_examples, train_loss, self.round_id, key_id)
         with self._lock:
             if self.closed:
                 raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
-            self.aggregator.add(tensors, num_examples, client_id=client_id)
+            self.aggregator.add(tensors, num_examples, client_id=client_id, meta=meta)
 
     def close(self) -> None:
         with self._lock:
@@ -88,15 +138,15 @@ class Round:
             result = self.aggregator.result()
             return result, self.aggregator.check(result, f"round {self.round_id}")
 
-    def default_reason(self, outcome: str) -> str:
-        if outcome == "retried":
+    def default_reason(self, outcome: RoundOutcome) -> str:
+        if outcome is RoundOutcome.RETRIED:
             needed = self.config.min_clients
             return f"only {len(self.reported)} of the {needed} updates needed arrived"
-        return "the run was stopped" if outcome == "abandoned" else ""
+        return "the run was stopped" if outcome is RoundOutcome.ABANDONED else ""
 
     def record(
         self,
-        outcome: str,
+        outcome: RoundOutcome,
         model_version: int,
         closed_at: float,
         accuracy: float = math.nan,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 from fedgate.core.messages import Traffic
 from fedgate.core.registry import ClientRecord
@@ -10,10 +11,18 @@ from fedgate.core.rounds import Round
 
 
 class TrafficLedger:
-    def __init__(self) -> None:
-        self.total = Traffic()
-        self.by_transport: defaultdict[str, Traffic] = defaultdict(Traffic)
-        self.by_codec: defaultdict[str, Traffic] = defaultdict(Traffic)
+    def __init__(
+        self,
+        by_transport: Mapping[str, Traffic] | None = None,
+        by_codec: Mapping[str, Traffic] | None = None,
+    ) -> None:
+        """A new ledger, or one carried on from a resumed run's counters."""
+        self.by_transport: defaultdict[str, Traffic] = defaultdict(Traffic, by_transport or {})
+        self.by_codec: defaultdict[str, Traffic] = defaultdict(Traffic, by_codec or {})
+        self.total = Traffic(
+            sum(t.up for t in self.by_transport.values()),
+            sum(t.down for t in self.by_transport.values()),
+        )
 
     def count(
         self, client: ClientRecord, codec: str, round_: Round | None, up: int = 0, down: int = 0
@@ -23,5 +32,5 @@ class TrafficLedger:
         client.traffic = client.traffic.add(up, down)
         self.by_transport[client.transport] = self.by_transport[client.transport].add(up, down)
         self.by_codec[codec] = self.by_codec[codec].add(up, down)
-        if round_ is not None and client.client_id in round_.selected:
-            round_.traffic = round_.traffic.add(up, down)
+        if round_ is not None:
+            round_.count(client.client_id, up, down)

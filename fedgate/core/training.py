@@ -1,7 +1,19 @@
-"""Local training on a client's examples, and evaluation on held-out data."""
+"""Local training on a client's examples, and evaluation on held-out data.
+
+A trainer's batch order depends only on its seed and the round it trains
+(`TrainConfig.round`), not on how many rounds it trained before: a round retried, or run
+again after a server restart, trains exactly as its first try did, and a client that
+missed rounds trains the next one as one that took part in all of them would.
+
+With ``TrainConfig.proximal_mu`` > 0 (FedProx, Li et al. 2020) each batch's loss gets
+(mu/2)*||w - w_global||^2 over the model's parameters (buffers are not trained): local
+steps are pulled back towards the model the round started from. With 0 the loss, the
+gradients and so the weights are exactly plain SGD's.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,28 +69,33 @@ class LocalTrainer:
             raise ValueError("a client needs a non-empty set of examples with one label each")
         self.model = model
         self.x, self.y = x, y
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
     @property
     def num_examples(self) -> int:
         return len(self.x)
 
     def train(self, weights: Mapping[str, torch.Tensor], config: TrainConfig) -> TrainResult:
-        """Load ``weights``, run SGD for the configured epochs, return the new weights."""
+        """Load ``weights``, run SGD for the configured epochs, return the new weights.
+
+        The reported loss is the data loss alone (without the proximal term), so runs
+        with and without FedProx report comparable figures."""
         self.model.load_state_dict(dict(weights))
         self.model.train()
         optimiser = torch.optim.SGD(self.model.parameters(), lr=config.learning_rate, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, config.round))
+        anchor = ProximalTerm(self.model, config.proximal_mu) if config.proximal_mu > 0 else None
         seen = correct = 0
         loss_sum = 0.0
         for _ in range(config.local_epochs):
-            order = torch.randperm(len(self.x), generator=self._generator)
+            order = torch.randperm(len(self.x), generator=generator)
             for batch in torch.split(order, config.batch_size):
                 x, y = self.x[batch], self.y[batch]
                 optimiser.zero_grad(set_to_none=True)
                 logits = self.model(x)
                 loss = loss_fn(logits, y)
-                loss.backward()
+                (loss if anchor is None else loss + anchor.penalty()).backward()
                 optimiser.step()
                 seen += len(y)
                 loss_sum += float(loss.detach()) * len(y)
@@ -89,6 +106,28 @@ class LocalTrainer:
             loss=loss_sum / max(seen, 1),
             accuracy=correct / max(seen, 1),
         )
+
+
+class ProximalTerm:
+    """FedProx's (mu/2)*||w - w_global||^2 over ``model``'s parameters, w_global being their
+    values when this is made (the round's global model, just loaded)."""
+
+    def __init__(self, model: nn.Module, mu: float) -> None:
+        self.mu = mu
+        self._pairs = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+    def penalty(self) -> torch.Tensor:
+        total = sum(((p - start) ** 2).sum() for p, start in self._pairs)
+        return (self.mu / 2) * torch.as_tensor(total)
+
+
+def batch_seed(seed: int, round_number: int) -> int:
+    """The seed of the batch order a trainer seeded ``seed`` uses in round ``round_number``.
+
+    A hash of both, not a sum: client seeds are ``run_seed * 1000 + index``, so
+    seed + round would give client 0 in round 1 client 1's order in round 0."""
+    digest = hashlib.blake2b(f"{seed}/{round_number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # 63 bits: torch seeds are 64-bit
 
 
 def evaluate(

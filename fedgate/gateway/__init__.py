@@ -1,1 +1,1 @@
-"""The server process: REST and gRPC adapters over one Federation in one event loop."""
+"""The server process: every registered transport adapter over one federation, one loop."""

@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+
+from fedgate.core.accounts import Accounts
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
-from fedgate.core.messages import FINAL_RUN_STATES, FederationStatus
+from fedgate.core.messages import FINAL_RUN_STATES, FederationStatus, RunState
+from fedgate.core.ports import RunMeta, StoredRun
+from fedgate.errors import ConfigError
 from fedgate.gateway.access_notes import print_access_notes
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.results import results_document, write_json
+from fedgate.store import SqlStore, open_store
 
 log = logging.getLogger("fedgate.serve")
 LINGER_S = 5.0  # after the run ends, how long to wait for clients to take their STOP
@@ -36,18 +42,21 @@ class ServeOptions:
     exit_when_done: bool = False
     enrolment: str = "key"  # "open": anyone may join (see `access_notes`)
     max_concurrent_uploads: int = 32
+    db: str = "sqlite:///runs/fedgate.db"  # the run store (`fedgate.store.DEFAULT_DB_URL`)
+    new_run: bool = False  # start afresh even if the store holds an unfinished run
 
 
 async def serve(options: ServeOptions) -> FederationStatus:
-    dataset = load_dataset(options.dataset, options.run.seed)
-    federation = build_federation(
-        dataset,
-        options.model,
-        options.run,
-        max_update_bytes=options.gateway.max_update_bytes,
-        max_concurrent_uploads=options.max_concurrent_uploads,
-        enrolment=options.enrolment,
-    )
+    # opening upgrades the schema to the current revision: a moment, once, before serving
+    store = await asyncio.to_thread(open_store, options.db)
+    try:
+        return await _serve(options, store)
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
+    federation = await asyncio.to_thread(open_run, options, store)
     started = time.perf_counter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,11 +76,61 @@ async def serve(options: ServeOptions) -> FederationStatus:
             config = {
                 "dataset": options.dataset,
                 "model": options.model,
-                **dataclasses.asdict(options.run),
+                **dataclasses.asdict(federation.config),  # a resumed run's own
             }
             document = results_document(config, status, time.perf_counter() - started)
             write_json(options.results_file, document)
     return status
+
+
+def open_run(options: ServeOptions, store: SqlStore) -> Federation:
+    """The store's unfinished run, resumed; or a new run (stopping the unfinished one when
+    ``new_run`` asks). A resumed run keeps its own config: run options are not applied."""
+    dataset = load_dataset(options.dataset, options.run.seed)
+    unfinished = None if options.new_run else store.runs.unfinished_run()
+    if options.new_run and (old := store.runs.unfinished_run()) is not None:
+        store.runs.set_run_state(old.meta.run_id, RunState.STOPPED)
+        print(f"run {old.meta.run_id} in {safe_url(options.db)} marked stopped (--new-run)")
+    if unfinished is not None:
+        _check_same_setup(unfinished, options)
+    federation = build_federation(
+        dataset,
+        options.model,
+        options.run,
+        resume=unfinished,
+        max_update_bytes=options.gateway.max_update_bytes,
+        max_concurrent_uploads=options.max_concurrent_uploads,
+        enrolment=options.enrolment,
+        store=store.runs,
+        keys=store.keys,
+        accounts=Accounts(store.users, store.sessions),
+        meta=RunMeta("", options.dataset, options.model),
+    )
+    where = safe_url(options.db)
+    if unfinished is None:
+        print(f"store    {where}: new run {federation.run_id}", flush=True)
+    else:
+        print(
+            f"store    {where}: resuming run {federation.run_id} at round "
+            f"{federation.round_number} (model version {federation.models.version})",
+            flush=True,
+        )
+    return federation
+
+
+def _check_same_setup(stored: StoredRun, options: ServeOptions) -> None:
+    meta = stored.meta
+    if (meta.dataset, meta.model) != (options.dataset, options.model):
+        raise ConfigError(
+            f"{safe_url(options.db)} holds unfinished run {meta.run_id} on dataset "
+            f"{meta.dataset!r} with model {meta.model!r}, not {options.dataset!r}/"
+            f"{options.model!r}: serve it with those, pass --new-run, or use another --db"
+        )
+
+
+def safe_url(url: str) -> str:
+    """The database URL without its password, for printing."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def announce(gateway: Gateway, options: ServeOptions) -> None:

@@ -1,4 +1,10 @@
-"""One process, one event loop, one Federation: the REST app and the gRPC server together."""
+"""One process, one event loop, one federation, served on every registered transport.
+
+The gateway starts each adapter of `fedgate.transport.servers.SERVER_ADAPTERS` on the
+same `FederationService` and stops them together; it knows no transport by its code, only
+the registry's names. `grpc_port`, `http_port`, `grpc_target` and `http_url` remain for
+the callers written before the registry; new code reads `addresses`.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,29 @@ import contextlib
 import ipaddress
 import logging
 import secrets
-import socket
-import ssl
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from types import MappingProxyType, TracebackType
 
-import grpc
-import uvicorn
-
-from fedgate.core.federation import Federation
-from fedgate.gateway.app import create_app
-from fedgate.gateway.http_protocol import protocol_with_head_timeout
+from fedgate.core.service import FederationService
 from fedgate.transport.connection_limits import ConnectionLimits
-from fedgate.transport.grpc.server import start_grpc_server
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
+from fedgate.transport.servers import (
+    SERVER_ADAPTERS,
+    ServerAdapter,
+    ServerSettings,
+    get_server_adapter,
+    host_port,
+    port_of,
+)
 from fedgate.transport.tls import ServerTls, TlsSettings, load_server_tls
 
 log = logging.getLogger("fedgate.gateway")
+
+# The settings' port fields named before the registry, by transport; other transports'
+# ports are in `GatewaySettings.ports` (0 when absent: any free port).
+GRPC, REST = "grpc", "rest"  # the transports behind the compatibility attributes
+PORT_FIELDS: Mapping[str, str] = MappingProxyType({GRPC: "grpc_port", REST: "http_port"})
 
 
 @dataclass(frozen=True)
@@ -38,11 +48,31 @@ class GatewaySettings:
     tls: TlsSettings | None = None  # None: plain text (fine on loopback only)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
+    ports: Mapping[str, int] = field(default_factory=dict)  # by transport; wins over the above
 
     @property
     def exposed_in_plain_text(self) -> bool:
         """Serving beyond this machine without TLS: tokens and models cross the network bare."""
         return self.tls is None and not is_loopback(self.host)
+
+    def port_for(self, transport: str) -> int:
+        """The port ``transport`` should listen on (0: any free port)."""
+        if transport in self.ports:
+            return self.ports[transport]
+        legacy = PORT_FIELDS.get(transport)
+        return int(getattr(self, legacy)) if legacy else 0
+
+    def server_settings(self, transport: str, tls: ServerTls | None) -> ServerSettings:
+        """What the adapter of ``transport`` starts with (``tls``: read and checked)."""
+        return ServerSettings(
+            admin_token=self.admin_token,
+            host=self.host,
+            port=self.port_for(transport),
+            max_update_bytes=self.max_update_bytes,
+            tls=tls,
+            limits=self.limits,
+            upload_timeouts=self.upload_timeouts,
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -54,79 +84,75 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway stops both servers itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Gateway:
-    """Serves a Federation over gRPC and REST until `stop` (or the `async with` block ends)."""
+    """Serves a federation on every registered transport until `stop` (or the end of the
+    `async with` block)."""
 
-    def __init__(self, federation: Federation, settings: GatewaySettings | None = None) -> None:
+    def __init__(
+        self, federation: FederationService, settings: GatewaySettings | None = None
+    ) -> None:
         self.federation = federation
         self.settings = settings or GatewaySettings()
-        self.grpc_port = 0
-        self.http_port = 0
-        self._grpc: grpc.aio.Server | None = None
-        self._http: _EmbeddedUvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.addresses: dict[str, str] = {}  # transport -> the address it bound
+        self._adapters: list[ServerAdapter] = []
+
+    @property
+    def grpc_port(self) -> int:
+        return self._port(GRPC)
+
+    @property
+    def http_port(self) -> int:
+        return self._port(REST)
+
+    @property
+    def grpc_target(self) -> str:
+        return self.addresses.get(GRPC) or host_port(self.settings.host, self.grpc_port)
 
     @property
     def http_url(self) -> str:
         scheme = "https" if self.settings.tls else "http"
-        return f"{scheme}://{self.settings.host}:{self.http_port}"
+        fallback = f"{scheme}://{host_port(self.settings.host, self.http_port)}"
+        return self.addresses.get(REST) or fallback
 
-    @property
-    def grpc_target(self) -> str:
-        return f"{self.settings.host}:{self.grpc_port}"
+    def _port(self, transport: str) -> int:
+        address = self.addresses.get(transport)
+        return port_of(address) if address else 0
 
     async def start(self) -> None:
-        s = self.settings
-        # certificate files are read and checked before either port binds
-        tls = load_server_tls(s.tls) if s.tls is not None else None
-        self._grpc, self.grpc_port = await start_grpc_server(
-            self.federation,
-            s.host,
-            s.grpc_port,
-            admin_token=s.admin_token,
-            max_update_bytes=s.max_update_bytes,
-            tls=tls,
-            limits=s.limits,
-            upload_timeouts=s.upload_timeouts,
-        )
-        app = create_app(
-            self.federation,
-            admin_token=s.admin_token,
-            max_update_bytes=s.max_update_bytes,
-            upload_timeouts=s.upload_timeouts,
-        )
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted sockets inherit it: without, small responses wait ~40 ms on delayed ACKs
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((s.host, s.http_port))
-        self.http_port = sock.getsockname()[1]
-        self._http = _EmbeddedUvicorn(uvicorn_config(app, s.limits, tls))
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
-        while not self._http.started:
-            if self._http_task.done():
-                await self._http_task  # surfaces the startup error
-                raise OSError(f"HTTP server on {s.host}:{s.http_port} did not start")
-            await asyncio.sleep(0.01)
-        log.info("gateway: gRPC %s, HTTP %s", self.grpc_target, self.http_url)
+        """Start every registered adapter; if one fails, those started are stopped."""
+        # certificate files are read and checked before any port binds
+        tls = load_server_tls(self.settings.tls) if self.settings.tls is not None else None
+        try:
+            for name in list(SERVER_ADAPTERS):
+                adapter = get_server_adapter(name)
+                self._adapters.append(adapter)
+                settings = self.settings.server_settings(name, tls)
+                self.addresses[name] = await adapter.start(self.federation, settings)
+        except BaseException:
+            with contextlib.suppress(Exception):  # logged; the first error is the news
+                await self._stop_adapters(0.0)
+            self.addresses.clear()
+            raise
+        log.info("gateway: %s", ", ".join(f"{n} {a}" for n, a in self.addresses.items()))
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        """Stop both servers (open calls get ``grace_s``), then the federation's tasks."""
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._http_task
-        if self._grpc is not None:
-            await self._grpc.stop(grace_s)
-        await self.federation.close()
+        """Stop every adapter at once (open calls get ``grace_s``), then the federation's
+        background tasks."""
+        try:
+            await self._stop_adapters(grace_s)
+        finally:
+            await self.federation.close()
+
+    async def _stop_adapters(self, grace_s: float) -> None:
+        adapters, self._adapters = self._adapters, []
+        outcomes = await asyncio.gather(
+            *(adapter.stop(grace_s) for adapter in adapters), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in errors:
+            log.error("a server adapter failed to stop: %r", error)
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -139,29 +165,3 @@ class Gateway:
         trace: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-def uvicorn_config(app: Any, limits: ConnectionLimits, tls: ServerTls | None) -> uvicorn.Config:
-    """uvicorn on h11 with the connection limits (and TLS) applied."""
-    tls_options: dict[str, Any] = {}
-    if tls is not None:
-        # the same files load_server_tls has just checked
-        tls_options = {
-            "ssl_certfile": str(tls.settings.cert),
-            "ssl_keyfile": str(tls.settings.key),
-        }
-        if tls.settings.client_ca is not None:
-            tls_options["ssl_ca_certs"] = str(tls.settings.client_ca)
-            tls_options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-    return uvicorn.Config(
-        app,
-        http=protocol_with_head_timeout(limits.http_head_timeout_s),
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-        timeout_keep_alive=limits.http_keep_alive_s,
-        h11_max_incomplete_event_size=limits.http_max_head_bytes,
-        limit_concurrency=limits.http_max_concurrency,
-        **tls_options,
-    )

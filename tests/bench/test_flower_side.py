@@ -10,6 +10,7 @@ fedgate's weights, losses and accuracies, so the suite compares frameworks, not 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -79,8 +80,10 @@ def test_flower_trainer_and_evaluation_are_fedgates(inputs: Path, digits: Datase
         digits, "cnn", spec=SPEC.partition, index=index, of=SPEC.clients, seed=SPEC.seed
     )
     ours = flower_app.client_trainer(inputs, index)
-    for _ in range(2):  # the second round shows the batch-order generators stay in step
-        expected, got = theirs.train(weights, config), ours.train(weights, setup.train_config())
+    for number in (1, 2):  # each round's batch order comes from the seed and the round
+        this_round = dataclasses.replace(config, round=number)
+        flowers = dataclasses.replace(setup.train_config(), round=number)
+        expected, got = theirs.train(weights, this_round), ours.train(weights, flowers)
         assert (got.loss, got.accuracy) == (expected.loss, expected.accuracy)
         for name, tensor in expected.weights.items():
             assert torch.equal(got.weights[name], tensor), name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import subprocess
 import sys
 
@@ -9,10 +11,11 @@ import pytest
 import torch
 
 from fedgate.core import data as data_module
+from fedgate.core.aggregation import distance
 from fedgate.core.data import load_dataset
 from fedgate.core.messages import TrainConfig
 from fedgate.core.models import ModelSpec, build_model
-from fedgate.core.training import LocalTrainer, evaluate, state_dict_copy
+from fedgate.core.training import LocalTrainer, TrainResult, batch_seed, evaluate, state_dict_copy
 from fedgate.errors import ConfigError
 
 
@@ -86,3 +89,100 @@ def test_local_training_improves_the_model_on_its_data() -> None:
     assert result.num_examples == 600
     assert after.loss < before.loss and after.accuracy > 0.6 > 0.2 > before.accuracy
     assert not torch.equal(result.weights["classifier.3.weight"], start["classifier.3.weight"])
+
+
+# ---- FedProx's proximal term, and batch orders seeded per round -----------------------------
+
+RECIPE = TrainConfig(learning_rate=0.1, local_epochs=2, batch_size=32, round=3)
+
+
+def digits_part(seed: int = 0) -> tuple[torch.nn.Module, dict[str, torch.Tensor], LocalTrainer]:
+    """A fresh CNN, its starting weights, and a trainer on 300 digits seeded 5."""
+    data = load_dataset("digits")
+    model = build_model("cnn", data.model_spec, seed=seed)
+    return (
+        model,
+        state_dict_copy(model),
+        LocalTrainer(model, data.x_train[:300], data.y_train[:300], seed=5),
+    )
+
+
+def plain_sgd(
+    trainer: LocalTrainer, start: dict[str, torch.Tensor], config: TrainConfig
+) -> TrainResult:
+    """LocalTrainer.train as it was before FedProx: SGD with momentum on the data loss only,
+    its batch order drawn from ``batch_seed(seed, round)``."""
+    model = trainer.model
+    model.load_state_dict(start)
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(batch_seed(trainer.seed, config.round))
+    seen = correct = 0
+    loss_sum = 0.0
+    for _ in range(config.local_epochs):
+        for batch in torch.split(
+            torch.randperm(len(trainer.x), generator=generator), config.batch_size
+        ):
+            x, y = trainer.x[batch], trainer.y[batch]
+            optimiser.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimiser.step()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+    return TrainResult(state_dict_copy(model), len(trainer.x), loss_sum / seen, correct / seen)
+
+
+def assert_same(a: TrainResult, b: TrainResult) -> None:
+    assert (a.num_examples, a.loss, a.accuracy) == (b.num_examples, b.loss, b.accuracy)
+    assert a.weights.keys() == b.weights.keys()
+    for name, tensor in a.weights.items():
+        assert torch.equal(tensor, b.weights[name]), name
+
+
+def test_without_a_proximal_term_training_is_plain_sgd_to_the_bit() -> None:
+    _, start, trainer = digits_part()
+    assert_same(trainer.train(start, RECIPE), plain_sgd(trainer, start, RECIPE))
+
+
+def test_the_proximal_term_keeps_the_weights_closer_to_the_global_model() -> None:
+    _, start, trainer = digits_part()
+    free = trainer.train(start, RECIPE)
+    distances = [distance(free.weights, start)]
+    for mu in (0.1, 1.0):
+        held = trainer.train(start, dataclasses.replace(RECIPE, proximal_mu=mu))
+        distances.append(distance(held.weights, start))
+        assert math.isfinite(held.loss) and held.num_examples == free.num_examples
+    assert distances[0] > distances[1] > distances[2] > 0  # the larger mu, the closer
+    again = trainer.train(start, dataclasses.replace(RECIPE, proximal_mu=1.0))
+    assert distance(again.weights, start) == distances[2]  # deterministic
+
+
+def test_a_round_trains_the_same_whatever_rounds_came_before() -> None:
+    # one trainer trains rounds 1 and 2, another only round 2, from the same weights:
+    # the batch order depends on (seed, round), not on calls made before
+    _, start, first = digits_part()
+    _, _, second = digits_part()
+    round_1 = first.train(start, dataclasses.replace(RECIPE, round=1))
+    round_2 = first.train(start, dataclasses.replace(RECIPE, round=2))
+    assert_same(second.train(start, dataclasses.replace(RECIPE, round=2)), round_2)
+    assert not torch.equal(
+        round_1.weights["classifier.3.weight"], round_2.weights["classifier.3.weight"]
+    )
+    assert_same(first.train(start, dataclasses.replace(RECIPE, round=1)), round_1)  # a retry
+
+
+def test_batch_seeds_differ_across_clients_and_rounds() -> None:
+    # client seeds are run_seed * 1000 + index: a sum of seed and round would collide
+    seeds = {
+        batch_seed(run * 1000 + index, r)
+        for run in range(3)
+        for index in range(4)
+        for r in range(50)
+    }
+    assert len(seeds) == 3 * 4 * 50
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert batch_seed(7, 3) == batch_seed(7, 3)

@@ -10,8 +10,10 @@ from fedgate.core.transport import Transport
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.transport.connect import connect
 from fedgate.transport.inproc import InProcTransport
+from fedgate.transport.servers import SERVER_ADAPTERS
 
-TRANSPORTS = ["inproc", "grpc", "rest"]
+# every server transport of the registry, and the client-only in-process one
+TRANSPORTS = [InProcTransport.name, *SERVER_ADAPTERS]
 ADMIN_TOKEN = "test-admin-token"
 MAX_UPDATE_BYTES = 256 * 1024**2
 
@@ -23,7 +25,7 @@ async def serving(
     federation: Federation, transport: str, max_update_bytes: int = MAX_UPDATE_BYTES
 ) -> AsyncIterator[TransportFactory]:
     """Yield a factory of client transports of kind ``transport`` reaching ``federation``."""
-    if transport == "inproc":
+    if transport == InProcTransport.name:
         yield lambda: InProcTransport(federation)
         await federation.close()
         return
@@ -32,7 +34,7 @@ async def serving(
     )
     opened: list[Transport] = []
     async with Gateway(federation, settings) as gateway:
-        address = gateway.grpc_target if transport == "grpc" else gateway.http_url
+        address = gateway.addresses[transport]
 
         def factory() -> Transport:
             opened.append(connect(transport, address))

@@ -28,15 +28,16 @@ from fedgate.core.messages import ClientState, JoinRequest
 from fedgate.core.ratelimit import Rate
 from fedgate.errors import Forbidden, RateLimited, Unauthorized
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.transport.connect import TRANSPORTS, connect
+from fedgate.transport.connect import connect
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.server import CHANNEL_OPTIONS
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
+from fedgate.transport.servers import SERVER_ADAPTERS
 from tests.conftest import tiny_model
 from tests.transport.conftest import ADMIN_TOKEN
 
-WIRES = sorted(TRANSPORTS)
+WIRES = sorted(SERVER_ADAPTERS)
 OK = "ok"
 # The documented statuses (README, proto comments, route docstrings), per transport.
 STATUS: dict[str, dict[str, int | grpc.StatusCode]] = {
@@ -171,14 +172,24 @@ async def serving(
         accounts=Accounts(hasher=CHEAP, limits=login_limits),
     )
     settings = GatewaySettings(grpc_port=0, http_port=0, admin_token=ADMIN_TOKEN)
-    async with Gateway(federation, settings) as gateway:
-        if transport == "rest":
-            async with httpx.AsyncClient(base_url=gateway.http_url, timeout=30) as http:
-                yield federation, RestWire(http), gateway
-        else:
-            target = gateway.grpc_target
-            async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-                yield federation, GrpcWire(channel, target), gateway
+    async with (
+        Gateway(federation, settings) as gateway,
+        raw_wire(transport, gateway.addresses[transport]) as wire,
+    ):
+        yield federation, wire, gateway
+
+
+@asynccontextmanager
+async def raw_wire(transport: str, address: str) -> AsyncIterator[Wire]:
+    """Raw calls to a server transport at ``address``; each of the registry needs one."""
+    if transport == RestWire.name:
+        async with httpx.AsyncClient(base_url=address, timeout=30) as http:
+            yield RestWire(http)
+    elif transport == GrpcWire.name:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            yield GrpcWire(channel, address)
+    else:
+        raise AssertionError(f"no raw wire for server transport {transport!r}: write one here")
 
 
 async def new_key(wire: Wire, max_clients: int = 5, max_num_examples: int = 1000) -> str:
@@ -281,8 +292,7 @@ async def test_fedgate_clients_join_with_a_key_and_see_refusals_as_fedgate_error
     limits = JoinLimits(per_peer=Rate(2, 0.001), per_key=MANY)
     async with serving(transport, join_limits=limits) as (federation, wire, gateway):
         secret = await new_key(wire, max_num_examples=50)
-        address = gateway.grpc_target if transport == "grpc" else gateway.http_url
-        client = connect(transport, address)
+        client = connect(transport, gateway.addresses[transport])
         try:
             request = JoinRequest(name="mine", codec="raw", num_examples=50, key=secret)
             ack = await client.join(request)

@@ -172,7 +172,7 @@ async def gateway(tls: TlsSettings | None) -> AsyncIterator[Gateway]:
 
 
 def address(serving: Gateway, transport: str) -> str:
-    return serving.grpc_target if transport == "grpc" else serving.http_url
+    return serving.addresses[transport]
 
 
 @asynccontextmanager
@@ -191,8 +191,10 @@ async def refused(transport: str, server: str, tls: ClientTls | None) -> Transpo
     return caught.value
 
 
-async def run_one_round(probe: Transport, federation: Federation) -> None:
+async def run_one_round(probe: Transport, serving: Gateway) -> None:
     """join, next_task, fetch_model, submit_update: the round completes with this update."""
+    federation = serving.federation
+    assert isinstance(federation, Federation)  # the gateway knows only its service seam
     federation.start()
     session = Session.from_ack(await probe.join(JOIN))
     task = await probe.next_task(session, 5.0)
@@ -211,7 +213,7 @@ async def test_a_client_holding_the_ca_runs_a_round_over_tls(pki: Pki, transport
     async with gateway(server_tls_settings(pki)) as serving:
         assert serving.http_url.startswith("https://")
         async with client(transport, address(serving, transport), ClientTls(pki.ca)) as probe:
-            await run_one_round(probe, serving.federation)
+            await run_one_round(probe, serving)
 
 
 @pytest.mark.parametrize("transport", NAMES)
@@ -238,7 +240,7 @@ async def test_mutual_tls_admits_only_a_client_with_a_certificate_the_ca_signed(
         assert not serving.federation.status().clients
         trusted = ClientTls(pki.ca, pki.client_cert, pki.client_key)
         async with client(transport, server, trusted) as probe:
-            await run_one_round(probe, serving.federation)
+            await run_one_round(probe, serving)
 
 
 @pytest.mark.parametrize("transport", NAMES)

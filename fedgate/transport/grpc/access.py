@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedgate.core.accounts import Principal, Role
-from fedgate.core.federation import Federation
+from fedgate.core.service import FederationService
 
 AUTHORIZATION = "authorization"
 
@@ -33,6 +33,8 @@ def peer_host(context: Any) -> str:
     return peer  # unix sockets and the like: one peer each
 
 
-def authorise(federation: Federation, context: Any, role: Role, admin_token: str) -> Principal:
+def authorise(
+    federation: FederationService, context: Any, role: Role, admin_token: str
+) -> Principal:
     """The caller, if its token's role allows ``role`` (else Unauthorized / Forbidden)."""
     return federation.accounts.authorise(bearer(context), role, bootstrap=admin_token)

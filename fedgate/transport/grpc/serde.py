@@ -5,11 +5,16 @@ Protobuf types never leave this adapter; everything else sees the core's datacla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fedgate.core.config import MUTABLE_FIELDS, RunConfig
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from fedgate.core.config import MUTABLE_FIELDS, RunConfig, Setting, settings, settings_of
 from fedgate.core.messages import (
+    ClientEvent,
     ClientState,
     ClientView,
     EncodedModel,
@@ -17,6 +22,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    RoundOutcome,
     RoundRecord,
     RunState,
     Task,
@@ -90,13 +96,7 @@ def task_to_proto(task: Task) -> pb.Task:
         retry_after_s=task.retry_after_s,
     )
     if task.train is not None:
-        message.train.CopyFrom(
-            pb.TrainConfig(
-                learning_rate=task.train.learning_rate,
-                local_epochs=task.train.local_epochs,
-                batch_size=task.train.batch_size,
-            )
-        )
+        message.train.CopyFrom(pb.TrainConfig(**vars(task.train)))
     return message
 
 
@@ -106,11 +106,8 @@ def task_from_proto(message: pb.Task) -> Task:
         raise ConfigError(f"unknown task kind {message.kind}")
     train = None
     if message.HasField("train"):
-        train = TrainConfig(
-            learning_rate=message.train.learning_rate,
-            local_epochs=message.train.local_epochs,
-            batch_size=message.train.batch_size,
-        )
+        names = [field.name for field in dataclasses.fields(TrainConfig)]
+        train = TrainConfig(**{name: getattr(message.train, name) for name in names})
     return Task(
         kind=kind,
         round=message.round,
@@ -200,12 +197,23 @@ def heartbeat_from_proto(message: pb.HeartbeatReply) -> HeartbeatAck:
     return HeartbeatAck(state=ClientState(message.state), run_state=RunState(message.run_state))
 
 
+def _outcome(text: str) -> RoundOutcome:
+    try:
+        return RoundOutcome(text)
+    except ValueError:
+        raise ConfigError(f"unknown round outcome {text!r}") from None
+
+
+# The run settings travel field by field under their declared names (fedgate.core.config);
+# `config_wire_mismatches` checks the hand-written messages can carry them.
+
+
 def config_to_proto(config: RunConfig) -> pb.RunConfig:
-    return pb.RunConfig(**_config_fields(config))
+    return pb.RunConfig(**settings_of(config))
 
 
 def config_from_proto(message: pb.RunConfig) -> RunConfig:
-    return RunConfig(**{name: getattr(message, name) for name in _config_fields(RunConfig())})
+    return RunConfig(**settings_of(message))
 
 
 def config_change_to_proto(changes: Mapping[str, Any]) -> pb.ConfigChange:
@@ -232,6 +240,7 @@ def status_to_proto(status: FederationStatus) -> pb.Status:
         history=[round_record_to_proto(r) for r in status.history],
         accuracy=status.accuracy,
         loss=status.loss,
+        events=[client_event_to_proto(e) for e in status.events],
     )
     if status.pending_config is not None:
         message.pending_config.CopyFrom(config_to_proto(status.pending_config))
@@ -260,7 +269,18 @@ def status_from_proto(message: pb.Status) -> FederationStatus:
         bytes_by_codec={k: Traffic(v.up, v.down) for k, v in message.bytes_by_codec.items()},
         accuracy=message.accuracy,
         loss=message.loss,
+        events=tuple(client_event_from_proto(e) for e in message.events),
     )
+
+
+def client_event_to_proto(event: ClientEvent) -> pb.ClientEvent:
+    return pb.ClientEvent(
+        client_id=event.client_id, state=event.state.value, reason=event.reason, at=event.at
+    )
+
+
+def client_event_from_proto(message: pb.ClientEvent) -> ClientEvent:
+    return ClientEvent(message.client_id, ClientState(message.state), message.reason, message.at)
 
 
 def client_view_to_proto(view: ClientView) -> pb.ClientView:
@@ -273,7 +293,7 @@ def client_view_from_proto(message: pb.ClientView) -> ClientView:
 
 
 def round_record_to_proto(record: RoundRecord) -> pb.RoundRecord:
-    return pb.RoundRecord(**vars(record))
+    return pb.RoundRecord(**{**vars(record), "outcome": str(record.outcome)})
 
 
 def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
@@ -281,6 +301,7 @@ def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
     return RoundRecord(
         **{
             **fields,
+            "outcome": _outcome(message.outcome),
             "participants": tuple(fields["participants"]),
             "selected": tuple(fields["selected"]),
             "excluded": tuple(fields["excluded"]),
@@ -288,5 +309,75 @@ def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
     )
 
 
-def _config_fields(config: RunConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in RunConfig.__dataclass_fields__}
+# The values each proto scalar type holds, for the kinds a setting may have.
+_INT = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_SCALAR = {
+    bool: FieldDescriptor.TYPE_BOOL,
+    str: FieldDescriptor.TYPE_STRING,
+    float: FieldDescriptor.TYPE_DOUBLE,  # a float (32 bits) would not give 0.1 back
+}
+
+
+def config_wire_mismatches(declaration: type[Any] | None = None) -> list[str]:
+    """Why the proto's RunConfig and ConfigChange cannot carry the settings ``declaration``
+    (default `RunConfig`) declares; empty when they can. RunConfig must have every setting,
+    ConfigChange every mutable one with presence (only set fields change), each in a wire
+    type that holds every value the setting allows; neither may have an undeclared field."""
+    declared = settings(declaration)
+    mutable = [setting for setting in declared if setting.option.mutable]
+    return [
+        *message_mismatches(pb.RunConfig.DESCRIPTOR, declared, presence=False),
+        *message_mismatches(pb.ConfigChange.DESCRIPTOR, mutable, presence=True),
+    ]
+
+
+def message_mismatches(
+    message: Descriptor, declared: Sequence[Setting], *, presence: bool
+) -> list[str]:
+    """What keeps ``message`` from carrying exactly the ``declared`` settings."""
+    wire = message.fields_by_name
+    problems = [
+        f"{message.full_name}.{name} is not a declared setting"
+        for name in sorted(set(wire) - {setting.name for setting in declared})
+    ]
+    for setting in declared:
+        field = wire.get(setting.name)
+        if field is None:
+            problems.append(f"{message.full_name} lacks the declared setting {setting.name}")
+            continue
+        problem = _field_problem(setting, field, presence)
+        if problem:
+            problems.append(f"{message.full_name}.{setting.name} {problem}")
+    return problems
+
+
+def _field_problem(setting: Setting, field: FieldDescriptor, presence: bool) -> str:
+    if field.is_repeated:
+        return "is repeated; a setting is one value"
+    if presence and not field.has_presence:
+        return "must be `optional`: a change carries only the fields it sets"
+    if setting.kind is not int:
+        fits = field.type == _SCALAR[setting.kind]
+        return "" if fits else f"cannot carry a {setting.kind.__name__} (proto type {field.type})"
+    if field.type not in _INT:
+        return f"cannot carry an int (proto type {field.type})"
+    low, high = _INT[field.type]
+    option = setting.option
+    lowest = option.ge if option.ge is not None else -math.inf
+    if option.gt is not None:
+        lowest = math.floor(option.gt) + 1
+    highest = option.le if option.le is not None else math.inf
+    if lowest < low or highest > high:
+        return f"holds [{low}, {high}]; the setting allows [{lowest:g}, {highest:g}]"
+    return ""

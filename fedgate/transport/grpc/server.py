@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from fedgate.core.accounts import Principal, Role, audit
-from fedgate.core.federation import Federation
+from fedgate.core.service import FederationService
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
 from fedgate.transport.grpc import access, admin_serde, serde
@@ -24,7 +24,9 @@ from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
+from fedgate.transport.servers import ServerSettings, host_port
 from fedgate.transport.tls import ServerTls
+from fedgate.transport.watch import status_stream
 
 log = logging.getLogger("fedgate.grpc")
 
@@ -80,7 +82,7 @@ def credentials(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
 class FederationServicer(pb_grpc.FederationServicer):
     def __init__(
         self,
-        federation: Federation,
+        federation: FederationService,
         max_update_bytes: int,
         timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
     ) -> None:
@@ -189,7 +191,7 @@ class OperatorServicer(pb_grpc.OperatorServicer):
     see `fedgate.core.accounts.Role`). Every call but Login checks the caller's role from
     its metadata before it uses the request."""
 
-    def __init__(self, federation: Federation, admin_token: str) -> None:
+    def __init__(self, federation: FederationService, admin_token: str) -> None:
         self.federation = federation
         self.admin_token = admin_token
 
@@ -212,7 +214,9 @@ class OperatorServicer(pb_grpc.OperatorServicer):
         except Exception as error:  # the edge: nothing unplanned leaves as it is
             await abort_with(context, as_fedgate_error(error, "WatchStatus"))
             return
-        async for status in self.federation.watch():
+        # ends with the run, or at once when the server stops (`fedgate.transport.watch`);
+        # a cancelled call is grpc's to log (at DEBUG), not a failure of the handler
+        async for status in status_stream(self.federation):
             yield serde.status_to_proto(status)
 
     @mapped
@@ -305,7 +309,7 @@ class OperatorServicer(pb_grpc.OperatorServicer):
 
 
 async def start_grpc_server(
-    federation: Federation,
+    federation: FederationService,
     host: str,
     port: int,
     *,
@@ -328,7 +332,7 @@ async def start_grpc_server(
         FederationServicer(federation, max_update_bytes, upload_timeouts), server
     )
     pb_grpc.add_OperatorServicer_to_server(OperatorServicer(federation, admin_token), server)
-    address = f"{host}:{port}"
+    address = host_port(host, port)
     if tls is None:
         bound = server.add_insecure_port(address)
     else:
@@ -341,5 +345,32 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {address}")
     await server.start()
-    log.info("gRPC listening on %s:%d%s", host, bound, " (TLS)" if tls else "")
+    log.info("gRPC listening on %s%s", host_port(host, bound), " (TLS)" if tls else "")
     return server, bound
+
+
+class GrpcServerAdapter:
+    """The `ServerAdapter` for gRPC: both services on one port; the address is ``host:port``."""
+
+    name = TRANSPORT
+
+    def __init__(self) -> None:
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self, service: FederationService, settings: ServerSettings) -> str:
+        self._server, port = await start_grpc_server(
+            service,
+            settings.host,
+            settings.port,
+            admin_token=settings.admin_token,
+            max_update_bytes=settings.max_update_bytes,
+            tls=settings.tls,
+            limits=settings.limits,
+            upload_timeouts=settings.upload_timeouts,
+        )
+        return host_port(settings.host, port)
+
+    async def stop(self, grace_s: float) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace_s)

@@ -1,4 +1,4 @@
-"""What the REST routes serve: one `Federation` and the adapter's limits, kept on the app.
+"""What the REST routes serve: one `FederationService` and the adapter's limits, kept on the app.
 
 Routes are module-level functions (Starlette style); each reads the context through the
 `current_context` dependency instead of closing over a federation, so a route is a plain
@@ -12,13 +12,13 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from fedgate.core.federation import Federation
+from fedgate.core.service import FederationService
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 
 
 @dataclass(frozen=True)
 class RestContext:
-    federation: Federation
+    federation: FederationService
     admin_token: str
     max_update_bytes: int
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
@@ -33,9 +33,9 @@ def current_context(request: Request) -> RestContext:
     return context
 
 
-def current_federation(request: Request) -> Federation:
+def current_federation(request: Request) -> FederationService:
     return current_context(request).federation
 
 
 Context = Annotated[RestContext, Depends(current_context)]
-CurrentFederation = Annotated[Federation, Depends(current_federation)]
+CurrentFederation = Annotated[FederationService, Depends(current_federation)]

@@ -8,14 +8,18 @@ role that does not allow the route 403, both decided before any body is read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from fedgate.core.accounts import audit
-from fedgate.core.federation import Federation
+from fedgate.core.service import FederationService
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.access import (
     MAX_JSON_BYTES,
@@ -26,11 +30,13 @@ from fedgate.transport.rest.access import (
 )
 from fedgate.transport.rest.context import CurrentFederation
 from fedgate.transport.rest.router import read_body
+from fedgate.transport.watch import status_stream
 
 router = APIRouter(prefix="/api/v1", tags=["operator"])
+log = logging.getLogger("fedgate.rest")
 
 
-def status_of(federation: Federation) -> schemas.StatusJson:
+def status_of(federation: FederationService) -> schemas.StatusJson:
     return schemas.status_to_json(federation.status())
 
 
@@ -45,11 +51,37 @@ async def watch_status(viewer: Viewer, federation: CurrentFederation) -> Streami
     """Server-sent events: one ``status`` event per change, until the run ends."""
 
     async def events() -> AsyncIterator[str]:
-        async for snapshot in federation.watch():
+        async for snapshot in status_stream(federation):
             body = schemas.status_to_json(snapshot).model_dump_json()
             yield f"event: status\ndata: {body}\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return EventStream(events(), media_type="text/event-stream")
+
+
+class EventStream(StreamingResponse):
+    """A stream that ends in good order when the server cancels it.
+
+    A stopping server ends status streams first (`fedgate.transport.watch`); one it
+    cancels all the same, at the end of its grace period, closes its body and returns
+    instead of leaving uvicorn a CancelledError to log as an application error: the
+    cancellation has done its job, the request task ends."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            log.info("%s: stream cancelled (the server is stopping)", scope.get("path"))
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                if not started:
+                    await send({"type": "http.response.start", "status": 503, "headers": []})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @router.post("/run/pause", response_model=schemas.StatusJson)

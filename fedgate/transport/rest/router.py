@@ -8,6 +8,7 @@ Client calls carry ``Authorization: Bearer <token>``; routes that are not under
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from fedgate.transport.rest.headers import (
 )
 
 TRANSPORT = "rest"
+log = logging.getLogger("fedgate.rest")
 MAX_INT64 = 2**63 - 1
 
 
@@ -104,6 +106,12 @@ async def read_body(
             f"{timeouts.idle_s:g}s, whole upload {timeouts.total_s:g}s)"
         ) from None
     except ClientDisconnect:
+        # A client killed or cut off mid-body: an everyday event, not a server fault. One
+        # line says so; the caller abandons what the body was for (an upload's permit).
+        log.warning(
+            "%s %s from %s: the client disconnected after %d of %s body bytes; abandoned",
+            *(request.method, request.url.path, peer_host(request), len(body), declared or "?"),
+        )
         raise BadRequest(f"client disconnected after {len(body)} body bytes") from None
 
 

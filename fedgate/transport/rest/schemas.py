@@ -5,17 +5,20 @@ core messages: ``x_to_json`` builds a body from a core message, ``x_from_json`` 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from fedgate.core.config import RunConfig
+from fedgate.core.config import RunConfig, Setting, settings
 from fedgate.core.messages import (
+    ClientEvent,
     ClientState,
     ClientView,
     FederationStatus,
     HeartbeatAck,
     JoinAck,
+    RoundOutcome,
     RoundRecord,
     RunState,
     Task,
@@ -49,6 +52,8 @@ class TrainConfigJson(Body):
     learning_rate: float
     local_epochs: int
     batch_size: int
+    round: int = Field(default=0, ge=0)  # the round's number: it seeds the batch order
+    proximal_mu: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # FedProx; 0: off
 
 
 class TaskJson(Body):
@@ -72,41 +77,68 @@ class HeartbeatJson(Body):
     run_state: RunState
 
 
-class RunConfigJson(Body):
-    rounds: int
-    clients_per_round: int
-    min_clients: int
-    round_deadline_s: float
-    learning_rate: float
-    local_epochs: int
-    batch_size: int
-    heartbeat_interval_s: float
-    heartbeat_timeout_s: float
-    admit_late: bool
-    seed: int
-    strategy: str
-    clip_norm: float
+class DerivedBody(Body):
+    """A body whose fields are derived from a declaration when the module loads."""
+
+    if TYPE_CHECKING:  # so mypy, which cannot see those fields, takes them by keyword
+
+        def __init__(self, **data: Any) -> None: ...
 
 
-class ConfigChangeBody(Body):
-    """Fields to change from the next round; omitted fields stay as they are."""
-
-    rounds: int | None = None
-    clients_per_round: int | None = None
-    min_clients: int | None = None
-    round_deadline_s: float | None = None
-    learning_rate: float | None = None
-    local_epochs: int | None = None
-    batch_size: int | None = None
-    heartbeat_interval_s: float | None = None
-    heartbeat_timeout_s: float | None = None
-    admit_late: bool | None = None
-    strategy: str | None = Field(
-        default=None, max_length=64, description="fedavg | median | trimmed-mean[:fraction]"
+def config_model(declaration: type[Any], name: str, *, changes: bool = False) -> type[DerivedBody]:
+    """A body of ``declaration``'s settings (`RunConfig`'s), with their bounds, help and
+    checks as pydantic constraints, so OpenAPI shows them and a bad value is refused where it
+    enters: every setting, required (a whole config); or, with ``changes``, the mutable ones,
+    each optional (a change: omitted fields stay as they are)."""
+    fields: dict[str, Any] = {}
+    for setting in settings(declaration):
+        if changes and not setting.option.mutable:
+            continue
+        annotation, described = setting_type(setting), setting.describe()
+        if changes:
+            fields[setting.name] = (annotation | None, Field(None, description=described))
+        else:
+            fields[setting.name] = (annotation, Field(description=described))
+    doc = (
+        "Fields to change from the next round; omitted fields stay as they are."
+        if changes
+        else "A run's configuration: every setting."
     )
-    clip_norm: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="0: off; > 0: clip each update"
-    )
+    return create_model(name, __base__=DerivedBody, __doc__=doc, **fields)
+
+
+def setting_type(setting: Setting) -> Any:
+    """The setting's kind, annotated with its constraints (pydantic's ``Annotated`` form)."""
+    option = setting.option
+    constraints: dict[str, Any] = {}
+    if setting.kind is float:
+        constraints["allow_inf_nan"] = False
+    if setting.kind in (int, float):
+        constraints.update(gt=option.gt, ge=option.ge, le=option.le)
+    if setting.kind is str:
+        constraints["max_length"] = option.max_length
+    validators = [_checked(option.check)] if option.check is not None else []
+    return Annotated[setting.kind, Field(**constraints), *validators]
+
+
+def _checked(check: Callable[[Any], object]) -> AfterValidator:
+    """A pydantic validator that runs the setting's own check (a strategy's name, say)."""
+
+    def validate(value: Any) -> Any:
+        check(value)  # a ConfigError is a ValueError: pydantic reports it as the field's
+        return value
+
+    return AfterValidator(validate)
+
+
+if TYPE_CHECKING:  # mypy's view; the fields are derived at run time, below
+
+    class RunConfigJson(DerivedBody):
+        """A run's configuration: every setting."""
+
+else:
+    RunConfigJson = config_model(RunConfig, "RunConfigJson")
+ConfigChangeBody = config_model(RunConfig, "ConfigChangeBody", changes=True)
 
 
 class KickBody(Body):
@@ -136,7 +168,7 @@ class ClientViewJson(Body):
 class RoundRecordJson(Body):
     round: int
     attempt: int
-    outcome: str
+    outcome: RoundOutcome
     participants: list[str]
     selected: list[str]
     num_examples: int
@@ -149,6 +181,13 @@ class RoundRecordJson(Body):
     train_loss: float | None = None
     excluded: list[str] = []
     reason: str = ""
+
+
+class ClientEventJson(Body):
+    client_id: str
+    state: ClientState
+    reason: str
+    at: float = Field(description="seconds since the epoch")
 
 
 class StatusJson(Body):
@@ -165,6 +204,10 @@ class StatusJson(Body):
     bytes_by_codec: dict[str, TrafficJson]
     accuracy: float | None
     loss: float | None
+    events: list[ClientEventJson] = Field(
+        default_factory=list,
+        description="in a watched status: every client transition since the previous one",
+    )
 
 
 def join_ack_to_json(ack: JoinAck) -> JoinReply:
@@ -219,6 +262,7 @@ def status_to_json(status: FederationStatus) -> StatusJson:
         bytes_by_codec={k: TrafficJson(**vars(v)) for k, v in status.bytes_by_codec.items()},
         accuracy=_finite(status.accuracy),
         loss=_finite(status.loss),
+        events=[ClientEventJson(**vars(e)) for e in status.events],
     )
 
 
@@ -240,6 +284,7 @@ def status_from_json(body: StatusJson) -> FederationStatus:
         bytes_by_codec={k: Traffic(**v.model_dump()) for k, v in body.bytes_by_codec.items()},
         accuracy=_nan(body.accuracy),
         loss=_nan(body.loss),
+        events=tuple(ClientEvent(**e.model_dump()) for e in body.events),
     )
 
 

@@ -10,12 +10,14 @@ import pytest
 
 from fedgate.core.config import RunConfig
 from fedgate.core.messages import (
+    ClientEvent,
     ClientState,
     ClientView,
     FederationStatus,
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    RoundOutcome,
     RoundRecord,
     RunState,
     Task,
@@ -39,7 +41,7 @@ def sample_status(pending: bool) -> FederationStatus:
     record = RoundRecord(
         round=2,
         attempt=1,
-        outcome="completed",
+        outcome=RoundOutcome.COMPLETED,
         participants=("c1", "c2"),
         selected=("c1", "c2", "c3"),
         num_examples=300,
@@ -54,7 +56,7 @@ def sample_status(pending: bool) -> FederationStatus:
     refused = dataclasses.replace(
         record,
         round=3,
-        outcome="retried",
+        outcome=RoundOutcome.RETRIED,
         excluded=("c3",),
         reason="the aggregate holds 9 NaN or infinite values; excluded c3 (distance nan)",
     )
@@ -73,6 +75,10 @@ def sample_status(pending: bool) -> FederationStatus:
         bytes_by_codec={"raw": Traffic(3, 4)},
         accuracy=0.9,
         loss=0.3,
+        events=(
+            ClientEvent("c1", ClientState.UPLOADING, "", 1_700_000_000.25),
+            ClientEvent("c1", ClientState.FINISHED, "", 1_700_000_000.5),
+        ),
     )
 
 
@@ -90,7 +96,9 @@ def sample_status(pending: bool) -> FederationStatus:
         (
             serde.task_to_proto,
             serde.task_from_proto,
-            Task(TaskKind.TRAIN, 4, "4.2", 3, 9.5, TrainConfig(0.1, 2, 16)),
+            Task(
+                TaskKind.TRAIN, 4, "4.2", 3, 9.5, TrainConfig(0.1, 2, 16, round=4, proximal_mu=0.01)
+            ),
         ),
         (serde.task_to_proto, serde.task_from_proto, Task(TaskKind.WAIT, retry_after_s=1.0)),
         (serde.task_to_proto, serde.task_from_proto, Task(TaskKind.STOP)),

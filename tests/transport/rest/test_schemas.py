@@ -33,7 +33,9 @@ def through_json(body: Any) -> Any:
         (
             schemas.task_to_json,
             schemas.task_from_json,
-            Task(TaskKind.TRAIN, 2, "2.1", 1, 5.0, TrainConfig(0.1, 1, 32)),
+            Task(
+                TaskKind.TRAIN, 2, "2.1", 1, 5.0, TrainConfig(0.1, 1, 32, round=2, proximal_mu=0.5)
+            ),
         ),
         (schemas.task_to_json, schemas.task_from_json, Task(TaskKind.STOP)),
         (schemas.receipt_to_json, schemas.receipt_from_json, UpdateReceipt(1, 1, 3)),

@@ -137,19 +137,29 @@ class TrainConfig(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
     LOCAL_EPOCHS_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    PROXIMAL_MU_FIELD_NUMBER: _builtins.int
     learning_rate: _builtins.float
     local_epochs: _builtins.int
     batch_size: _builtins.int
+    round: _builtins.int
+    """The round's number (not its attempt): a client's batch order depends on its seed and
+    this alone, so a retried or resumed round trains as its first try did.
+    """
+    proximal_mu: _builtins.float
+    """FedProx: weight of the proximal term; 0: plain local SGD"""
     def __init__(
         self,
         *,
         learning_rate: _builtins.float = ...,
         local_epochs: _builtins.int = ...,
         batch_size: _builtins.int = ...,
+        round: _builtins.int = ...,
+        proximal_mu: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "proximal_mu", b"proximal_mu", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,7 +481,10 @@ Global___KickRequest: _TypeAlias = KickRequest  # noqa: Y015
 
 @_typing.final
 class ConfigChange(_message.Message):
-    """Changes to the run's configuration, applied from the next round. Only set fields change."""
+    """Changes to the run's configuration, applied from the next round. Only set fields change.
+    This message and RunConfig carry the settings declared in fedgate/core/config.py (help,
+    bounds, which may change mid-run); tests/test_config_schema.py checks they agree.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -599,7 +612,7 @@ class RunConfig(_message.Message):
     admit_late: _builtins.bool
     seed: _builtins.int
     strategy: _builtins.str
-    """fedavg | median | trimmed-mean[:fraction]"""
+    """a name in fedgate.core.strategy.STRATEGIES[:parameter]"""
     clip_norm: _builtins.float
     """> 0: each update's difference to the model is clipped to this norm"""
     def __init__(
@@ -831,6 +844,7 @@ class Status(_message.Message):
     BYTES_BY_CODEC_FIELD_NUMBER: _builtins.int
     ACCURACY_FIELD_NUMBER: _builtins.int
     LOSS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     state: _builtins.str
     round: _builtins.int
@@ -852,6 +866,10 @@ class Status(_message.Message):
     def bytes_by_transport(self) -> _containers.MessageMap[_builtins.str, Global___Traffic]: ...
     @_builtins.property
     def bytes_by_codec(self) -> _containers.MessageMap[_builtins.str, Global___Traffic]: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientEvent]:
+        """In a watched status: every client transition since the watcher's previous status."""
+
     def __init__(
         self,
         *,
@@ -868,14 +886,46 @@ class Status(_message.Message):
         bytes_by_codec: _abc.Mapping[_builtins.str, Global___Traffic] | None = ...,
         accuracy: _builtins.float = ...,
         loss: _builtins.float = ...,
+        events: _abc.Iterable[Global___ClientEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "pending_config", b"pending_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "bytes_by_codec", b"bytes_by_codec", "bytes_by_transport", b"bytes_by_transport", "clients", b"clients", "config", b"config", "history", b"history", "loss", b"loss", "model_version", b"model_version", "pending_config", b"pending_config", "round", b"round", "rounds_completed", b"rounds_completed", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "bytes_by_codec", b"bytes_by_codec", "bytes_by_transport", b"bytes_by_transport", "clients", b"clients", "config", b"config", "events", b"events", "history", b"history", "loss", b"loss", "model_version", b"model_version", "pending_config", b"pending_config", "round", b"round", "rounds_completed", b"rounds_completed", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Status: _TypeAlias = Status  # noqa: Y015
+
+@_typing.final
+class ClientEvent(_message.Message):
+    """One change of a client's state (or of the reason shown), with its wall-clock time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    state: _builtins.str
+    reason: _builtins.str
+    at: _builtins.float
+    """seconds since the epoch"""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "client_id", b"client_id", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientEvent: _TypeAlias = ClientEvent  # noqa: Y015
 
 @_typing.final
 class CreateKeyRequest(_message.Message):

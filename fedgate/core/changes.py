@@ -1,0 +1,49 @@
+"""Change notification: waiters wake at the next change, and watchers see every client
+transition, however close together they come.
+
+A status is a snapshot: two changes a millisecond apart (``uploading`` then ``finished``)
+would reach a watcher polling snapshots as the second alone. So every client transition
+also goes into a bounded log with a sequence number, and a watcher is handed the
+transitions since its last status with each one: values are coalesced, transitions never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+
+from fedgate.core.ports import ClientEvent
+
+EVENT_LOG = 4096  # transitions kept for watchers that fall behind
+
+
+class Changes:
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+        self._events: deque[tuple[int, ClientEvent]] = deque(maxlen=EVENT_LOG)
+        self._seq = itertools.count(1)
+        self.last_seq = 0
+
+    def notify(self) -> None:
+        """Wake every waiter (long-polls, the round loop, watchers): something changed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def client_event(self, event: ClientEvent) -> None:
+        self.last_seq = next(self._seq)
+        self._events.append((self.last_seq, event))
+        self.notify()
+
+    def events_since(self, seq: int) -> tuple[ClientEvent, ...]:
+        """Transitions after ``seq`` (the oldest may have been forgotten past EVENT_LOG)."""
+        return tuple(event for number, event in self._events if number > seq)
+
+    async def wait(self, at_most_s: float) -> None:
+        """Return at the next change, or after ``at_most_s`` seconds."""
+        event = self._changed
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most_s):
+                await event.wait()

@@ -1,0 +1,118 @@
+"""The in-memory `RunStore`: the default for in-process runs and tests (nothing survives
+the process). It is also the reference the SQL store's contract tests compare against."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from fedgate.core.messages import FINAL_RUN_STATES, RunState
+from fedgate.core.ports import (
+    ClientEvent,
+    ConfigChange,
+    ModelVersion,
+    RoundCommit,
+    RunMeta,
+    RunSnapshot,
+    RunSummary,
+    StoredClient,
+    StoredRun,
+)
+from fedgate.errors import Conflict, NotFound
+
+
+@dataclasses.dataclass
+class _Run:
+    run: StoredRun
+    events: list[ClientEvent] = dataclasses.field(default_factory=list)
+    clients: dict[str, StoredClient] = dataclasses.field(default_factory=dict)
+
+
+class InMemoryRunStore:
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()  # the writer thread and readers may overlap
+
+    def create_run(self, meta: RunMeta, snapshot: RunSnapshot, model: ModelVersion) -> None:
+        with self._lock:
+            if meta.run_id in self._runs:
+                raise Conflict(f"run {meta.run_id} already exists")
+            self._runs[meta.run_id] = _Run(StoredRun(meta, snapshot, model, (), ()))
+
+    def commit_round(self, commit: RoundCommit) -> None:
+        with self._lock:
+            held = self._get(commit.snapshot.run_id)
+            run = held.run
+            held.clients.update({c.client_id: c for c in commit.clients})
+            held.run = dataclasses.replace(
+                run,
+                snapshot=commit.snapshot,
+                model=commit.model or run.model,
+                history=(*run.history, commit.record),
+                strategy_state=dict(commit.strategy_state),
+            )
+
+    def save_client(self, run_id: str, client: StoredClient) -> None:
+        with self._lock:
+            self._get(run_id).clients[client.client_id] = client
+
+    def add_client_events(self, run_id: str, events: tuple[ClientEvent, ...]) -> None:
+        with self._lock:
+            self._get(run_id).events.extend(events)
+
+    def add_config_change(self, run_id: str, change: ConfigChange) -> None:
+        with self._lock:
+            held = self._get(run_id)
+            changes = (*held.run.config_changes, change)
+            held.run = dataclasses.replace(held.run, config_changes=changes)
+
+    def set_run_state(self, run_id: str, state: RunState) -> None:
+        with self._lock:
+            held = self._get(run_id)
+            snapshot = dataclasses.replace(held.run.snapshot, state=state)
+            held.run = dataclasses.replace(held.run, snapshot=snapshot)
+
+    def unfinished_run(self) -> StoredRun | None:
+        with self._lock:
+            runs = [h for h in self._runs.values() if h.run.snapshot.state not in FINAL_RUN_STATES]
+        return self._with_clients(runs[-1]) if runs else None
+
+    def load_run(self, run_id: str) -> StoredRun:
+        with self._lock:
+            return self._with_clients(self._get(run_id))
+
+    def list_runs(self) -> list[RunSummary]:
+        with self._lock:
+            runs = [h.run for h in self._runs.values()]
+        return [_summary(run) for run in reversed(runs)]
+
+    def client_events(self, run_id: str) -> list[ClientEvent]:
+        with self._lock:
+            return list(self._get(run_id).events)
+
+    def close(self) -> None:
+        pass
+
+    def _get(self, run_id: str) -> _Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise NotFound(f"no run {run_id!r} in the store") from None
+
+    @staticmethod
+    def _with_clients(held: _Run) -> StoredRun:
+        return dataclasses.replace(held.run, clients=tuple(held.clients.values()))
+
+
+def _summary(run: StoredRun) -> RunSummary:
+    completed = [r for r in run.history if r.outcome == "completed"]
+    return RunSummary(
+        run_id=run.meta.run_id,
+        state=run.snapshot.state,
+        dataset=run.meta.dataset,
+        model=run.meta.model,
+        created_at=run.meta.created_at,
+        rounds_completed=len(completed),
+        rounds=run.snapshot.config.rounds,
+        accuracy=completed[-1].accuracy if completed else float("nan"),
+    )

@@ -1,0 +1,102 @@
+"""Writes to the run store, in order, on one thread of their own.
+
+The federation's event loop never waits on a database: client transitions are buffered and
+written in batches; a round's commit is awaited (the next round opens only once the last
+one is durable) but runs on the writer thread. One thread means one writer, in the order
+things happened, which SQLite needs and PostgreSQL does not mind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from fedgate.core.messages import RunState
+from fedgate.core.ports import (
+    ClientEvent,
+    ConfigChange,
+    ModelVersion,
+    RoundCommit,
+    RunMeta,
+    RunSnapshot,
+    RunStore,
+    StoredClient,
+)
+
+log = logging.getLogger("fedgate.store")
+T = TypeVar("T")
+
+
+class Recorder:
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedgate-store")
+        self._lock = threading.Lock()  # the buffer is filled on the loop, drained by the writer
+        self._clients: dict[str, StoredClient] = {}
+        self._events: list[ClientEvent] = []
+        self._flush_queued = False
+        self.failures = 0  # background writes that failed (each logged)
+
+    def create_run(self, meta: RunMeta, snapshot: RunSnapshot, model: ModelVersion) -> None:
+        self._submit(self.store.create_run, meta, snapshot, model)
+
+    def client_changed(self, client: StoredClient, event: ClientEvent) -> None:
+        """Buffer a client's new record and the transition; written soon, in one batch."""
+        with self._lock:
+            self._clients[client.client_id] = client
+            self._events.append(event)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self._submit(self._flush)
+
+    def run_state(self, state: RunState) -> None:
+        self._submit(self.store.set_run_state, self.run_id, state)
+
+    def config_change(self, change: ConfigChange) -> None:
+        self._submit(self.store.add_config_change, self.run_id, change)
+
+    def commit_round_soon(self, commit: RoundCommit) -> None:
+        """`commit_round` without waiting (for a caller that is not on the event loop)."""
+        self._submit(self._commit, commit)
+
+    async def commit_round(self, commit: RoundCommit) -> None:
+        """Write a closed round in one transaction, after every buffered transition."""
+        await asyncio.wrap_future(self._writer.submit(self._commit, commit))
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is written (or has failed)."""
+        await asyncio.wrap_future(self._writer.submit(lambda: None))
+
+    def close(self) -> None:
+        """Write what is buffered, then stop the writer thread (blocks until done)."""
+        self._writer.submit(self._flush)
+        self._writer.shutdown(wait=True)
+
+    def _commit(self, commit: RoundCommit) -> None:
+        self._flush()
+        self.store.commit_round(commit)
+
+    def _flush(self) -> None:
+        with self._lock:
+            clients, events = list(self._clients.values()), tuple(self._events)
+            self._clients, self._events, self._flush_queued = {}, [], False
+        for client in clients:
+            self.store.save_client(self.run_id, client)
+        if events:
+            self.store.add_client_events(self.run_id, events)
+
+    def _submit(self, call: Callable[..., T], *args: object) -> None:
+        future = self._writer.submit(call, *args)
+        future.add_done_callback(self._log_failure)
+
+    def _log_failure(self, future: Future[Any]) -> None:
+        error = future.exception()
+        if error is not None:
+            self.failures += 1
+            log.error("run %s: a write to the store failed: %s", self.run_id, error)

@@ -1,0 +1,210 @@
+"""The round loop: open a round when enough clients are there, close it when every
+selected client has reported or dropped out (or at its deadline), publish or retry, and
+write the round to the store before the next one opens.
+
+Also the watch on clients' signs of life: clients silent past their heartbeat timeout
+fail, and selected clients silent for a few heartbeat intervals leave the open round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+
+from fedgate.core.config import RunConfig
+from fedgate.core.guard import fit_selection, open_aggregator
+from fedgate.core.messages import RoundOutcome, RunState
+from fedgate.core.modelstore import ModelStore
+from fedgate.core.ports import ModelVersion, RoundCommit
+from fedgate.core.recorder import Recorder
+from fedgate.core.registry import ClientRegistry
+from fedgate.core.rounds import Round
+from fedgate.core.run import Run
+from fedgate.core.strategy import get_strategy
+from fedgate.core.traffic import TrafficLedger
+from fedgate.core.training import EvalResult
+
+TICK_S = 0.5  # how often waits re-check deadlines and heartbeats
+# A selected client unheard of for this many heartbeat intervals leaves the open round.
+ROUND_SILENCE_BEATS = 2.5
+MIN_SILENCE_S = 1.0
+
+Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        run: Run,
+        clients: ClientRegistry,
+        models: ModelStore,
+        traffic: TrafficLedger,
+        recorder: Recorder,
+        *,
+        evaluator: Evaluator | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.run = run
+        self.clients = clients
+        self.models = models
+        self.traffic = traffic
+        self.recorder = recorder
+        self.evaluator = evaluator
+        self.clock = clock
+
+    async def run_rounds(self) -> None:
+        """Open, wait for and close rounds until the configured rounds are done or stopped."""
+        run = self.run
+        run.begin()
+        while run.active:
+            if run.phase is RunState.PAUSED:
+                await run.changes.wait(TICK_S)
+                continue
+            run.apply_pending_config()
+            if run.round_number > run.config.rounds:
+                run.finish()
+                break
+            round_ = await self._open_when_ready()
+            if round_ is not None:
+                await self._run_round(round_)
+        await self.recorder.flush()
+
+    async def _open_when_ready(self) -> Round | None:
+        run = self.run
+        while run.phase is RunState.WAITING:
+            # Busy clients count too: one still on a closed round's task takes the new one
+            # at its next poll, so a retry is not starved by the stragglers that caused it.
+            active = [c.client_id for c in self.clients.active()]
+            if len(active) >= run.config.min_clients:
+                strategy = get_strategy(run.config.strategy)
+                return self._open_round_with(strategy.select(active, run.config, run.rng))
+            await run.changes.wait(TICK_S)
+        return None
+
+    def _open_round_with(self, selected: list[str]) -> Round:
+        run, now = self.run, self.clock()
+        # the round's strategy and clipping are the config's, so they may change mid-run
+        aggregator = open_aggregator(run.config, self.models.current)
+        label = f"round {run.round_number}.{run.attempt}"
+        selected = fit_selection(selected, aggregator.capacity, run.rng, label)
+        aggregator.cap_weights([self.clients.get(c).num_examples for c in selected])
+        round_ = Round(
+            number=run.round_number,
+            attempt=run.attempt,
+            config=run.config,
+            base_version=self.models.version,
+            selected=set(selected),
+            aggregator=aggregator,
+            opened_at=now,
+            deadline=now + run.config.round_deadline_s,
+        )
+        run.round_opened(round_)
+        return round_
+
+    async def _run_round(self, round_: Round) -> None:
+        run = self.run
+        while run.phase is not RunState.STOPPED:
+            if round_.accounted_for() or round_.cannot_reach_minimum():
+                break
+            remaining = round_.deadline - self.clock()
+            if remaining <= 0:
+                break
+            await run.changes.wait(min(remaining, TICK_S))
+        round_.close()
+        if run.phase is RunState.STOPPED:
+            await self._close(round_, RoundOutcome.ABANDONED)
+        elif round_.reached_minimum():
+            await self._complete(round_)
+        else:
+            await self._close(round_, RoundOutcome.RETRIED)
+
+    async def _complete(self, round_: Round) -> None:
+        aggregate, refusal = await asyncio.to_thread(round_.checked_result)
+        if refusal is not None:
+            # Never published: the offenders are dropped (they must join again to take
+            # part; status shows why) and the round is retried by the others at once.
+            round_.refuse(refusal.offenders, refusal.reason)
+            why = f"excluded from round {round_.round_id}: {refusal.reason}"
+            for record in self.clients:
+                if record.client_id in refusal.offenders and not record.gone:
+                    self.run.drop_client(record, why, failed=True)
+            await self._close(round_, RoundOutcome.RETRIED)
+            return
+        weights, state = await asyncio.to_thread(self._finish_strategy, round_.config, aggregate)
+        self.models.publish(weights)
+        self.run.strategy_state = state
+        for client_id in round_.reported:
+            self.clients.get(client_id).rounds_completed += 1
+        if self.evaluator is not None:
+            self.run.last_eval = await asyncio.to_thread(self.evaluator, weights)
+        await self._close(round_, RoundOutcome.COMPLETED)
+
+    def _finish_strategy(
+        self, config: RunConfig, aggregate: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The next global model from the round's aggregate (worker thread): the aggregate
+        itself, or a server optimiser's step towards it."""
+        strategy = get_strategy(config.strategy)
+        return strategy.finish(self.models.current, aggregate, self.run.strategy_state)
+
+    async def _close(self, round_: Round, outcome: RoundOutcome) -> None:
+        run = self.run
+        last = run.last_eval if outcome is RoundOutcome.COMPLETED else None
+        record = round_.record(
+            outcome,
+            self.models.version,
+            self.clock(),
+            accuracy=last.accuracy if last else math.nan,
+            loss=last.loss if last else math.nan,
+        )
+        run.round_closed(record)
+        model = None
+        if outcome is RoundOutcome.COMPLETED:  # hashing a large model is no work for the loop
+            version, weights = self.models.version, self.models.current
+            model = await asyncio.to_thread(ModelVersion.of, version, weights)
+        commit = RoundCommit(
+            snapshot=run.snapshot(
+                self.models.version, self.traffic.by_transport, self.traffic.by_codec
+            ),
+            record=record,
+            model=model,
+            clients=tuple(c.stored() for c in self.clients),
+            strategy_state=dict(run.strategy_state),
+        )
+        await self.recorder.commit_round(commit)
+
+    # ---- signs of life --------------------------------------------------------------------
+
+    async def watch_heartbeats(self) -> None:
+        run = self.run
+        while run.active:
+            timeout = run.config.heartbeat_timeout_s
+            for record in self.clients.expired(timeout):
+                run.drop_client(record, f"no heartbeat for {timeout:g}s", failed=True)
+            self.drop_silent_participants()
+            await run.changes.wait(min(TICK_S, run.config.heartbeat_interval_s))
+
+    def drop_silent_participants(self) -> None:
+        """Take selected clients that went quiet out of the open round, long before their
+        heartbeat timeout fails them, so the round closes with the others instead of
+        waiting for its deadline (a client that joins and never trains cannot hold
+        every round up). They stay joined and may take part in a later round."""
+        round_ = self.run.open_round()
+        if round_ is None:
+            return
+        silence = max(ROUND_SILENCE_BEATS * self.run.config.heartbeat_interval_s, MIN_SILENCE_S)
+        limit = self.clock() - silence
+        waiting = round_.pending() - round_.uploading  # once, not once per client
+        quiet = [
+            record
+            for record in self.clients.active()
+            if record.client_id in waiting and max(record.last_seen, round_.opened_at) < limit
+        ]
+        for record in quiet:  # its state stays: it may yet send heartbeats, or fail
+            round_.drop(record.client_id)
+            record.explain(f"dropped from round {round_.round_id}: silent for {silence:g}s")
+        if quiet:
+            self.run.changes.notify()

@@ -1,0 +1,164 @@
+"""A server killed mid-round comes back on the same store and finishes the run, with real
+processes: `fedgate serve` (SIGKILL, then restarted on the same database and ports) and
+four `fedgate client`s, two on gRPC and two on REST, that are never restarted.
+
+The run must end as if nothing happened: every round number completed exactly once, no
+update counted twice, and the final model bit-identical to a run that was not
+interrupted (same seeds: each client's batch order depends only on its seed and the round
+number, and FedAvg's float64 sum of four float32 updates is exact in any order).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedgate.core.messages import RoundOutcome
+from fedgate.core.ports import StoredRun
+from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.store import open_store
+from tests.pg import fresh_postgres_database
+
+ROUNDS = 5
+KILL_IN_ROUND = 3
+ADMIN_TOKEN = "resume-test-admin-token"
+SERVE = (
+    f"--rounds {ROUNDS} --min-clients 4 --deadline 60 --local-epochs 3 "
+    f"--heartbeat-interval 2 --heartbeat-timeout 30 --exit-when-done --admin-token {ADMIN_TOKEN}"
+).split()
+CLIENTS = (("grpc", 0), ("rest", 1), ("grpc", 2), ("rest", 3))
+FINISH_WITHIN_S = 240.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    run: StoredRun
+    client_exit_codes: list[int]
+    restarts: int
+
+
+def sqlite_url(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'runs.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Finished:
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    return run_federation(workdir, sqlite_url(workdir), kill_in_round=None)
+
+
+def test_a_server_killed_mid_round_resumes_and_finishes_the_run(
+    db_url: str, tmp_path: Path, uninterrupted: Finished
+) -> None:
+    resumed = run_federation(tmp_path, db_url, kill_in_round=KILL_IN_ROUND)
+
+    assert resumed.restarts == 1
+    assert resumed.client_exit_codes == [0, 0, 0, 0]  # never restarted, left on STOP
+    run = resumed.run
+    completed = [r for r in run.history if r.outcome is RoundOutcome.COMPLETED]
+    assert [r.round for r in completed] == list(range(1, ROUNDS + 1))
+    # the attempt the crash cut short is in the history, and its round ran again
+    cut = [r for r in run.history if r.outcome is RoundOutcome.ABANDONED]
+    assert [r.round for r in cut] == [KILL_IN_ROUND]
+    # the same four clients throughout: nobody had to join again
+    assert len(run.clients) == 4
+    assert Counter(c.rounds_completed for c in run.clients) == {ROUNDS: 4}
+    assert all(len(r.participants) == 4 for r in completed)
+    assert run.model.version == ROUNDS
+    assert run.model.sha256 == uninterrupted.run.model.sha256
+    assert [r.accuracy for r in completed] == [
+        r.accuracy for r in uninterrupted.run.history if r.outcome is RoundOutcome.COMPLETED
+    ]
+
+
+def run_federation(workdir: Path, db_url: str, *, kill_in_round: int | None) -> Finished:
+    serve_args = [*SERVE, "--db", db_url]
+    server = start_server(serve_args, workdir)
+    clients = [
+        start_client(
+            server,
+            transport,
+            f"--index {i} --of 4 --partition iid --seed 0 --name c{i}".split(),
+            workdir / f"client{i}.log",
+        )
+        for transport, i in CLIENTS
+    ]
+    restarts = 0
+    try:
+        if kill_in_round is not None:
+            server = kill_and_restart(server, serve_args, workdir, kill_in_round)
+            restarts += 1
+        codes = [wait_exit(client, workdir) for client in clients]
+        server.process.wait(FINISH_WITHIN_S)
+    finally:
+        for client in clients:
+            stop_process(client)
+        server.stop()
+    with_store = open_store(db_url)
+    try:
+        run = with_store.runs.load_run(server.run_id)
+    finally:
+        with_store.close()
+    return Finished(run, codes, restarts)
+
+
+def kill_and_restart(
+    server: ServerProcess, serve_args: list[str], workdir: Path, in_round: int
+) -> ServerProcess:
+    """SIGKILL the server while round ``in_round`` is open and a client trains or uploads,
+    then start it again on the same store and ports."""
+    wait_for(
+        server,
+        lambda s: (
+            s["round"] == in_round
+            and s["state"] == "running"
+            and any(c["state"] in ("training", "uploading") for c in s["clients"])
+        ),
+    )
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    return start_server(
+        serve_args,
+        workdir,
+        ports=(server.grpc_port, server.http_port),
+        enrolment_key=server.enrolment_key,
+    )
+
+
+def wait_exit(client: subprocess.Popen[bytes], workdir: Path) -> int:
+    try:
+        return client.wait(FINISH_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        logs = {p.name: p.read_text()[-3000:] for p in workdir.glob("*.log")}
+        raise AssertionError(f"a client did not finish: {json.dumps(logs, indent=1)}") from None
+
+
+def wait_for(
+    server: ServerProcess, predicate: Callable[[dict[str, Any]], bool], within_s: float = 120.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = server.status()
+        if predicate(status):
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"condition not reached; last status: {json.dumps(status)[:2000]}")
