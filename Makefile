@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto bench flower-env fuzz
+.PHONY: demo test lint check clean proto bench flower-env fuzz postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ demo: $(STAMP)
 	$(BIN)/fedgate demo
 
 test: $(STAMP)
+	@bash tools/postgres.sh || echo "make test: no PostgreSQL (see above); its tests skip, saying why"
 	$(BIN)/python -m pytest
+
+# PostgreSQL for the store's tests: installed from the distribution's packages if missing
+# (as root with apt), its cluster started, role fedgate/fedgate with CREATEDB. Idempotent.
+# `make test` tries it and goes on without it; CI (.ci/run) requires it.
+postgres:
+	bash tools/postgres.sh
 
 # Longer fuzzing than `make test` runs: every codec's decoder (hypothesis) and the REST API
 # (schemathesis against a live server), with many more examples each.

@@ -67,6 +67,7 @@ class Host:
         return {
             "grpc_port": gateway.grpc_port,
             "http_port": gateway.http_port,
+            "addresses": gateway.addresses,
             "admin_token": gateway.settings.admin_token,
             "run_id": federation.run_id,
         }

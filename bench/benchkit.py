@@ -73,15 +73,16 @@ async def _cancel_others() -> None:
 
 @dataclass(frozen=True)
 class Hosted:
-    """A federation the bench server hosts: where its two transports listen."""
+    """A federation the bench server hosts: where its transports listen."""
 
     grpc_port: int
     http_port: int
     admin_token: str
     run_id: str
+    addresses: dict[str, str]  # by transport (the gateway's)
 
     def address(self, transport: str) -> str:
-        return f"127.0.0.1:{self.grpc_port if transport == 'grpc' else self.http_port}"
+        return self.addresses[transport]
 
 
 class BenchServerError(RuntimeError):
@@ -110,7 +111,13 @@ class BenchServer:
         """Host a fresh federation: ``model`` for ``dataset``'s inputs (evaluated on its test
         split), or at its bench input shape without evaluation when ``dataset`` is None."""
         reply = self._call({"op": "start", "model": model, "dataset": dataset, "run": asdict(run)})
-        return Hosted(reply["grpc_port"], reply["http_port"], reply["admin_token"], reply["run_id"])
+        return Hosted(
+            reply["grpc_port"],
+            reply["http_port"],
+            reply["admin_token"],
+            reply["run_id"],
+            reply["addresses"],
+        )
 
     def stop(self) -> dict[str, Any]:
         """End the hosted federation; returns its results document (`fedgate.results`)."""

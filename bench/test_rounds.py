@@ -46,8 +46,9 @@ from federations import FederationSpec, figures_info, run_timed, warm_up
 
 from fedgate.codecs import CODECS
 from fedgate.core.data import Dataset, load_dataset
+from fedgate.simulation import NETWORK_TRANSPORTS
 
-TRANSPORTS = ("grpc", "rest")
+TRANSPORTS = NETWORK_TRANSPORTS
 CLIENTS = {False: (1, 4, 16), True: (2,)}
 ROUNDS = {False: 8, True: 2}
 

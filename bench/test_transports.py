@@ -51,9 +51,10 @@ from fedgate.core.config import RunConfig
 from fedgate.core.messages import EncodedModel, JoinRequest, Task, TaskKind, Update
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import DuplicateUpdate
+from fedgate.simulation import NETWORK_TRANSPORTS
 from fedgate.transport.connect import connect
 
-TRANSPORTS = ("grpc", "rest")
+TRANSPORTS = NETWORK_TRANSPORTS  # the server registry's, that clients can reach
 BUDGET_S = {False: 1.0, True: 0.2}
 MAX_ROUNDS = {False: 10, True: 5}
 # One round, opened by two clients, open for a day: the uploads happen inside it.
@@ -129,14 +130,14 @@ class Bench:
 async def open_host(model: str, hosted: Hosted) -> ModelHost:
     """Join, take the round's task, and send the one accepted update (see the docstring)."""
     transports = {name: connect(name, hosted.address(name)) for name in TRANSPORTS}
-    grpc = transports["grpc"]
-    session = Session.from_ack(await grpc.join(JoinRequest("bench", "raw", num_examples=1)))
-    await grpc.join(JoinRequest("keeps-the-round-open", "raw", num_examples=1))
-    task = await grpc.next_task(session, POLL_S)
+    setup = transports[TRANSPORTS[0]]  # any transport does for the untimed setup
+    session = Session.from_ack(await setup.join(JoinRequest("bench", "raw", num_examples=1)))
+    await setup.join(JoinRequest("keeps-the-round-open", "raw", num_examples=1))
+    task = await setup.next_task(session, POLL_S)
     assert task.kind is TaskKind.TRAIN, task
-    raw = await grpc.fetch_model(session, task.model_version, "raw")
+    raw = await setup.fetch_model(session, task.model_version, "raw")
     host = ModelHost(model, hosted, session, task, CODECS["raw"].decode(raw.payload), transports)
-    await grpc.submit_update(session, host.update("raw", raw.payload))
+    await setup.submit_update(session, host.update("raw", raw.payload))
     return host
 
 
@@ -211,7 +212,7 @@ def test_transfer(
 ) -> None:
     host = bench.host_for(model_name)
     if direction == "up" and codec not in host.payloads:
-        downloaded = bench.run(download(host.transports["grpc"], host, codec))
+        downloaded = bench.run(download(host.transports[TRANSPORTS[0]], host, codec))
         host.payloads[codec] = update_payload(host, codec, downloaded)
     call = transfer(bench, host, codec, transport, direction)
     # Warm-up, untimed: the server's one encoding in this codec, this connection's first use.

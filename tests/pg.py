@@ -3,7 +3,8 @@
 The server is the one `make postgres` (tools/postgres.sh) starts, or any other named by
 ``FEDGATE_TEST_POSTGRES_URL``: a SQLAlchemy URL whose role may CREATE DATABASE. Each test
 gets a database of its own (``fedgate_test_<random>``), dropped afterwards, so tests never
-see each other's rows.
+see each other's rows. Without a server they skip, saying why; with
+``FEDGATE_REQUIRE_POSTGRES=1`` (CI) they fail instead, so that CI cannot pass untested.
 
     from tests.pg import fresh_postgres_database
 
@@ -26,6 +27,8 @@ from psycopg import sql
 from sqlalchemy import make_url
 
 URL_ENV = "FEDGATE_TEST_POSTGRES_URL"
+# Set (to 1) where a server must be there, as in CI: no server is then a failure, not a skip.
+REQUIRE_ENV = "FEDGATE_REQUIRE_POSTGRES"
 DEFAULT_URL = "postgresql+psycopg://fedgate:fedgate@127.0.0.1:5432/postgres"
 CONNECT_TIMEOUT_S = 3
 
@@ -57,6 +60,8 @@ def unreachable_reason() -> str:
 def fresh_postgres_database() -> Iterator[str]:
     """The URL of a new, empty database, dropped on exit; `pytest.skip` without a server."""
     reason = unreachable_reason()
+    if reason and os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+        pytest.fail(f"{reason} ({REQUIRE_ENV} is set)")
     if reason:
         pytest.skip(reason)
     name = f"fedgate_test_{secrets.token_hex(6)}"

@@ -13,6 +13,11 @@ PASSWORD=fedgate  # a throwaway test role on loopback, not a secret
 
 say() { echo "postgres.sh: $*" >&2; }
 
+if [ -n "${FEDGATE_TEST_POSTGRES_URL:-}" ]; then
+    say "the tests use the server FEDGATE_TEST_POSTGRES_URL names; nothing to start here"
+    exit 0
+fi
+
 as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -n -u postgres "$@"; fi
 }

@@ -165,13 +165,15 @@ class FederatedClient:
         """Train ``task``; if it went stale on the way, drop it (never replay it)."""
         try:
             await self._train(session, task)
-        except (*SESSION_LOST, *FATAL):
+        except FATAL:
             raise
         except FedgateError as exc:
-            # its round closed, its model version is no longer served, the update was
-            # refused: the next task is the one to take
+            # its round closed, its model version is no longer served, its session is
+            # gone, the update was refused: the next task is the one to take
             log.info("%s: dropping the task of round %d: %s", self.name, task.round, exc)
             self.report.dropped.append(exc.message)
+            if isinstance(exc, SESSION_LOST):
+                raise
 
     async def _train(self, session: Session, task: Task) -> None:
         assert task.train is not None

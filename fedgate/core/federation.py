@@ -21,7 +21,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import torch
@@ -371,7 +371,7 @@ class Federation:
             loss=last.loss if last else math.nan,
         )
 
-    async def watch(self, min_interval_s: float = 0.25) -> AsyncIterator[FederationStatus]:
+    async def watch(self, min_interval_s: float = 0.25) -> AsyncGenerator[FederationStatus, None]:
         """Status now, then again after every change (at most every ``min_interval_s``),
         each with every client transition since the last one."""
         seen = self.changes.last_seq

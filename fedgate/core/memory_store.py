@@ -52,13 +52,16 @@ class InMemoryRunStore:
                 strategy_state=dict(commit.strategy_state),
             )
 
-    def save_client(self, run_id: str, client: StoredClient) -> None:
+    def save_clients(
+        self,
+        run_id: str,
+        clients: tuple[StoredClient, ...],
+        events: tuple[ClientEvent, ...] = (),
+    ) -> None:
         with self._lock:
-            self._get(run_id).clients[client.client_id] = client
-
-    def add_client_events(self, run_id: str, events: tuple[ClientEvent, ...]) -> None:
-        with self._lock:
-            self._get(run_id).events.extend(events)
+            held = self._get(run_id)
+            held.clients.update({c.client_id: c for c in clients})
+            held.events.extend(events)
 
     def add_config_change(self, run_id: str, change: ConfigChange) -> None:
         with self._lock:

@@ -181,11 +181,15 @@ class RunStore(Protocol):
         snapshot: all of it or none of it."""
         ...
 
-    def save_client(self, run_id: str, client: StoredClient) -> None:
-        """Insert or replace a client's record (on join, and as its state changes)."""
+    def save_clients(
+        self,
+        run_id: str,
+        clients: tuple[StoredClient, ...],
+        events: tuple[ClientEvent, ...] = (),
+    ) -> None:
+        """Insert or replace client records (on join, and as their states change) and add
+        their transitions, in one transaction."""
         ...
-
-    def add_client_events(self, run_id: str, events: tuple[ClientEvent, ...]) -> None: ...
 
     def add_config_change(self, run_id: str, change: ConfigChange) -> None: ...
 

@@ -86,10 +86,8 @@ class Recorder:
         with self._lock:
             clients, events = list(self._clients.values()), tuple(self._events)
             self._clients, self._events, self._flush_queued = {}, [], False
-        for client in clients:
-            self.store.save_client(self.run_id, client)
-        if events:
-            self.store.add_client_events(self.run_id, events)
+        if clients or events:
+            self.store.save_clients(self.run_id, tuple(clients), events)
 
     def _submit(self, call: Callable[..., T], *args: object) -> None:
         future = self._writer.submit(call, *args)

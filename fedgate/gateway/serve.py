@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
-
 from fedgate.core.accounts import Accounts
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
@@ -25,7 +23,7 @@ from fedgate.errors import ConfigError
 from fedgate.gateway.access_notes import print_access_notes
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.results import results_document, write_json
-from fedgate.store import SqlStore, open_store
+from fedgate.store import SqlStore, open_store, printable
 
 log = logging.getLogger("fedgate.serve")
 LINGER_S = 5.0  # after the run ends, how long to wait for clients to take their STOP
@@ -90,7 +88,7 @@ def open_run(options: ServeOptions, store: SqlStore) -> Federation:
     unfinished = None if options.new_run else store.runs.unfinished_run()
     if options.new_run and (old := store.runs.unfinished_run()) is not None:
         store.runs.set_run_state(old.meta.run_id, RunState.STOPPED)
-        print(f"run {old.meta.run_id} in {safe_url(options.db)} marked stopped (--new-run)")
+        print(f"run {old.meta.run_id} in {printable(options.db)} marked stopped (--new-run)")
     if unfinished is not None:
         _check_same_setup(unfinished, options)
     federation = build_federation(
@@ -106,7 +104,7 @@ def open_run(options: ServeOptions, store: SqlStore) -> Federation:
         accounts=Accounts(store.users, store.sessions),
         meta=RunMeta("", options.dataset, options.model),
     )
-    where = safe_url(options.db)
+    where = printable(options.db)
     if unfinished is None:
         print(f"store    {where}: new run {federation.run_id}", flush=True)
     else:
@@ -122,15 +120,10 @@ def _check_same_setup(stored: StoredRun, options: ServeOptions) -> None:
     meta = stored.meta
     if (meta.dataset, meta.model) != (options.dataset, options.model):
         raise ConfigError(
-            f"{safe_url(options.db)} holds unfinished run {meta.run_id} on dataset "
+            f"{printable(options.db)} holds unfinished run {meta.run_id} on dataset "
             f"{meta.dataset!r} with model {meta.model!r}, not {options.dataset!r}/"
             f"{options.model!r}: serve it with those, pass --new-run, or use another --db"
         )
-
-
-def safe_url(url: str) -> str:
-    """The database URL without its password, for printing."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def announce(gateway: Gateway, options: ServeOptions) -> None:
@@ -159,6 +152,7 @@ def announce(gateway: Gateway, options: ServeOptions) -> None:
             {
                 "grpc_port": gateway.grpc_port,
                 "http_port": gateway.http_port,
+                "addresses": gateway.addresses,
                 "admin_token": settings.admin_token,
                 "run_id": gateway.federation.run_id,
                 "tls": tls is not None,

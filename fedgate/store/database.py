@@ -33,6 +33,7 @@ DEFAULT_DB_URL = "sqlite:///runs/fedgate.db"
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 BACKENDS = ("sqlite", "postgresql")
 BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK = 0x66656467  # PostgreSQL advisory lock key ("fedg")
 _WRITE = "fedgate_write"  # an execution option: this transaction will write
 
 
@@ -83,6 +84,13 @@ class Database:
         self.sqlite = self.url.get_backend_name() == "sqlite"
         self.engine = _engine(self.url)
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        # A read sees one state of the database throughout (a run's rows as of one commit):
+        # SQLite's WAL gives every transaction a snapshot; PostgreSQL needs asking.
+        self._reader = (
+            self.engine
+            if self.sqlite
+            else self.engine.execution_options(isolation_level="REPEATABLE READ")
+        )
         # SQLite has one writer; PostgreSQL's row locks need no help from here
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.sqlite else contextlib.nullcontext()
@@ -90,7 +98,7 @@ class Database:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
-        with translated(self.url), Session(self.engine) as session, session.begin():
+        with translated(self.url), Session(self._reader) as session, session.begin():
             yield session
 
     @contextlib.contextmanager
@@ -106,6 +114,8 @@ class Database:
 
     def migrate(self, revision: str = "head") -> None:
         with translated(self.url), self._write_lock, self._writer.begin() as connection:
+            if not self.sqlite:  # servers starting at once on one database migrate in turn
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             command.upgrade(alembic_config(connection), revision)
 
     def revision(self) -> str | None:

@@ -84,6 +84,7 @@ class SqlRunStore:
     def commit_round(self, commit: RoundCommit) -> None:
         """Snapshot, client records, model and round record in one transaction, flushed in
         that order: if any part is refused (a round attempt written twice), none is kept."""
+        # the model's sha256 is the core's (`ModelVersion.of`); reads check the bytes against it
         weights = pack_tensors(commit.model.weights) if commit.model is not None else b""
         state = _pack_state(commit.strategy_state)
         with self.database.writing() as session:
@@ -98,19 +99,22 @@ class SqlRunStore:
                 session.flush()
             session.add(RoundRow(run_pk=run.id, **record_values(commit.record)))
 
-    def save_client(self, run_id: str, client: StoredClient) -> None:
-        with self.database.writing() as session:
-            _save_clients(session, _run_pk(session, run_id), (client,))
-
-    def add_client_events(self, run_id: str, events: tuple[ClientEvent, ...]) -> None:
+    def save_clients(
+        self,
+        run_id: str,
+        clients: tuple[StoredClient, ...],
+        events: tuple[ClientEvent, ...] = (),
+    ) -> None:
         with self.database.writing() as session:
             run_pk = _run_pk(session, run_id)
+            if clients:
+                _save_clients(session, run_pk, clients)
             if events:
                 rows = [
                     {
                         "run_pk": run_pk,
                         "client_id": e.client_id,
-                        "state": e.state.value,
+                        "state": ClientState(e.state).value,
                         "reason": e.reason,
                         "at": e.at,
                     }

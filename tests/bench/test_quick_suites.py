@@ -22,9 +22,10 @@ from flower_side import VENV_ENV, flower_unavailable, flower_venv
 from fedgate.benchrun import run_suite
 from fedgate.codecs import CODECS
 from fedgate.report import render_report
+from fedgate.simulation import NETWORK_TRANSPORTS
 
 Row = dict[str, Any]
-TRANSPORTS = {"grpc", "rest"}
+TRANSPORTS = set(NETWORK_TRANSPORTS)
 
 
 @pytest.fixture(scope="module")

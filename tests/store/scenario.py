@@ -102,10 +102,11 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
         snapshot(run_id),
         ModelVersion.of(0, weights(0)),
     )
-    store.save_client(run_id, client(1))
-    store.save_client(run_id, client(2))
-    store.add_client_events(
+    store.save_clients(run_id, (client(1),))
+    store.save_clients(run_id, (client(2),))
+    store.save_clients(
         run_id,
+        (),
         (
             ClientEvent("c1", ClientState.JOINED, "", created_at + 1),
             ClientEvent("c2", ClientState.JOINED, "", created_at + 1.5),
@@ -147,8 +148,8 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
             strategy_state={"m": torch.ones(3), "v": torch.full((3,), 0.5)},
         )
     )
-    store.save_client(run_id, client(3, state=ClientState.JOINED))
-    store.save_client(run_id, client(1, state=ClientState.READY, reason="rejoined"))
+    store.save_clients(run_id, (client(3, state=ClientState.JOINED),))
+    store.save_clients(run_id, (client(1, state=ClientState.READY, reason="rejoined"),))
     store.commit_round(
         RoundCommit(
             snapshot=snapshot(

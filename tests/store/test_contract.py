@@ -79,7 +79,7 @@ def test_an_unknown_run_is_not_found(run_store: RunStore) -> None:
         lambda: run_store.client_events("nope"),
         lambda: run_store.set_run_state("nope", RunState.STOPPED),
         lambda: run_store.add_config_change("nope", ConfigChange(1, {}, 0.0)),
-        lambda: run_store.add_client_events("nope", ()),
+        lambda: run_store.save_clients("nope", (), ()),
         lambda: run_store.commit_round(commit),
     ]
     for call in calls:

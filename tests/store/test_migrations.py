@@ -62,7 +62,7 @@ def test_an_old_database_reads_after_the_upgrade(sql_url: str) -> None:
         assert store.sessions.for_user("al") == [SESSION]
         # what the second revision added works on the old run
         event = ClientEvent("c1", ClientState.READY, "resumed", 1_700_000_100.0)
-        store.runs.add_client_events("old-run", (event,))
+        store.runs.save_clients("old-run", (), (event,))
         assert store.runs.client_events("old-run") == [event]
 
 

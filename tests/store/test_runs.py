@@ -121,8 +121,8 @@ def test_threads_may_write_and_read_at_once(sql_store: SqlStore) -> None:
         try:
             for step in range(15):
                 state = ClientState.TRAINING if step % 2 else ClientState.READY
-                runs.save_client("busy", client(number, state=state, bytes_up=step))
-                runs.add_client_events("busy", (ClientEvent(f"c{number}", state, "", step),))
+                runs.save_clients("busy", (client(number, state=state, bytes_up=step),))
+                runs.save_clients("busy", (), (ClientEvent(f"c{number}", state, "", step),))
                 runs.load_run("busy")
                 sql_store.keys.all()
         except BaseException as error:  # reported by the main thread

@@ -29,6 +29,13 @@ from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_fai
 T = TypeVar("T")
 CALL_TIMEOUT_S = 30.0
 TRANSFER_TIMEOUT_S = 900.0  # a ResNet-50 in JSON is half a gigabyte
+# grpc's own reconnect backoff grows to 120 s: a channel whose server was gone for a few
+# minutes (a restart) could refuse every call for up to two more once it is back. The
+# client loop backs off by itself; the channel only has to keep up with it.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
 
 
 def session_metadata(session: Session) -> tuple[tuple[str, str], ...]:
@@ -80,15 +87,16 @@ def connection_failure(error: grpc.aio.AioRpcError, target: str, tls: bool) -> F
 
 
 def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
     material = load_client_tls(tls)  # ConfigError naming the file, before any connection
     credentials = grpc.ssl_channel_credentials(
         root_certificates=material.ca_pem,
         private_key=material.key_pem,
         certificate_chain=material.cert_pem,
     )
-    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class GrpcTransport:

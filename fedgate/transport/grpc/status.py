@@ -28,6 +28,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], grpc.StatusCode], ...] =
     (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.TransportError, grpc.StatusCode.UNAVAILABLE),
+    (errors.StoreError, grpc.StatusCode.UNAVAILABLE),
     (errors.FedgateError, grpc.StatusCode.INTERNAL),
 )
 

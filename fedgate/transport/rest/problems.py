@@ -31,6 +31,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], int], ...] = (
     (errors.ConfigError, 400),
     (errors.BadRequest, 400),
     (errors.TransportError, 503),
+    (errors.StoreError, 503),
     (errors.FedgateError, 500),
 )
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
