@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto bench flower-env fuzz postgres
+.PHONY: demo test lint check clean proto bench flower-env fuzz postgres chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,11 +13,13 @@ $(STAMP): pyproject.toml constraints.txt
 		-c constraints.txt -e '.[dev]' 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -c "import fedgate, torch, torchvision" && touch $@
 
+# DEMO_ARGS=--keep-serving leaves the server (and its dashboard) up after the run
 demo: $(STAMP)
-	$(BIN)/fedgate demo
+	$(BIN)/fedgate demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	@bash tools/postgres.sh || echo "make test: no PostgreSQL (see above); its tests skip, saying why"
+	@bash tools/chromium.sh || echo "make test: no Chromium (see above); the browser tests skip, saying why"
 	$(BIN)/python -m pytest
 
 # PostgreSQL for the store's tests: installed from the distribution's packages if missing
@@ -25,6 +27,12 @@ test: $(STAMP)
 # `make test` tries it and goes on without it; CI (.ci/run) requires it.
 postgres:
 	bash tools/postgres.sh
+
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it headless):
+# installed with apt when /usr/bin/chromium is missing and we are root. `make test` tries
+# it and goes on without it; CI (.ci/run) requires it.
+chromium:
+	bash tools/chromium.sh
 
 # Longer fuzzing than `make test` runs: every codec's decoder (hypothesis) and the REST API
 # (schemathesis against a live server), with many more examples each.

@@ -107,10 +107,14 @@ class BenchServer:
                 text=True,
             )
 
-    def start(self, model: str, run: RunConfig, dataset: str | None = None) -> Hosted:
+    def start(
+        self, model: str, run: RunConfig, dataset: str | None = None, store: str = "memory"
+    ) -> Hosted:
         """Host a fresh federation: ``model`` for ``dataset``'s inputs (evaluated on its test
-        split), or at its bench input shape without evaluation when ``dataset`` is None."""
-        reply = self._call({"op": "start", "model": model, "dataset": dataset, "run": asdict(run)})
+        split), or at its bench input shape without evaluation when ``dataset`` is None;
+        writing its run to ``store`` (``memory``, or ``sqlite``: a fresh SQLite file)."""
+        command = {"op": "start", "model": model, "dataset": dataset, "run": asdict(run)}
+        reply = self._call({**command, "store": store})
         return Hosted(
             reply["grpc_port"],
             reply["http_port"],
@@ -120,7 +124,8 @@ class BenchServer:
         )
 
     def stop(self) -> dict[str, Any]:
-        """End the hosted federation; returns its results document (`fedgate.results`)."""
+        """End the hosted federation; returns its results document (`fedgate.results`),
+        with ``"store"``: the rounds its store holds and the time its writes took."""
         results: dict[str, Any] = self._call({"op": "stop"})["results"]
         return results
 

@@ -60,7 +60,8 @@ class FederationSpec:
     """One federation: digits CNN, iid split, every client in every round.
 
     It holds every run setting under its declared name (tests/test_config_schema.py checks
-    that), and passes them all on by name.
+    that), and passes them all on by name; its other fields (transport, codec, store...)
+    are the harness's own.
     """
 
     transport: str
@@ -82,6 +83,7 @@ class FederationSpec:
     heartbeat_interval_s: float = RUN.heartbeat_interval_s
     heartbeat_timeout_s: float = RUN.heartbeat_timeout_s
     admit_late: bool = RUN.admit_late
+    store: str = "memory"  # the bench server's run store (no run setting): memory | sqlite
 
     def run_config(self) -> RunConfig:
         return RunConfig(**{**settings_of(self), "min_clients": self.min_clients or self.clients})
@@ -204,7 +206,9 @@ class FederationRun:
 
     def start(self, dataset: Dataset) -> None:
         spec = self.spec
-        hosted = self.server.start(spec.model, spec.run_config(), dataset=spec.dataset)
+        hosted = self.server.start(
+            spec.model, spec.run_config(), dataset=spec.dataset, store=spec.store
+        )
         address = hosted.address(spec.transport)
 
         async def launch() -> None:

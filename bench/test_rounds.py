@@ -32,6 +32,21 @@ Row fields (``suite="rounds"``):
 - ``bytes_per_round``: mean encoded payload bytes per round, models down plus updates up
   (the server's traffic counters); ``bytes_up_per_round``, ``bytes_down_per_round``;
 - ``accuracy``: held-out accuracy after the last round; ``accuracy_per_round``.
+
+``test_store_overhead`` (``benchmark.group = "store"``) runs one more federation per run
+store the bench server offers, all else equal: 4 clients (quick too), gRPC, raw codec,
+``ROUNDS`` rounds; its rows carry ``store`` (``memory``: the default in-memory store;
+``sqlite``: a fresh SQLite file, WAL, written as ``fedgate serve --db`` writes it) and
+the fields above. The scheduler awaits each round's commit before it opens the next
+round, so ``round_latency_s`` holds the store's writes; the memory row is the reference.
+The bench server also times the writes themselves on the recorder's writer thread:
+``commit_s`` (median ``commit_round`` call: the closed round, its model version, the
+client records, in one transaction), ``commit_max_s``, and ``store_write_s`` (every
+write after the run's creation, client transitions included, divided by the rounds:
+the transitions are written while the round runs, not awaited, but on the server
+process's CPU and GIL, which the round needs too). The report shows
+these rows in a section of their own (`fedgate.report.store_sections`), never in the
+transport x codec tables.
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ from typing import Any
 import pytest
 import torch
 from benchkit import BenchServer, EventLoop
-from federations import FederationSpec, figures_info, run_timed, warm_up
+from federations import FederationSpec, figures_info, median, run_timed, warm_up
 
 from fedgate.codecs import CODECS
 from fedgate.core.data import Dataset, load_dataset
@@ -51,6 +66,8 @@ from fedgate.simulation import NETWORK_TRANSPORTS
 TRANSPORTS = NETWORK_TRANSPORTS
 CLIENTS = {False: (1, 4, 16), True: (2,)}
 ROUNDS = {False: 8, True: 2}
+STORES = ("memory", "sqlite")  # bench_server.STORES; memory first: the reference
+STORE_CLIENTS = 4  # the issue's figure is for the 4-client federation, quick or not
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -110,5 +127,41 @@ def test_rounds(
         dataset=spec.dataset,
         partition=spec.partition,
         timing="round_latency",
+        **figures_info(figures),
+    )
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_store_overhead(
+    benchmark: Any,
+    bench_server: BenchServer,
+    loop: EventLoop,
+    digits: Dataset,
+    store: str,
+    quick: bool,
+    warmed: None,
+) -> None:
+    spec = FederationSpec("grpc", "raw", STORE_CLIENTS, ROUNDS[quick], store=store)
+    benchmark.group = "store"
+    figures, results = run_timed(benchmark, bench_server, loop, spec, digits)
+    stored = results["store"]
+    assert len(results["rounds"]) == spec.rounds and stored["kind"] == store
+    assert all(r["participants"] == spec.clients for r in results["rounds"])
+    # Every round reached the store, and every round attempt was committed by itself.
+    assert stored["rounds_stored"] == spec.rounds
+    assert len(stored["commits_s"]) == spec.rounds + len(results["attempts"])
+    benchmark.extra_info.update(
+        store=store,
+        transport=spec.transport,
+        codec=spec.codec,
+        clients=spec.clients,
+        rounds=spec.rounds,
+        model=spec.model,
+        dataset=spec.dataset,
+        partition=spec.partition,
+        timing="round_latency",
+        commit_s=median(stored["commits_s"]),
+        commit_max_s=max(stored["commits_s"]),
+        store_write_s=stored["writes_s"] / spec.rounds,
         **figures_info(figures),
     )

@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # the baseline, the design's codecs, and the smallest ones that keep accuracy
 DEMO_CODECS = "json,raw,msgpack,bf16-zstd,int8-zstd,topk-int8"
+DEMO_KEEP_SERVING_S = 600.0  # `fedgate demo --keep-serving` with no number
 CODEC_HELP = f"{', '.join(codec_names())} (topk-int8:<fraction> sets the share of each delta kept)"
 
 
@@ -86,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--rounds", type=int, default=15)
     demo.add_argument("--clients", type=int, default=6)
+    demo.add_argument(
+        "--keep-serving",
+        type=float,
+        nargs="?",
+        const=DEMO_KEEP_SERVING_S,
+        default=0.0,
+        metavar="SECONDS",
+        help="leave the server (its dashboard, its models) up this long after the run "
+        f"(default with the flag alone: {DEMO_KEEP_SERVING_S:g}; Ctrl-C ends it sooner)",
+    )
     demo.set_defaults(handler=run_demo)
     bench = commands.add_parser("bench", help="run a bench suite, write results JSON")
     add_bench_arguments(bench)
@@ -140,10 +151,29 @@ def add_serve_command(commands: Any) -> None:
         help="key: clients join with an enrolment key (`fedgate keys create`); open: anyone "
         "may join (for trusted networks and demos only)",
     )
+    add_dashboard_options(serve_parser)
     add_server_tls_options(serve_parser)
     add_store_options(serve_parser)
     add_run_options(serve_parser)
     serve_parser.set_defaults(handler=run_serve)
+
+
+def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dashboard")
+    group.add_argument(
+        "--public-dashboard",
+        action="store_true",
+        help="the dashboard's read-only views (status, runs, models) need no token; "
+        "every action (pause, kick, config, deploy) still does",
+    )
+    group.add_argument(
+        "--keep-serving",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --exit-when-done: after the run ends and its results are written, serve "
+        "the dashboard and models this long before exiting",
+    )
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +293,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_concurrent_uploads=args.max_concurrent_uploads,
         db=args.db or DEFAULT_DB_URL,
         new_run=args.new_run,
+        public_dashboard=args.public_dashboard,
+        keep_serving_s=args.keep_serving,
     )
     status = asyncio.run(serve(options))
     print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")
@@ -318,20 +350,37 @@ def run_demo(args: argparse.Namespace) -> int:
         codec=DEMO_CODECS,
         partition="dirichlet:0.5",
     )
-    print(
-        f"fedgate demo: a real server and {config.clients} client processes on loopback, "
-        f"digits split {config.partition}"
+    keep_serving: float = args.keep_serving
+
+    def introduce(server: ServerProcess) -> None:
+        # the dashboard first: a newcomer opens it while the run is young
+        print(f"dashboard  {server.http_url}/  (operator token {server.admin_token})", flush=True)
+        print(
+            f"fedgate demo: a real server and {config.clients} client processes on loopback, "
+            f"digits split {config.partition}"
+        )
+        for i in range(config.clients):
+            print(f"  client-{i}: {config.transport_for(i):<4} {config.codec_for(i)}")
+        show_server(server)
+
+    def conclude(results: dict[str, Any]) -> None:
+        print_summary(results)
+        out = args.out_dir / "results.json"
+        write_json(out, results)
+        print(f"results: {out.resolve()}")
+        print(comparison_report_hint(), flush=True)
+        if keep_serving > 0:
+            print(f"the server stays up {keep_serving:g} s more for the dashboard; Ctrl-C ends it")
+
+    run_simulation(
+        config,
+        on_round=progress_printer(config.rounds),
+        on_server=introduce,
+        keep_serving_s=keep_serving,
+        on_results=conclude,
+        # on loopback: a newcomer reads the dashboard without pasting the token
+        serve_args=("--public-dashboard",),
     )
-    for i in range(config.clients):
-        print(f"  client-{i}: {config.transport_for(i):<4} {config.codec_for(i)}")
-    results = run_simulation(
-        config, on_round=progress_printer(config.rounds), on_server=show_server
-    )
-    print_summary(results)
-    out = args.out_dir / "results.json"
-    write_json(out, results)
-    print(f"results: {out.resolve()}")
-    print(comparison_report_hint())
     return 0
 
 

@@ -30,6 +30,19 @@ class BadRequest(FedgateError):
     code = "bad_request"
 
 
+class InvalidInput(BadRequest):
+    """An inference input the model cannot take: not an image or a broken one, the wrong
+    shape, values that are not finite numbers."""
+
+    code = "invalid_input"
+
+
+class UnsupportedMediaType(BadRequest):
+    """A body in a media type the route does not take (the message lists those it does)."""
+
+    code = "unsupported_media_type"
+
+
 class CodecError(FedgateError):
     """A payload could not be encoded or decoded by a codec."""
 
@@ -95,6 +108,13 @@ class Conflict(FedgateError):
     """The call is well-formed but does not fit the federation's current state."""
 
     code = "conflict"
+
+
+class NoModelDeployed(Conflict):
+    """Inference was asked for while no model version is deployed (no round has completed
+    and none was deployed by hand)."""
+
+    code = "no_model_deployed"
 
 
 class RoundClosed(Conflict):
@@ -189,6 +209,8 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
         FedgateError,
         ConfigError,
         BadRequest,
+        InvalidInput,
+        UnsupportedMediaType,
         CodecError,
         UnknownCodec,
         DecodedSizeExceeded,
@@ -198,6 +220,7 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        NoModelDeployed,
         RoundClosed,
         NotSelected,
         DuplicateUpdate,

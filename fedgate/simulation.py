@@ -33,11 +33,13 @@ from fedgate.transport.inproc import InProcTransport
 from fedgate.transport.servers import SERVER_ADAPTERS
 
 MIXED = "mixed"
+RESULTS_POLL_S = 0.05  # how often to look for the server's results once its run has ended
 DELTAS: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 # served by `fedgate serve` and reachable by `fedgate client`: both registries name them
 NETWORK_TRANSPORTS = tuple(name for name in SERVER_ADAPTERS if name in CLIENT_TRANSPORTS)
 TRANSPORT_CHOICES = (InProcTransport.name, *NETWORK_TRANSPORTS, MIXED)
 RoundCallback = Callable[[RoundRecord], None]
+ResultsCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,39 @@ def run_simulation(
     config: SimConfig,
     on_round: RoundCallback | None = None,
     on_server: Callable[[ServerProcess], None] | None = None,
+    *,
+    keep_serving_s: float = 0.0,
+    on_results: ResultsCallback | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run the federation the config describes and return its results document.
 
     ``on_server`` is told about the server process once it listens (network transports).
+    ``on_results`` gets the results document as soon as the run has ended; over a network
+    transport, the server then goes on serving ``keep_serving_s`` seconds (its dashboard,
+    its models) before this returns. ``serve_args``: more `fedgate serve` options.
     """
     config.validate()
     if config.transport == InProcTransport.name:
-        return asyncio.run(simulate(config, on_round))
-    return simulate_network(config, on_round, on_server)
+        document = asyncio.run(simulate(config, on_round))
+        if on_results is not None:
+            on_results(document)
+        return document
+    serving = Serving(keep_serving_s, on_results, serve_args)
+    return simulate_network(config, on_round, on_server, serving)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a network simulation's server is run beyond its federation."""
+
+    keep_serving_s: float = 0.0  # after the run, before the server exits
+    on_results: ResultsCallback | None = None
+    serve_args: tuple[str, ...] = ()
+
+    def arguments(self) -> list[str]:
+        keep = ["--keep-serving", str(self.keep_serving_s)] if self.keep_serving_s > 0 else []
+        return [*keep, *self.serve_args]
 
 
 async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> dict[str, Any]:
@@ -167,6 +193,7 @@ def simulate_network(
     config: SimConfig,
     on_round: RoundCallback | None = None,
     on_server: Callable[[ServerProcess], None] | None = None,
+    serving: Serving = Serving(),
 ) -> dict[str, Any]:
     """A real `fedgate serve` and one `fedgate client` process per client, on loopback."""
     started = time.perf_counter()
@@ -175,7 +202,9 @@ def simulate_network(
         results_path = workdir / "results.json"
         # the key admits exactly the simulated clients: a key's limit, enforced for real
         server = start_server(
-            serve_arguments(config, results_path), workdir, key_clients=config.clients
+            [*serve_arguments(config, results_path), *serving.arguments()],
+            workdir,
+            key_clients=config.clients,
         )
         if on_server is not None:
             on_server(server)
@@ -189,16 +218,19 @@ def simulate_network(
             for i in range(config.clients)
         ]
         try:
-            _follow(server, on_round)
+            _follow(server, on_round, results_path)
             if not results_path.exists():
                 raise FedgateError(f"the server left no results; its log ends:\n{_log(server)}")
             document: dict[str, Any] = json.loads(results_path.read_text())
+            document["config"] = dataclasses.asdict(config)
+            document["duration_s"] = round(time.perf_counter() - started, 3)
+            if serving.on_results is not None:
+                serving.on_results(document)
+            server.process.wait()  # at once, or after --keep-serving
         finally:
             for process in clients:
                 stop_process(process)
             server.stop()
-    document["config"] = dataclasses.asdict(config)
-    document["duration_s"] = round(time.perf_counter() - started, 3)
     return document
 
 
@@ -238,15 +270,17 @@ def client_arguments(config: SimConfig, index: int) -> list[str]:
     ]
 
 
-def _follow(server: ServerProcess, on_round: RoundCallback | None) -> None:
-    """Report rounds as the server closes them, from its status stream, until the run ends."""
+def _follow(server: ServerProcess, on_round: RoundCallback | None, results: Path) -> None:
+    """Report rounds as the server closes them, from its status stream, until the run ends
+    and the server has written ``results`` (or has exited)."""
     reported = 0
     for status in server.watch():
         for record in status.history[reported:]:
             if on_round is not None:
                 on_round(record)
         reported = len(status.history)
-    server.process.wait()
+    while not results.exists() and server.process.poll() is None:
+        time.sleep(RESULTS_POLL_S)
 
 
 def _log(server: ServerProcess) -> str:

@@ -11,6 +11,7 @@ number, and FedAvg's float64 sum of four float32 updates is exact in any order).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -26,6 +27,7 @@ from fedgate.core.messages import RoundOutcome
 from fedgate.core.ports import StoredRun
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.store import open_store
+from tests import test_client_resilience as resilience
 from tests.pg import fresh_postgres_database
 
 ROUNDS = 5
@@ -162,3 +164,66 @@ def wait_for(
             return status
         time.sleep(0.02)
     raise AssertionError(f"condition not reached; last status: {json.dumps(status)[:2000]}")
+
+
+def test_a_client_stopped_across_a_server_restart_takes_part_again(tmp_path: Path) -> None:
+    """SIGSTOP two clients (gRPC, REST) past their heartbeat timeout and two rounds, kill the
+    server and start it again on its store, then SIGCONT them: they join again and take
+    part in a later round; the two that never stopped go on under their old ids."""
+    options = [
+        *("--rounds", "1000", "--min-clients", "2", "--deadline", str(resilience.DEADLINE_S)),
+        *("--heartbeat-interval", str(resilience.HEARTBEAT_INTERVAL_S)),
+        *("--heartbeat-timeout", str(resilience.HEARTBEAT_TIMEOUT_S)),
+        *("--db", sqlite_url(tmp_path), "--exit-when-done", "--admin-token", ADMIN_TOKEN),
+    ]
+    server = start_server(options, tmp_path)
+    plan = {"client-0": "grpc", "client-1": "rest", **resilience.STALLED}
+    clients: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for index, (name, transport) in enumerate(plan.items()):
+            args = ["--index", str(index), "--of", "4", "--name", name, "--threads", "1"]
+            clients[name] = start_client(server, transport, args, tmp_path / f"{name}.log")
+        seen = resilience.wait_for(
+            server,
+            lambda s: s["round"] >= 3 and all(resilience.ids_of(s, n) for n in plan),
+        )
+        for name in resilience.STALLED:
+            os.kill(clients[name].pid, signal.SIGSTOP)
+        stopped_in = server.status()["round"]
+        stalled_ids = [resilience.ids_of(seen, name)[0] for name in resilience.STALLED]
+        resilience.wait_for(
+            server,
+            lambda s: (
+                s["round"] >= stopped_in + 2
+                and all(resilience.state_of(s, i) == "failed" for i in stalled_ids)
+            ),
+        )
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        server = start_server(
+            options,
+            tmp_path,
+            ports=(server.grpc_port, server.http_port),
+            enrolment_key=server.enrolment_key,
+        )
+        resumed_in = server.status()["round"]
+        for name in resilience.STALLED:
+            os.kill(clients[name].pid, signal.SIGCONT)
+        back = resilience.wait_for(
+            server,
+            lambda s: all(resilience.took_part_after(s, n, resumed_in) for n in plan),
+        )
+        assert all(p.poll() is None for p in clients.values()), "a client exited mid-run"
+        resilience.end_run_after(server, int(back["rounds_completed"]) + 1)
+        assert server.process.wait(timeout=60) == 0
+        codes = {name: process.wait(timeout=30) for name, process in clients.items()}
+    finally:
+        for process in clients.values():
+            stop_process(process)
+        server.stop()
+    assert codes == dict.fromkeys(plan, 0)
+    for name in ("client-0", "client-1"):  # never stopped: the restart did not make them rejoin
+        assert resilience.ids_of(back, name) == resilience.ids_of(seen, name)
+    for name, first in zip(resilience.STALLED, stalled_ids, strict=True):
+        ids = resilience.ids_of(back, name)  # joined again (more than once on a busy machine)
+        assert ids[0] == first and len(ids) >= 2

@@ -10,6 +10,7 @@ tensors and folds them in.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from fedgate.codecs import DecodeLimits, TensorDict, get_codec
@@ -78,16 +79,19 @@ def admit(
     return Permit(round_, record, header, reference, base.weights if base else None, max_bytes)
 
 
-def decode_and_fold(permit: Permit, payload: bytes) -> None:
-    """Worker thread: decode within the model's layout, check, fold into the round.
+def decode_and_fold(permit: Permit, payload: bytes) -> float:
+    """Worker thread: decode within the model's layout, check, fold into the round;
+    returns the seconds decoding and checking took (for the federation's observers).
 
     A delta is checked before it is added to its base, and the sum again (a finite delta
     on a finite base can still overflow).
     """
     header = permit.header
     limits = DecodeLimits.for_model(permit.reference)
+    started = time.perf_counter()
     tensors = get_codec(header.codec).decode(payload, limits)
     check_matches(tensors, permit.reference)
+    decode_s = time.perf_counter() - started
     if permit.base is not None:
         tensors = delta.apply(permit.base, tensors)
         check_matches(tensors, permit.reference)
@@ -98,3 +102,4 @@ def decode_and_fold(permit: Permit, payload: bytes) -> None:
         train_loss=header.train_loss,
         key_id=permit.record.key_id,
     )
+    return decode_s

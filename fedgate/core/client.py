@@ -40,6 +40,8 @@ from fedgate.errors import (
     Conflict,
     FedgateError,
     Forbidden,
+    Overloaded,
+    RateLimited,
     RunNotActive,
     ServerError,
     TlsError,
@@ -68,6 +70,17 @@ def transient(error: FedgateError) -> bool:
     if isinstance(error, TlsError):
         return False  # an untrusted certificate will not become trusted by asking again
     return isinstance(error, TransportError | ServerError) or type(error) is FedgateError
+
+
+def trouble_of(error: FedgateError) -> str:
+    """What a transient error says about the server, for the log (one line per change)."""
+    if isinstance(error, RateLimited):
+        return "the server limits this client's calls"
+    if isinstance(error, Overloaded):
+        return "the server is busy"
+    if isinstance(error, TransportError):
+        return UNREACHABLE
+    return "the server fails"
 
 
 @dataclass(frozen=True)
@@ -238,7 +251,7 @@ class FederatedClient:
             except FedgateError as exc:
                 if not transient(exc):
                     raise
-                await asyncio.sleep(self.link.failed(UNREACHABLE, exc))
+                await asyncio.sleep(self.link.failed(trouble_of(exc), exc))
                 continue
             self.link.succeeded()
             return result
@@ -256,10 +269,13 @@ class FederatedClient:
                 ack = await self._reaching(lambda: self.transport.join(request))
             except JOIN_REFUSED as exc:
                 raise refused(self.name, exc) from None
-            except RunNotActive:
+            except (RunNotActive, *FATAL):
                 raise
             except Conflict as exc:  # no room (the federation, or the key, is full): wait
                 await asyncio.sleep(self.link.failed("no room to join", exc))
+                continue
+            except FedgateError as exc:  # unexpected of a join (a proxy's 404...): wait
+                await asyncio.sleep(self.link.failed("the server refuses joins", exc))
                 continue
             self._session, self._session_answered = Session.from_ack(ack), False
             self._heartbeat_s = ack.heartbeat_interval_s
@@ -288,7 +304,7 @@ class FederatedClient:
                 await self.transport.heartbeat(session)
             except FedgateError as exc:  # the main loop deals with it on its next call
                 if transient(exc):
-                    self.link.noticed(UNREACHABLE, exc)
+                    self.link.noticed(trouble_of(exc), exc)
                 log.debug("%s: heartbeat failed: %s", self.name, exc)
             else:
                 self.link.succeeded()

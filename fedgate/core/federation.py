@@ -50,6 +50,7 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.modelstore import ModelStore
+from fedgate.core.observer import Observer, Observers
 from fedgate.core.ports import ModelVersion, RoundCommit, RunMeta, RunStore, StoredRun
 from fedgate.core.recorder import Recorder
 from fedgate.core.registry import ClientRecord, ClientRegistry
@@ -83,6 +84,7 @@ class Federation:
         store: RunStore | None = None,
         meta: RunMeta | None = None,
         resume: StoredRun | None = None,
+        observer: Observer | None = None,
     ) -> None:
         # Enrolment is open unless asked: in-process federations (tests, `sim --transport
         # inproc`) have no one to keep out. `fedgate serve` asks for keys by default.
@@ -117,6 +119,9 @@ class Federation:
             self.recorder.create_run(meta, snapshot, ModelVersion.of(0, self.models.current))
         else:
             self._take_back(resume)
+        # who measures the run (metrics; `fedgate.core.observer`): more join before it starts
+        self.observers = Observers(observer)
+        self.traffic.observer = self.models.observer = self.observers
         self.uploads = UploadBudget(self.models)
         self.scheduler = Scheduler(
             self._run,
@@ -126,6 +131,7 @@ class Federation:
             self.recorder,
             evaluator=evaluator,
             clock=clock,
+            observer=self.observers,
         )
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -263,10 +269,11 @@ class Federation:
         try:
             permit.check_size(len(payload))
             self.traffic.count(record, header.codec, round_, up=len(payload))
-            await asyncio.to_thread(decode_and_fold, permit, payload)
+            decode_s = await asyncio.to_thread(decode_and_fold, permit, payload)
         except BaseException:
             self.abandon_update(permit)
             raise
+        self.observers.decoded(header.codec, decode_s)
         self._release(permit)
         round_.report(record.client_id, header.num_examples, header.train_loss)
         record.finish_upload()

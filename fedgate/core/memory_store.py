@@ -4,12 +4,14 @@ the process). It is also the reference the SQL store's contract tests compare ag
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 
-from fedgate.core.messages import FINAL_RUN_STATES, RunState
+from fedgate.core.messages import FINAL_RUN_STATES, RoundOutcome, RoundRecord, RunState
 from fedgate.core.ports import (
     ClientEvent,
     ConfigChange,
+    ModelInfo,
     ModelVersion,
     RoundCommit,
     RunMeta,
@@ -26,6 +28,7 @@ class _Run:
     run: StoredRun
     events: list[ClientEvent] = dataclasses.field(default_factory=list)
     clients: dict[str, StoredClient] = dataclasses.field(default_factory=dict)
+    models: dict[int, ModelVersion] = dataclasses.field(default_factory=dict)  # every version
 
 
 class InMemoryRunStore:
@@ -37,13 +40,17 @@ class InMemoryRunStore:
         with self._lock:
             if meta.run_id in self._runs:
                 raise Conflict(f"run {meta.run_id} already exists")
-            self._runs[meta.run_id] = _Run(StoredRun(meta, snapshot, model, (), ()))
+            self._runs[meta.run_id] = _Run(
+                StoredRun(meta, snapshot, model, (), ()), models={model.version: model}
+            )
 
     def commit_round(self, commit: RoundCommit) -> None:
         with self._lock:
             held = self._get(commit.snapshot.run_id)
             run = held.run
             held.clients.update({c.client_id: c for c in commit.clients})
+            if commit.model is not None:
+                held.models[commit.model.version] = commit.model
             held.run = dataclasses.replace(
                 run,
                 snapshot=commit.snapshot,
@@ -93,6 +100,19 @@ class InMemoryRunStore:
         with self._lock:
             return list(self._get(run_id).events)
 
+    def list_models(self, run_id: str) -> list[ModelInfo]:
+        with self._lock:
+            held = self._get(run_id)
+            models, history = sorted(held.models.values(), key=_version), held.run.history
+        return [_model_info(model, history) for model in models]
+
+    def load_model(self, run_id: str, version: int) -> ModelVersion:
+        with self._lock:
+            model = self._get(run_id).models.get(version)
+        if model is None:
+            raise NotFound(f"run {run_id} has no model version {version}")
+        return model
+
     def close(self) -> None:
         pass
 
@@ -118,4 +138,25 @@ def _summary(run: StoredRun) -> RunSummary:
         rounds_completed=len(completed),
         rounds=run.snapshot.config.rounds,
         accuracy=completed[-1].accuracy if completed else float("nan"),
+    )
+
+
+def _version(model: ModelVersion) -> int:
+    return model.version
+
+
+def _model_info(model: ModelVersion, history: tuple[RoundRecord, ...]) -> ModelInfo:
+    """``model`` described by the completed round that published it (none: version 0)."""
+    published = [
+        r
+        for r in history
+        if r.outcome == RoundOutcome.COMPLETED and r.model_version == model.version
+    ]
+    record = published[-1] if published else None
+    return ModelInfo(
+        version=model.version,
+        round=record.round if record else 0,
+        accuracy=record.accuracy if record else math.nan,
+        loss=record.loss if record else math.nan,
+        sha256=model.sha256,
     )

@@ -17,8 +17,10 @@ An evicted reference only costs its holder a full download next time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import torch
 from fedgate.codecs import Codec, TensorDict, get_codec
 from fedgate.core import delta
 from fedgate.core.messages import EncodedModel
+from fedgate.core.observer import NULL_OBSERVER, Observer
 from fedgate.errors import Conflict
 
 KEEP_VERSIONS = 2  # the current model and the one before it, for clients a round behind
@@ -49,6 +52,7 @@ class Reference:
 class Encoding:
     model: EncodedModel
     held: Reference | None = None  # a new reference, when the client will not hold a version
+    seconds: float = 0.0  # how long encoding (and working out ``held``) took
 
 
 class ModelStore:
@@ -70,6 +74,7 @@ class ModelStore:
         self.budget_bytes = budget_bytes or max(
             MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[version])
         )
+        self.observer: Observer = NULL_OBSERVER  # told each encoding's codec and time
 
     @property
     def cached_bytes(self) -> int:
@@ -124,8 +129,9 @@ class ModelStore:
         key = (version, codec_name, base.ref if base else "")
         task = self._encoded.get(key)
         if task is None:
-            work = asyncio.to_thread(self._encode, target, version, codec_name, base)
+            work = asyncio.to_thread(self._timed_encode, target, version, codec_name, base)
             task = asyncio.create_task(work)
+            task.add_done_callback(self._report_encoding)  # once, however many wait for it
             self._encoded[key] = task
         try:
             # shield: one caller giving up must not cancel the encoding others wait for
@@ -170,6 +176,18 @@ class ModelStore:
                 continue
             total -= self._lru[item]
             self._forget(item)
+
+    def _report_encoding(self, task: asyncio.Task[Encoding]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            encoding = task.result()
+            self.observer.encoded(encoding.model.codec, encoding.seconds)
+
+    def _timed_encode(
+        self, target: TensorDict, version: int, codec_name: str, base: Reference | None
+    ) -> Encoding:
+        started = time.perf_counter()
+        encoding = self._encode(target, version, codec_name, base)
+        return dataclasses.replace(encoding, seconds=time.perf_counter() - started)
 
     def _encode(
         self, target: TensorDict, version: int, codec_name: str, base: Reference | None

@@ -27,6 +27,7 @@ from fedgate.core.messages import ClientEvent, ClientState, RoundRecord, RunStat
 __all__ = [
     "ClientEvent",
     "ConfigChange",
+    "ModelInfo",
     "ModelVersion",
     "RoundCommit",
     "RunMeta",
@@ -64,6 +65,18 @@ class ModelVersion:
     @classmethod
     def of(cls, version: int, weights: Mapping[str, torch.Tensor]) -> ModelVersion:
         return cls(version, dict(weights), weights_hash(weights))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A kept model version without its tensors: what lists of versions show, and what
+    inference picks the deployed version by."""
+
+    version: int
+    round: int  # the round that published it (0: the initial model)
+    accuracy: float  # on the held-out split when it was published (NaN: not evaluated)
+    loss: float
+    sha256: str  # `weights_hash` of its tensors
 
 
 @dataclass(frozen=True)
@@ -209,5 +222,15 @@ class RunStore(Protocol):
         ...
 
     def client_events(self, run_id: str) -> list[ClientEvent]: ...
+
+    def list_models(self, run_id: str) -> list[ModelInfo]:
+        """Every model version the run published, oldest first, with the round that
+        published it and its held-out accuracy and loss (`NotFound`: no such run)."""
+        ...
+
+    def load_model(self, run_id: str, version: int) -> ModelVersion:
+        """One version's tensors, its hash checked against its bytes (`NotFound`: no such
+        run or version; `fedgate.errors.StoreCorrupt`: the bytes fail the check)."""
+        ...
 
     def close(self) -> None: ...

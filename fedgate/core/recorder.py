@@ -1,9 +1,13 @@
 """Writes to the run store, in order, on one thread of their own.
 
 The federation's event loop never waits on a database: client transitions are buffered and
-written in batches; a round's commit is awaited (the next round opens only once the last
-one is durable) but runs on the writer thread. One thread means one writer, in the order
-things happened, which SQLite needs and PostgreSQL does not mind.
+written in batches, at most once a second (or with the next round's commit, which writes
+every client record anyway); a round's commit is awaited (the next round opens only once
+the last one is durable) but runs on the writer thread. Batching matters: the writer
+shares the process (and its GIL) with decoding and aggregation, and a transaction per
+transition cost a 4-client digits round ~15 ms where one per round costs ~3 ms. One
+thread means one writer, in the order things happened, which SQLite needs and PostgreSQL
+does not mind.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -29,10 +34,13 @@ from fedgate.core.ports import (
 
 log = logging.getLogger("fedgate.store")
 T = TypeVar("T")
+FLUSH_INTERVAL_S = 1.0  # the longest a client transition waits in the buffer while it is busy
 
 
 class Recorder:
-    def __init__(self, store: RunStore, run_id: str) -> None:
+    def __init__(
+        self, store: RunStore, run_id: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedgate-store")
@@ -40,6 +48,8 @@ class Recorder:
         self._clients: dict[str, StoredClient] = {}
         self._events: list[ClientEvent] = []
         self._flush_queued = False
+        self._clock = clock
+        self._last_flush = clock()
         self.failures = 0  # background writes that failed (each logged)
 
     def create_run(self, meta: RunMeta, snapshot: RunSnapshot, model: ModelVersion) -> None:
@@ -50,12 +60,21 @@ class Recorder:
         with self._lock:
             self._clients[client.client_id] = client
             self._events.append(event)
-            if self._flush_queued:
+        self.tick()
+
+    def tick(self) -> None:
+        """Write what is buffered if the last batch is older than FLUSH_INTERVAL_S (called on
+        every change and by the federation's periodic watch, so nothing waits long)."""
+        with self._lock:
+            due = self._clock() - self._last_flush >= FLUSH_INTERVAL_S
+            if self._flush_queued or not due or not (self._clients or self._events):
                 return
             self._flush_queued = True
         self._submit(self._flush)
 
     def run_state(self, state: RunState) -> None:
+        """A new phase, written at once: ``running`` is how a restarted server knows a
+        round was open when the last one died (one small UPDATE per round)."""
         self._submit(self.store.set_run_state, self.run_id, state)
 
     def config_change(self, change: ConfigChange) -> None:
@@ -86,8 +105,10 @@ class Recorder:
         with self._lock:
             clients, events = list(self._clients.values()), tuple(self._events)
             self._clients, self._events, self._flush_queued = {}, [], False
+            self._last_flush = self._clock()
         if clients or events:
             self.store.save_clients(self.run_id, tuple(clients), events)
+
 
     def _submit(self, call: Callable[..., T], *args: object) -> None:
         future = self._writer.submit(call, *args)

@@ -81,9 +81,11 @@ class Link:
         limit = self.backoff.give_up_after_s
         if limit is not None and waited >= limit:
             raise TransportError(
-                f"{self.name}: giving up after {waited:.0f}s: {trouble} ({error.message})"
+                f"{self.name}: giving up after {limit:g}s: {trouble} ({error.message})"
             )
         delay = self.backoff.delay(self._attempts, self.rng)
+        if limit is not None:  # the last attempt comes at the limit, not a wait past it
+            delay = min(delay, limit - waited)
         self._attempts += 1
         log.debug(
             "%s: %s (%s); retry %d in %.2fs", self.name, trouble, error, self._attempts, delay

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Mapping
 
 import torch
@@ -18,6 +19,7 @@ from fedgate.core.config import RunConfig
 from fedgate.core.guard import fit_selection, open_aggregator
 from fedgate.core.messages import RoundOutcome, RunState
 from fedgate.core.modelstore import ModelStore
+from fedgate.core.observer import NULL_OBSERVER, Observer
 from fedgate.core.ports import ModelVersion, RoundCommit
 from fedgate.core.recorder import Recorder
 from fedgate.core.registry import ClientRegistry
@@ -46,6 +48,7 @@ class Scheduler:
         *,
         evaluator: Evaluator | None,
         clock: Callable[[], float],
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.run = run
         self.clients = clients
@@ -54,6 +57,7 @@ class Scheduler:
         self.recorder = recorder
         self.evaluator = evaluator
         self.clock = clock
+        self.observer = observer  # told each closed round and each aggregation's time
 
     async def run_rounds(self) -> None:
         """Open, wait for and close rounds until the configured rounds are done or stopped."""
@@ -122,6 +126,7 @@ class Scheduler:
             await self._close(round_, RoundOutcome.RETRIED)
 
     async def _complete(self, round_: Round) -> None:
+        started = time.perf_counter()  # updates were folded as they came: this is the rest
         aggregate, refusal = await asyncio.to_thread(round_.checked_result)
         if refusal is not None:
             # Never published: the offenders are dropped (they must join again to take
@@ -134,6 +139,7 @@ class Scheduler:
             await self._close(round_, RoundOutcome.RETRIED)
             return
         weights, state = await asyncio.to_thread(self._finish_strategy, round_.config, aggregate)
+        self.observer.aggregated(round_.config.strategy, time.perf_counter() - started)
         self.models.publish(weights)
         self.run.strategy_state = state
         for client_id in round_.reported:
@@ -161,6 +167,7 @@ class Scheduler:
             loss=last.loss if last else math.nan,
         )
         run.round_closed(record)
+        self.observer.round_closed(record)
         model = None
         if outcome is RoundOutcome.COMPLETED:  # hashing a large model is no work for the loop
             version, weights = self.models.version, self.models.current
@@ -185,6 +192,7 @@ class Scheduler:
             for record in self.clients.expired(timeout):
                 run.drop_client(record, f"no heartbeat for {timeout:g}s", failed=True)
             self.drop_silent_participants()
+            self.recorder.tick()
             await run.changes.wait(min(TICK_S, run.config.heartbeat_interval_s))
 
     def drop_silent_participants(self) -> None:

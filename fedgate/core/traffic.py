@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from fedgate.core.messages import Traffic
+from fedgate.core.observer import NULL_OBSERVER, Observer
 from fedgate.core.registry import ClientRecord
 from fedgate.core.rounds import Round
 
@@ -23,6 +24,7 @@ class TrafficLedger:
             sum(t.up for t in self.by_transport.values()),
             sum(t.down for t in self.by_transport.values()),
         )
+        self.observer: Observer = NULL_OBSERVER  # told every count, as it is made
 
     def count(
         self, client: ClientRecord, codec: str, round_: Round | None, up: int = 0, down: int = 0
@@ -34,3 +36,4 @@ class TrafficLedger:
         self.by_codec[codec] = self.by_codec[codec].add(up, down)
         if round_ is not None:
             round_.count(client.client_id, up, down)
+        self.observer.traffic(client.transport, codec, up, down)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -24,6 +25,9 @@ from fedgate.gateway.access_notes import print_access_notes
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.results import results_document, write_json
 from fedgate.store import SqlStore, open_store, printable
+from fedgate.transport.servers import Extensions
+from fedgate.web.app import web_extensions
+from fedgate.web.context import WebContext
 
 log = logging.getLogger("fedgate.serve")
 LINGER_S = 5.0  # after the run ends, how long to wait for clients to take their STOP
@@ -42,6 +46,8 @@ class ServeOptions:
     max_concurrent_uploads: int = 32
     db: str = "sqlite:///runs/fedgate.db"  # the run store (`fedgate.store.DEFAULT_DB_URL`)
     new_run: bool = False  # start afresh even if the store holds an unfinished run
+    public_dashboard: bool = False  # read-only web views need no credential
+    keep_serving_s: float = 0.0  # with exit_when_done: serve this long after the run ends
 
 
 async def serve(options: ServeOptions) -> FederationStatus:
@@ -55,12 +61,13 @@ async def serve(options: ServeOptions) -> FederationStatus:
 
 async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
     federation = await asyncio.to_thread(open_run, options, store)
+    settings = with_web(options, federation, store)
     started = time.perf_counter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Gateway(federation, options.gateway) as gateway:
+    async with Gateway(federation, settings) as gateway:
         announce(gateway, options)
         run = federation.start()
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
@@ -78,7 +85,38 @@ async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
             }
             document = results_document(config, status, time.perf_counter() - started)
             write_json(options.results_file, document)
+        await _keep_serving(options, federation, stop)
     return status
+
+
+def with_web(options: ServeOptions, federation: Federation, store: SqlStore) -> GatewaySettings:
+    """The gateway's settings with the web side (dashboard, inference, runs, metrics) added
+    to whatever extensions they carry already."""
+    context = WebContext(
+        federation,
+        runs=store.runs,
+        admin_token=options.gateway.admin_token,
+        public_dashboard=options.public_dashboard,
+        dataset=options.dataset,
+        model=options.model,
+    )
+    web, own = web_extensions(context), options.gateway.extensions
+    extensions = Extensions(
+        rest=own.rest + web.rest,
+        grpc=own.grpc + web.grpc,
+        grpc_interceptors=own.grpc_interceptors + web.grpc_interceptors,
+    )
+    return dataclasses.replace(options.gateway, extensions=extensions)
+
+
+async def _keep_serving(options: ServeOptions, federation: Federation, stop: asyncio.Event) -> None:
+    """After a finished run (results written), serve a while longer for people to look at
+    the dashboard (`fedgate demo --keep-serving`); a signal still ends it at once."""
+    if options.keep_serving_s <= 0 or stop.is_set() or federation.state not in FINAL_RUN_STATES:
+        return
+    print(f"run over; serving {options.keep_serving_s:g} s more (Ctrl-C ends it)", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), options.keep_serving_s)
 
 
 def open_run(options: ServeOptions, store: SqlStore) -> Federation:
@@ -133,6 +171,7 @@ def announce(gateway: Gateway, options: ServeOptions) -> None:
     print(f"fedgate serving run {gateway.federation.run_id} ({security})", flush=True)
     print(f"  gRPC     {gateway.grpc_target}  (fedgate.v1.Federation, fedgate.v1.Operator)")
     print(f"  REST     {gateway.http_url}/api/v1   docs {gateway.http_url}/docs")
+    print(f"  dashboard {gateway.http_url}/   inference {gateway.http_url}/predict")
     curl_tls = "" if tls is None else " --cacert CA.pem"  # the CA that signed --tls-cert
     if tls is not None and tls.mutual:
         curl_tls += " --cert CLIENT.pem --key CLIENT.key"

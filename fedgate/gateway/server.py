@@ -22,6 +22,7 @@ from fedgate.transport.connection_limits import ConnectionLimits
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.servers import (
     SERVER_ADAPTERS,
+    Extensions,
     ServerAdapter,
     ServerSettings,
     get_server_adapter,
@@ -29,6 +30,7 @@ from fedgate.transport.servers import (
     port_of,
 )
 from fedgate.transport.tls import ServerTls, TlsSettings, load_server_tls
+from fedgate.transport.watch import end_status_streams
 
 log = logging.getLogger("fedgate.gateway")
 
@@ -49,6 +51,7 @@ class GatewaySettings:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
     ports: Mapping[str, int] = field(default_factory=dict)  # by transport; wins over the above
+    extensions: Extensions = field(default_factory=Extensions)  # dashboard, inference, metrics
 
     @property
     def exposed_in_plain_text(self) -> bool:
@@ -72,6 +75,7 @@ class GatewaySettings:
             tls=tls,
             limits=self.limits,
             upload_timeouts=self.upload_timeouts,
+            extensions=self.extensions,
         )
 
 
@@ -138,6 +142,7 @@ class Gateway:
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop every adapter at once (open calls get ``grace_s``), then the federation's
         background tasks."""
+        end_status_streams(self.federation)  # watchers end now, not at the grace period
         try:
             await self._stop_adapters(grace_s)
         finally:

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from fedgate.errors import ConfigError
-from fedgate.report import codec_sections, suite_sections, tradeoff_sections, transport_sections
+from fedgate.report import (
+    codec_sections,
+    store_sections,
+    suite_sections,
+    tradeoff_sections,
+    transport_sections,
+)
 from fedgate.report.blocks import MISSING, Code, Paragraph, Section, Table
 from fedgate.report.results import ResultsFile, Row, load_results
 
@@ -23,6 +29,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     transport_sections.transport_section,
     suite_sections.rounds_section,
     suite_sections.accuracy_section,
+    store_sections.store_section,
     tradeoff_sections.tradeoff_section,
     suite_sections.flower_section,
 )

@@ -18,7 +18,7 @@ Row = dict[str, Any]
 
 # Fields renderers read as names, and as numbers (plus every ``*_s``, ``*_pct``, ``*_bytes``).
 NAME_FIELDS = frozenset(
-    {"suite", "model", "codec", "wire_codec", "transport", "direction", "framework"}
+    {"suite", "model", "codec", "wire_codec", "transport", "direction", "framework", "store"}
 )
 NUMBER_FIELDS = frozenset({"bytes", "clients", "accuracy", "rel_l2", "rel_l2_delta", "tensors"})
 NUMBER_SUFFIXES = ("_s", "_pct", "_bytes", "_rounds", "_per_round")

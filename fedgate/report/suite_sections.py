@@ -23,6 +23,7 @@ from fedgate.report.blocks import (
 )
 from fedgate.report.codec_sections import model_label
 from fedgate.report.results import Row, number
+from fedgate.report.store_sections import is_store_row
 
 Format = Callable[[float | None], str]
 
@@ -80,8 +81,14 @@ ROUNDS_EXPLAIN = (
 )
 
 
+def _grid(rows: Sequence[Row], fields: Sequence[str]) -> list[Row]:
+    """The rounds suite's transport x codec x clients rows: its store comparison has a
+    section of its own (`store_sections`)."""
+    return [row for row in _suite(rows, "rounds", fields) if not is_store_row(row)]
+
+
 def rounds_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
-    found = _suite(rows, "rounds", [field for field, _, _ in ROUND_FIELDS])
+    found = _grid(rows, [field for field, _, _ in ROUND_FIELDS])
     if not found:
         return None
     codecs, transports = _names(found, "codec"), _names(found, "transport")
@@ -163,9 +170,7 @@ def _round_chart(rows: Sequence[Row], path: Path, codecs: list[str], transports:
 
 
 def accuracy_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
-    found = [
-        row for row in _suite(rows, "rounds", ("accuracy_per_round",)) if row["accuracy_per_round"]
-    ]
+    found = [row for row in _grid(rows, ("accuracy_per_round",)) if row["accuracy_per_round"]]
     if not found:
         return None
     names = _varying(found, ("transport", "clients", "codec"))

@@ -20,6 +20,7 @@ from fedgate.core.messages import FINAL_RUN_STATES, ClientState, RoundOutcome, R
 from fedgate.core.ports import (
     ClientEvent,
     ConfigChange,
+    ModelInfo,
     ModelVersion,
     RoundCommit,
     RunMeta,
@@ -195,6 +196,40 @@ class SqlRunStore:
                 .order_by(ClientEventRow.id)
             )
             return [ClientEvent(r.client_id, ClientState(r.state), r.reason, r.at) for r in rows]
+
+    def list_models(self, run_id: str) -> list[ModelInfo]:
+        with self.database.reading() as session:
+            run_pk = _run_pk(session, run_id)
+            # the completed round that published each version, if any (version 0: none)
+            published = (
+                select(RoundRow.model_version, RoundRow.round, RoundRow.accuracy, RoundRow.loss)
+                .where(RoundRow.run_pk == run_pk, RoundRow.outcome == COMPLETED)
+                .subquery()
+            )
+            rows = session.execute(
+                select(ModelRow.version, ModelRow.sha256, published.c.round)
+                .add_columns(published.c.accuracy, published.c.loss)
+                .outerjoin(published, published.c.model_version == ModelRow.version)
+                .where(ModelRow.run_pk == run_pk)
+                .order_by(ModelRow.version)
+            ).all()
+        return [
+            ModelInfo(version, round_ or 0, null_to_nan(accuracy), null_to_nan(loss), sha256)
+            for version, sha256, round_, accuracy, loss in rows
+        ]
+
+    def load_model(self, run_id: str, version: int) -> ModelVersion:
+        with self.database.reading() as session:
+            row = session.scalar(
+                select(ModelRow).where(
+                    ModelRow.run_pk == _run_pk(session, run_id), ModelRow.version == version
+                )
+            )
+            if row is None:
+                raise NotFound(f"run {run_id} has no model version {version}")
+            data, sha256 = row.weights, row.sha256
+        weights = unpack_tensors(data, sha256, f"run {run_id} model version {version}")
+        return ModelVersion(version, weights, sha256)
 
     def close(self) -> None:
         """Nothing to do: the `SqlStore` this belongs to owns the engine, and closes it."""

@@ -15,13 +15,28 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fedgate.core.service import FederationService
 from fedgate.errors import ConfigError
 from fedgate.transport.connection_limits import ConnectionLimits
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.tls import ServerTls
+
+
+@dataclass(frozen=True)
+class Extensions:
+    """What the adapters serve beside the federation (the dashboard, inference, metrics),
+    handed over by the gateway without the transport layer knowing what they are.
+
+    - ``rest``: each is called with the REST adapter's FastAPI app once its own routes are
+      in (to include routers, add middleware);
+    - ``grpc``: each is called with the `grpc.aio.Server` before it starts (to add
+      servicers); ``grpc_interceptors`` wrap every call (metrics)."""
+
+    rest: tuple[Callable[[Any], None], ...] = ()
+    grpc: tuple[Callable[[Any], None], ...] = ()
+    grpc_interceptors: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class ServerSettings:
     tls: ServerTls | None = None  # read and checked already; None: plain text
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
+    extensions: Extensions = field(default_factory=Extensions)
 
 
 class ServerAdapter(Protocol):

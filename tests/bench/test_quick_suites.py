@@ -108,27 +108,48 @@ def test_transports_give_one_row_per_codec_transport_and_direction(
     assert len(fp32) == 1 and sizes[("raw", "grpc", "down")] >= fp32.pop()
 
 
-def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -> None:
+def rounds_rows(results: dict[str, Path]) -> tuple[list[Row], list[Row]]:
+    """The rounds suite's transport x codec rows, and its store comparison's rows."""
     rows = rows_of(results, "rounds")
+    return [r for r in rows if "store" not in r], [r for r in rows if "store" in r]
+
+
+def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -> None:
+    rows, _ = rounds_rows(results)
     keys = [(r["transport"], r["codec"]) for r in rows]
     assert len(keys) == len(set(keys)) and set(keys) == {(t, c) for t in TRANSPORTS for c in CODECS}
     for row in rows:
-        rounds = row["rounds"]
-        assert row["clients"] == 2 and rounds == 2 and row["round_latency_rounds"] == rounds
-        positive(row, "round_latency_s", "overhead_s", "train_s", "server_round_s")
-        positive(row, "bytes_per_round", "bytes_up_per_round", "bytes_down_per_round")
-        for series in ("round_latencies_s", "round_overheads_s", "round_trainings_s"):
-            assert len(row[series]) == rounds and all(v > 0 for v in row[series]), series
-        # Each round's overhead is its wall time minus its slowest training.
-        for wall, over, train in zip(
-            row["round_latencies_s"],
-            row["round_overheads_s"],
-            row["round_trainings_s"],
-            strict=True,
-        ):
-            assert over == pytest.approx(wall - train)
-        assert len(row["accuracy_per_round"]) == rounds
-        assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
+        check_round_row(row, clients=2)
+
+
+def test_rounds_compare_the_stores_on_one_federation(results: dict[str, Path]) -> None:
+    _, rows = rounds_rows(results)
+    assert [r["store"] for r in rows] == ["memory", "sqlite"]
+    for row in rows:
+        assert (row["transport"], row["codec"]) == ("grpc", "raw")
+        check_round_row(row, clients=4)
+        positive(row, "commit_s", "commit_max_s", "store_write_s")
+        assert row["commit_s"] <= row["commit_max_s"]
+
+
+def check_round_row(row: Row, clients: int) -> None:
+    """A rounds row's shape and sense: 2 rounds (quick) of ``clients`` clients."""
+    rounds = row["rounds"]
+    assert row["clients"] == clients and rounds == 2 and row["round_latency_rounds"] == rounds
+    positive(row, "round_latency_s", "overhead_s", "train_s", "server_round_s")
+    positive(row, "bytes_per_round", "bytes_up_per_round", "bytes_down_per_round")
+    for series in ("round_latencies_s", "round_overheads_s", "round_trainings_s"):
+        assert len(row[series]) == rounds and all(v > 0 for v in row[series]), series
+    # Each round's overhead is its wall time minus its slowest training.
+    for wall, over, train in zip(
+        row["round_latencies_s"],
+        row["round_overheads_s"],
+        row["round_trainings_s"],
+        strict=True,
+    ):
+        assert over == pytest.approx(wall - train)
+    assert len(row["accuracy_per_round"]) == rounds
+    assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
 
 
 FEDGATE_RUNS = {("fedgate", "grpc", "raw"), ("fedgate", "grpc", "int8-zstd")}  # quick: no REST
@@ -193,8 +214,13 @@ def test_report_renders_every_suite_section_from_real_results(
 ) -> None:
     markdown_path, html_path = render_report(list(results.values()), tmp_path)
     markdown = markdown_path.read_text()
-    for section in ("Transport throughput", "Round latency", "Accuracy per round", "Flower"):
+    sections = ("Transport throughput", "Round latency", "Accuracy per round", "Store overhead")
+    for section in (*sections, "Flower"):
         assert f"## {section}" in markdown, section
+    # The store rows are compared in their own section, not in the transport x codec tables.
+    assert "4 clients" not in markdown.split("## Round latency")[1].split("## Store overhead")[0]
+    assert "| memory | grpc · raw · 4 clients · 2 rounds |" in markdown
+    assert "| sqlite | grpc · raw · 4 clients · 2 rounds |" in markdown
     for codec in CODECS:  # a codec that sends whole models in another one says which
         assert f"| {codec} · grpc |" in markdown or f"| {codec} (down: " in markdown, codec
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

@@ -123,7 +123,7 @@ def test_backoff_doubles_to_its_cap_and_jitter_only_shortens() -> None:
 )
 def test_backoff_refuses_settings_that_make_no_sense(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
-        Backoff(**options)  # type: ignore[arg-type]
+        Backoff(**options)
 
 
 def test_the_link_logs_each_change_once_and_gives_up_only_when_told(

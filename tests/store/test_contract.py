@@ -5,6 +5,7 @@ sessions)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ from fedgate.core.accounts import InMemorySessionStore, InMemoryUserStore, Role,
 from fedgate.core.enrolment import EnrolmentKey, InMemoryKeyStore
 from fedgate.core.memory_store import InMemoryRunStore
 from fedgate.core.messages import ClientState, RoundOutcome, RunState
-from fedgate.core.ports import ConfigChange, ModelVersion, RoundCommit, RunMeta, RunStore
+from fedgate.core.ports import (
+    ConfigChange,
+    ModelInfo,
+    ModelVersion,
+    RoundCommit,
+    RunMeta,
+    RunStore,
+    weights_hash,
+)
 from fedgate.errors import Conflict, NotFound
 from fedgate.store import open_store
 from tests.pg import fresh_postgres_database
@@ -94,6 +103,45 @@ def test_a_run_is_created_once(run_store: RunStore) -> None:
     with pytest.raises(Conflict, match="twice"):
         run_store.create_run(meta, snapshot("twice"), ModelVersion.of(0, weights(1)))
     assert run_store.load_run("twice").model.sha256 == ModelVersion.of(0, weights(0)).sha256
+
+
+# ---- model versions ------------------------------------------------------------------------
+
+
+def test_every_published_model_version_is_listed_and_loads_bit_for_bit(
+    run_store: RunStore, reference: InMemoryRunStore
+) -> None:
+    play_runs(run_store)
+    sha = {seed: ModelVersion.of(seed, weights(seed)).sha256 for seed in (0, 1, 2, 5)}
+    # the retried attempt published nothing; NaN where the round had no loss
+    assert canonical(run_store.list_models("run-1")) == canonical(
+        [
+            ModelInfo(0, 0, math.nan, math.nan, sha[0]),
+            ModelInfo(1, 1, 0.5, 1.25, sha[1]),
+            ModelInfo(2, 2, 0.75, math.nan, sha[2]),
+        ]
+    )
+    assert canonical(run_store.list_models("run-2")) == canonical(
+        [ModelInfo(0, 0, math.nan, math.nan, sha[5])]
+    )
+    for run_id in ("run-0", "run-1", "run-2"):
+        listed = run_store.list_models(run_id)
+        assert canonical(listed) == canonical(reference.list_models(run_id))
+        for info in listed:
+            model = run_store.load_model(run_id, info.version)
+            assert canonical(model) == canonical(reference.load_model(run_id, info.version))
+            assert model.sha256 == info.sha256 == weights_hash(model.weights)
+            assert list(model.weights) == list(weights(0))  # the model's own order
+
+
+def test_an_unknown_model_version_is_not_found(run_store: RunStore) -> None:
+    play(run_store)
+    with pytest.raises(NotFound, match="no model version 3"):
+        run_store.load_model("run-1", 3)
+    with pytest.raises(NotFound, match="nope"):
+        run_store.load_model("nope", 0)
+    with pytest.raises(NotFound, match="nope"):
+        run_store.list_models("nope")
 
 
 # ---- keys, users, sessions ---------------------------------------------------------------

@@ -81,6 +81,9 @@ def test_a_model_changed_in_the_database_is_refused(sql_store: SqlStore) -> None
         sql_store.runs.load_run("run-1")
     with pytest.raises(StoreCorrupt):
         sql_store.runs.unfinished_run()
+    with pytest.raises(StoreCorrupt, match=r"run run-1 model version 2 does not match"):
+        sql_store.runs.load_model("run-1", 2)  # what inference and downloads read
+    assert sql_store.runs.load_model("run-1", 1).version == 1  # the others are unharmed
     _tamper(sql_store, weights=b"\x00" * 7)
     with pytest.raises(StoreCorrupt, match="not readable safetensors"):
         sql_store.runs.load_run("run-1")

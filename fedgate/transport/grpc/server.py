@@ -24,7 +24,7 @@ from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
-from fedgate.transport.servers import ServerSettings, host_port
+from fedgate.transport.servers import Extensions, ServerSettings, host_port
 from fedgate.transport.tls import ServerTls
 from fedgate.transport.watch import status_stream
 
@@ -318,16 +318,21 @@ async def start_grpc_server(
     tls: ServerTls | None = None,
     limits: ConnectionLimits | None = None,
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
+    extensions: Extensions | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on host:port (0 picks a free port); returns the server and its port.
 
     With ``tls`` the port speaks only TLS (mutual TLS when it names a client CA); ``limits``
     bound connections (handshake time, idle and age, streams, metadata, pings)."""
     limits = limits or ConnectionLimits()
+    extensions = extensions or Extensions()
     server = grpc.aio.server(
         options=[*CHANNEL_OPTIONS, *grpc_server_options(limits)],
         maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
+        interceptors=extensions.grpc_interceptors,
     )
+    for extend in extensions.grpc:
+        extend(server)
     pb_grpc.add_FederationServicer_to_server(
         FederationServicer(federation, max_update_bytes, upload_timeouts), server
     )
@@ -367,6 +372,7 @@ class GrpcServerAdapter:
             tls=settings.tls,
             limits=settings.limits,
             upload_timeouts=settings.upload_timeouts,
+            extensions=settings.extensions,
         )
         return host_port(settings.host, port)
 

@@ -24,6 +24,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.FedgateError], int], ...] = (
     (errors.RateLimited, 429),
     (errors.Conflict, 409),
     (errors.UnknownCodec, 415),
+    (errors.UnsupportedMediaType, 415),
     (errors.DecodedSizeExceeded, 413),
     (errors.PayloadTooLarge, 413),
     (errors.CodecError, 400),

@@ -33,13 +33,17 @@ AppFactory = Callable[[FederationService, ServerSettings], ASGIApp]
 
 
 def rest_api(service: FederationService, settings: ServerSettings) -> ASGIApp:
-    """The REST API app over ``service`` with the settings' token and limits."""
-    return create_app(
+    """The REST API app over ``service`` with the settings' token and limits, and the
+    extensions the gateway adds (dashboard, inference, metrics)."""
+    app = create_app(
         service,
         admin_token=settings.admin_token,
         max_update_bytes=settings.max_update_bytes,
         upload_timeouts=settings.upload_timeouts,
     )
+    for extend in settings.extensions.rest:
+        extend(app)
+    return app
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

@@ -1,0 +1,90 @@
+// The run's history as charts and a table: accuracy and loss per round, bytes per round by
+// codec and by transport, round duration.
+//
+// The status carries each round's bytes in total and the traffic by codec and transport
+// only as running totals, so the split per round is measured here: the totals at each
+// round's end minus those at the previous one's. Rounds that closed before the page
+// opened have no split.
+
+import { bytes, el, fixed } from "./api.js";
+import { lineChart, stackedBars } from "./charts.js";
+
+const $ = (id) => document.getElementById(id);
+const ROWS_SHOWN = 50;
+
+let seen = -1; // history records already measured
+let lastTotals = null; // {codec: {...}, transport: {...}} at the last round end seen
+const perRound = []; // [{round, codec: {key: bytes}, transport: {key: bytes}}]
+
+function totals(byKey) {
+  return Object.fromEntries(Object.entries(byKey).map(([k, t]) => [k, t.up + t.down]));
+}
+
+function difference(now, before) {
+  const found = {};
+  for (const [key, value] of Object.entries(now)) {
+    const delta = value - (before[key] || 0);
+    if (delta > 0) found[key] = delta;
+  }
+  return found;
+}
+
+function measure(status) {
+  const now = { codec: totals(status.bytes_by_codec), transport: totals(status.bytes_by_transport) };
+  if (seen < 0 || status.history.length < seen) {
+    seen = status.history.length; // the page opened now (or a new run began)
+    lastTotals = now;
+    perRound.length = 0;
+    return;
+  }
+  if (status.history.length === seen) return;
+  const record = status.history.at(-1); // rounds closing together share one measurement
+  perRound.push({
+    round: record.round,
+    codec: difference(now.codec, lastTotals.codec),
+    transport: difference(now.transport, lastTotals.transport),
+  });
+  seen = status.history.length;
+  lastTotals = now;
+}
+
+export function renderHistory(status) {
+  measure(status);
+  const done = status.history.filter((r) => r.outcome === "completed");
+  const points = (key) => done.filter((r) => r[key] !== null).map((r) => [r.round, r[key]]);
+  lineChart($("chart-accuracy"), [{ name: "accuracy", points: points("accuracy") }], {
+    label: "held-out accuracy per round", min: 0, max: 1,
+  });
+  lineChart($("chart-loss"), [
+    { name: "held-out loss", points: points("loss") },
+    { name: "train loss", points: points("train_loss") },
+  ], { label: "loss per round", min: 0 });
+  const chartBytes = (key) => stackedBars($(`chart-${key}`),
+    perRound.map((r) => ({ round: r.round, parts: r[key] })),
+    { label: `bytes per round by ${key}`, format: bytes, legend: $(`legend-${key}`) });
+  chartBytes("codec");
+  chartBytes("transport");
+  stackedBars($("chart-duration"),
+    status.history.map((r) => ({ round: r.round, parts: { [r.outcome]: r.duration_s } })),
+    { label: "round duration in seconds", format: (s) => `${s.toFixed(1)} s` });
+  renderRounds(status.history);
+}
+
+function renderRounds(history) {
+  const rows = history.slice(-ROWS_SHOWN).reverse().map((r) => el("tr", {
+    "data-round": r.round, "data-outcome": r.outcome,
+  },
+  el("td", {}, r.attempt > 1 ? `${r.round}.${r.attempt}` : String(r.round)),
+  el("td", { title: r.reason || "" }, r.outcome),
+  el("td", {
+    class: "participants", "data-count": r.participants.length,
+    "data-selected": r.selected.length, title: r.participants.join(", "),
+  },
+    `${r.participants.length} of ${r.selected.length}`),
+  el("td", {}, fixed(r.accuracy)),
+  el("td", {}, fixed(r.loss)),
+  el("td", {}, bytes(r.bytes_up)),
+  el("td", {}, bytes(r.bytes_down)),
+  el("td", {}, r.duration_s.toFixed(2))));
+  $("rounds").tBodies[0].replaceChildren(...rows);
+}
