@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 		-c constraints.txt -e '.[dev]' 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -c "import fedgate, torch, torchvision" && touch $@
 
-# DEMO_ARGS=--keep-serving leaves the server (and its dashboard) up after the run
+# The dashboard's URL is the first line it prints (hence no echo of the command);
+# DEMO_ARGS=--keep-serving leaves the server (and its dashboard) up after the run.
 demo: $(STAMP)
-	$(BIN)/fedgate demo $(DEMO_ARGS)
+	@$(BIN)/fedgate demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	@bash tools/postgres.sh || echo "make test: no PostgreSQL (see above); its tests skip, saying why"

@@ -1,4 +1,4 @@
-"""The `fedgate` command: serve | client | sim | demo | bench | report."""
+"""The `fedgate` command: serve | client | sim | train | demo | bench | report."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fedgate.cli_config import add_config_options
 from fedgate.cli_limits import add_limit_options, max_update_bytes, upload_timeouts
 from fedgate.cli_store import add_store_commands
 from fedgate.cli_tls import add_client_tls_options, add_server_tls_options, client_tls, server_tls
+from fedgate.cli_train import add_data_dir_option, add_train_command
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.messages import RoundRecord
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_options(sim)
     sim.add_argument("--out", type=Path, help="write the results JSON here")
     sim.set_defaults(handler=run_sim)
+    add_train_command(commands)
     demo = commands.add_parser("demo", help="a federation on the embedded defaults")
     demo.add_argument("--out-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--rounds", type=int, default=15)
@@ -137,6 +139,7 @@ def add_serve_command(commands: Any) -> None:
     add_limit_options(serve_parser)
     serve_parser.add_argument("--dataset", default="digits", help="for server-side evaluation")
     serve_parser.add_argument("--model", default="cnn")
+    add_data_dir_option(serve_parser)
     serve_parser.add_argument("--ready-file", type=Path, help="write the bound ports here")
     serve_parser.add_argument("--results", type=Path, help="write the results JSON here")
     serve_parser.add_argument(
@@ -152,6 +155,7 @@ def add_serve_command(commands: Any) -> None:
         "may join (for trusted networks and demos only)",
     )
     add_dashboard_options(serve_parser)
+    add_inference_options(serve_parser)
     add_server_tls_options(serve_parser)
     add_store_options(serve_parser)
     add_run_options(serve_parser)
@@ -173,6 +177,17 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="with --exit-when-done: after the run ends and its results are written, serve "
         "the dashboard and models this long before exiting",
+    )
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inference")
+    group.add_argument(
+        "--public-predict",
+        action="store_true",
+        help="anyone may ask the deployed model for predictions (POST /api/v1/predict, gRPC "
+        "Inference.Predict) without a token, rate-limited per address; --public-dashboard "
+        "implies it",
     )
 
 
@@ -199,6 +214,7 @@ def add_client_command(commands: Any) -> None:
     client.add_argument("--codec", default="raw", type=codec_name, help=CODEC_HELP)
     client.add_argument("--dataset", default="digits")
     client.add_argument("--model", default="cnn")
+    add_data_dir_option(client)
     client.add_argument("--partition", default="iid")
     client.add_argument("--index", type=int, default=0, help="this client's part of the split")
     client.add_argument("--of", type=int, default=1, help="parts the data is split into")
@@ -252,6 +268,7 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dataset", default=defaults.dataset)
     parser.add_argument("--model", default=defaults.model)
+    add_data_dir_option(parser)
     parser.add_argument(
         "--deltas",
         choices=sorted(DELTAS),
@@ -295,6 +312,8 @@ def run_serve(args: argparse.Namespace) -> int:
         new_run=args.new_run,
         public_dashboard=args.public_dashboard,
         keep_serving_s=args.keep_serving,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        public_predict=args.public_predict,
     )
     status = asyncio.run(serve(options))
     print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")
@@ -318,6 +337,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         tls=client_tls(args),
         key=args.key,
         give_up_after_s=args.give_up_after or None,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     report = asyncio.run(run_client(options))
     print(

@@ -12,9 +12,7 @@ command builds this parser, and client processes have no business loading a data
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import math
 import sys
@@ -23,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedgate.core.messages import RoundRecord, Traffic
+from fedgate.core.messages import RoundRecord
 from fedgate.core.ports import StoredClient, StoredRun
 from fedgate.errors import NotFound
 
@@ -31,25 +29,6 @@ if TYPE_CHECKING:
     from fedgate.store import SqlStore
 
 DEFAULT_DB_URL = "sqlite:///runs/fedgate.db"  # `fedgate.store.DEFAULT_DB_URL` (a test checks)
-
-CSV_COLUMNS = (
-    "run_id",
-    "round",
-    "attempt",
-    "outcome",
-    "model_version",
-    "participants",
-    "selected",
-    "excluded",
-    "num_examples",
-    "accuracy",
-    "loss",
-    "train_loss",
-    "bytes_up",
-    "bytes_down",
-    "duration_s",
-    "reason",
-)
 
 
 def add_store_commands(commands: Any) -> None:
@@ -128,6 +107,8 @@ def run_runs_show(args: argparse.Namespace) -> int:
 
 
 def run_runs_export(args: argparse.Namespace) -> int:
+    from fedgate.store.export import rounds_csv, run_document  # noqa: PLC0415 - see above
+
     with _open(args.db) as store:
         run = _load(store, args.run_id)
     if args.format == "json":
@@ -174,50 +155,7 @@ def _load(store: SqlStore, run_id: str) -> StoredRun:
         return store.runs.load_run(matches[0])
 
 
-# ---- documents -------------------------------------------------------------------------
-
-
-def run_document(run: StoredRun) -> dict[str, Any]:
-    """A run as JSON: everything `runs show` shows, NaN as null, no token hashes."""
-    snapshot = run.snapshot
-    pending = snapshot.pending_config
-    return {
-        "run_id": run.meta.run_id,
-        "dataset": run.meta.dataset,
-        "model": run.meta.model,
-        "created_at": run.meta.created_at,
-        "state": snapshot.state.value,
-        "round": snapshot.round_number,
-        "attempt": snapshot.attempt,
-        "rounds_completed": _completed(run),
-        "model_version": run.model.version,
-        "model_sha256": run.model.sha256,
-        "accuracy": _finite(snapshot.accuracy),
-        "loss": _finite(snapshot.loss),
-        "config": dataclasses.asdict(snapshot.config),
-        "pending_config": None if pending is None else dataclasses.asdict(pending),
-        "config_changes": [
-            {"round": c.round_number, "changes": dict(c.changes), "at": c.at}
-            for c in run.config_changes
-        ],
-        "bytes_by_transport": _traffic(snapshot.bytes_by_transport),
-        "bytes_by_codec": _traffic(snapshot.bytes_by_codec),
-        "history": [_record(r) for r in run.history],
-        "clients": [_client(c) for c in run.clients],
-    }
-
-
-def rounds_csv(run: StoredRun) -> str:
-    """One row per round attempt; lists of client ids space-separated, NaN empty."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for record in run.history:
-        row = _record(record)
-        for column in ("participants", "selected", "excluded"):
-            row[column] = " ".join(row[column])
-        writer.writerow({"run_id": run.meta.run_id, **{k: _cell(v) for k, v in row.items()}})
-    return out.getvalue()
+# ---- documents (`runs export` writes `fedgate.store.export`'s) --------------------------
 
 
 def describe(run: StoredRun) -> list[str]:
@@ -291,35 +229,8 @@ def _client_rows(clients: Sequence[StoredClient]) -> list[Sequence[str]]:
 # ---- formatting ------------------------------------------------------------------------
 
 
-def _record(record: RoundRecord) -> dict[str, Any]:
-    row = dataclasses.asdict(record)
-    row["outcome"] = record.outcome.value
-    for key in ("participants", "selected", "excluded"):
-        row[key] = list(row[key])
-    return {k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}
-
-
-def _client(client: StoredClient) -> dict[str, Any]:
-    row = dataclasses.asdict(client)
-    del row["token_hash"]  # a hash of a credential: no business in an export
-    row["state"] = client.state.value
-    return row
-
-
 def _completed(run: StoredRun) -> int:
     return sum(1 for r in run.history if r.outcome == "completed")
-
-
-def _traffic(traffic: Mapping[str, Traffic]) -> dict[str, dict[str, int]]:
-    return {key: {"up": t.up, "down": t.down} for key, t in traffic.items()}
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _cell(value: Any) -> Any:
-    return "" if value is None else value
 
 
 def _number(value: float) -> str:

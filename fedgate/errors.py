@@ -24,6 +24,13 @@ class ConfigError(FedgateError, ValueError):
     code = "invalid_config"
 
 
+class DataError(ConfigError):
+    """A data set cannot be read: its files are missing, malformed, too large, or (a pickle)
+    ask for more than plain data."""
+
+    code = "invalid_data"
+
+
 class BadRequest(FedgateError):
     """A wire request that is malformed before any fedgate rule applies (missing field...)."""
 
@@ -208,6 +215,7 @@ ERRORS_BY_CODE: dict[str, type[FedgateError]] = {
     for cls in (
         FedgateError,
         ConfigError,
+        DataError,
         BadRequest,
         InvalidInput,
         UnsupportedMediaType,

@@ -8,18 +8,28 @@ import os
 import platform
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import fedgate
+from fedgate.core.data import Dataset
 from fedgate.core.messages import FederationStatus, RoundRecord, Traffic
+from fedgate.core.partition import partition as split
 
 
 def results_document(
-    config: dict[str, Any], status: FederationStatus, duration_s: float
+    config: dict[str, Any],
+    status: FederationStatus,
+    duration_s: float,
+    *,
+    partition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``partition``: how the training data was split among the clients
+    (`partition_statistics`), where the caller knows it (sim does, serve does not)."""
     rounds = [round_entry(r) for r in status.history if r.outcome == "completed"]
     return {
         "config": config,
@@ -46,9 +56,49 @@ def results_document(
             }
             for c in status.clients
         ],
+        "partition": partition,
         "duration_s": round(duration_s, 3),
         "machine": machine_info(),
     }
+
+
+def partition_statistics(
+    labels: np.ndarray,
+    clients: int,
+    spec: str,
+    seed: int,
+    *,
+    num_classes: int,
+    classes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The examples and the label histogram of each client's part of the split that
+    `fedgate.core.partition.partition` makes of ``labels`` (the one clients train on)."""
+    labels = np.asarray(labels)
+    parts = split(labels, clients, spec, seed)
+    return {
+        "spec": spec,
+        "seed": seed,
+        "clients": clients,
+        "num_classes": num_classes,
+        "classes": list(classes) or [str(label) for label in range(num_classes)],
+        "per_client": [
+            {
+                "index": index,
+                "name": f"client-{index}",  # the name clients take by default
+                "examples": len(part),
+                "labels": np.bincount(labels[part], minlength=num_classes).tolist(),
+            }
+            for index, part in enumerate(parts)
+        ],
+    }
+
+
+def dataset_partition(dataset: Dataset, clients: int, spec: str, seed: int) -> dict[str, Any]:
+    """`partition_statistics` of ``dataset``'s training split."""
+    labels = dataset.y_train.numpy()
+    return partition_statistics(
+        labels, clients, spec, seed, num_classes=dataset.num_classes, classes=dataset.classes
+    )
 
 
 def round_entry(record: RoundRecord) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -43,15 +44,16 @@ class ClientOptions:
     tls: ClientTls | None = None  # None: plain text (REST: unless the server URL is https://)
     key: str = field(default="", repr=False)  # the enrolment key (fgk_...); "": none
     give_up_after_s: float | None = None  # without an answer from the server; None: never
+    data_dir: Path | None = None  # cifar10, cifar100, imagefolder; None: $FEDGATE_DATA_DIR
 
 
 async def run_client(options: ClientOptions) -> ClientReport:
     """Join, train until the run ends, leave. SIGINT/SIGTERM make the client leave cleanly."""
     if options.threads:
         torch.set_num_threads(options.threads)
-    dataset = load_dataset(options.dataset, options.seed)
     trainer = build_trainer(
-        dataset,
+        # not kept: the client holds its own part of the data only (a copy), not all of it
+        load_dataset(options.dataset, options.seed, options.data_dir),
         options.model,
         spec=options.partition,
         index=options.index,

@@ -27,7 +27,7 @@ from fedgate.core.federation import Federation
 from fedgate.core.messages import RoundRecord
 from fedgate.errors import ConfigError, FedgateError
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
-from fedgate.results import results_document
+from fedgate.results import dataset_partition, results_document
 from fedgate.transport.connect import TRANSPORTS as CLIENT_TRANSPORTS
 from fedgate.transport.inproc import InProcTransport
 from fedgate.transport.servers import SERVER_ADAPTERS
@@ -65,6 +65,7 @@ class SimConfig:
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 10.0
     admit_late: bool = False
+    data_dir: str = ""  # where cifar10, cifar100, imagefolder are read ("": $FEDGATE_DATA_DIR)
 
     def codec_for(self, index: int) -> str:
         names = codec_names() if self.codec == MIXED else self.codec.split(",")
@@ -140,7 +141,8 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
     """Everything in this process, over the in-process transport."""
     config.validate()
     started = time.perf_counter()
-    dataset = load_dataset(config.dataset, config.seed)
+    dataset = load_dataset(config.dataset, config.seed, config.data_dir)
+    split = dataset_partition(dataset, config.clients, config.partition, config.seed)
     federation = build_federation(dataset, config.model, config.run_config())
     run = federation.start()
     reporter = asyncio.create_task(report_rounds(federation, on_round)) if on_round else None
@@ -173,7 +175,8 @@ async def simulate(config: SimConfig, on_round: RoundCallback | None = None) -> 
         elif reporter is not None:
             reporter.cancel()
         await federation.close()
-    return results_document(dataclasses.asdict(config), status, time.perf_counter() - started)
+    duration = time.perf_counter() - started
+    return results_document(dataclasses.asdict(config), status, duration, partition=split)
 
 
 def _ended_well(run: asyncio.Task[Any]) -> bool:
@@ -197,6 +200,8 @@ def simulate_network(
 ) -> dict[str, Any]:
     """A real `fedgate serve` and one `fedgate client` process per client, on loopback."""
     started = time.perf_counter()
+    # read here too: a data directory without the data fails before any process starts
+    split = network_partition(config)
     with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
         workdir = Path(tmp)
         results_path = workdir / "results.json"
@@ -224,6 +229,7 @@ def simulate_network(
             document: dict[str, Any] = json.loads(results_path.read_text())
             document["config"] = dataclasses.asdict(config)
             document["duration_s"] = round(time.perf_counter() - started, 3)
+            document["partition"] = split
             if serving.on_results is not None:
                 serving.on_results(document)
             server.process.wait()  # at once, or after --keep-serving
@@ -234,12 +240,26 @@ def simulate_network(
     return document
 
 
+def network_partition(config: SimConfig) -> dict[str, Any]:
+    """The split the client processes will make, from the data set loaded here, once."""
+    dataset = load_dataset(config.dataset, config.seed, config.data_dir)
+    return dataset_partition(dataset, config.clients, config.partition, config.seed)
+
+
+def data_arguments(config: SimConfig) -> list[str]:
+    """``--data-dir``, absolute: the processes need not share this one's directory."""
+    if not config.data_dir:
+        return []  # theirs is $FEDGATE_DATA_DIR, as this one's: they inherit its environment
+    return ["--data-dir", str(Path(config.data_dir).expanduser().absolute())]
+
+
 def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
     return [
         "--dataset",
         config.dataset,
         "--model",
         config.model,
+        *data_arguments(config),
         *config_arguments(config.run_config()),
         "--exit-when-done",
         "--results",
@@ -267,6 +287,7 @@ def client_arguments(config: SimConfig, index: int) -> list[str]:
         "1",
         "--deltas",
         config.deltas,
+        *data_arguments(config),
     ]
 
 

@@ -19,6 +19,8 @@ def test_demo_runs_a_mixed_federation_and_says_where_everything_is(
     out_dir = tmp_path / "demo"
     assert main(["demo", "--clients", "2", "--rounds", "2", "--out-dir", str(out_dir)]) == 0
     printed = capsys.readouterr().out
+    # the dashboard first, for a newcomer to open while the run is young
+    assert printed.splitlines()[0].startswith("dashboard  http://127.0.0.1:"), printed[:200]
     for index, transport in enumerate(NETWORK_TRANSPORTS[:2]):  # the clients alternate
         assert f"client-{index}: {transport}" in printed
     for line in ("REST API docs  http://127.0.0.1:", "/api/v1/status/watch", "gRPC  "):

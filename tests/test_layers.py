@@ -18,10 +18,33 @@ FORBIDDEN = {
         "httpx",
         "uvicorn",
         "sqlalchemy",
+        "alembic",
+        "prometheus_client",
+        "PIL",
         "fedgate.transport",
         "fedgate.gateway",
         "fedgate.store",
+        "fedgate.web",
         "fedgate.cli",
+    },
+    # adapters map the wire to the core; what composes them (gateway, web) and what keeps
+    # runs (store) sits above or beside them
+    "transport": {
+        "sqlalchemy",
+        "fedgate.gateway",
+        "fedgate.store",
+        "fedgate.web",
+        "fedgate.cli",
+    },
+    "store": {
+        "grpc",
+        "fastapi",
+        "starlette",
+        "httpx",
+        "uvicorn",
+        "fedgate.transport",
+        "fedgate.gateway",
+        "fedgate.web",
     },
     "codecs": {
         "grpc",

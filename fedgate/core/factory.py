@@ -30,9 +30,11 @@ def build_federation(
     ``options`` go to `Federation`: enrolment ("open", the default, for in-process runs;
     "key" for `fedgate serve`), upload limits, the run store and the keys/accounts stores."""
     eval_model = build_model(model, dataset.model_spec)
+    # the test split only: the training split (600 MB of CIFAR-10) need not outlive this
+    x_test, y_test = dataset.x_test, dataset.y_test
 
     def evaluator(weights: Mapping[str, torch.Tensor]) -> EvalResult:
-        return evaluate(eval_model, weights, dataset.x_test, dataset.y_test)
+        return evaluate(eval_model, weights, x_test, y_test)
 
     if resume is not None:
         return Federation.resumed(resume, evaluator=evaluator, **options)
@@ -57,6 +59,7 @@ def build_trainer(
         dataset.x_train[rows],
         dataset.y_train[rows],
         seed=client_seed(seed, index),
+        augmentation=dataset.augmentation,
     )
 
 

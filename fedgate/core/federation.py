@@ -376,6 +376,7 @@ class Federation:
             bytes_by_codec=dict(self.traffic.by_codec),
             accuracy=last.accuracy if last else math.nan,
             loss=last.loss if last else math.nan,
+            open_round=self.round.view(self.clock()) if self.round else None,
         )
 
     async def watch(self, min_interval_s: float = 0.25) -> AsyncGenerator[FederationStatus, None]:

@@ -19,13 +19,14 @@ import functools
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedgate.core.data import Dataset
 from fedgate.core.models import ModelSpec, build_model
@@ -148,29 +149,31 @@ class PredictionResult:
 
 
 class Predictor:
-    """One model architecture, built once, and the weights of one version at a time.
+    """One model architecture, built once (when the first version is loaded: a server
+    nobody asks for predictions holds no second copy of the model), and the weights of
+    one version at a time.
 
     Thread-safe: loading a version and predicting hold one lock, so a prediction never
     runs on half-loaded weights. Call it from a worker thread, never the event loop."""
 
     def __init__(self, model: str, spec: InputSpec) -> None:
+        self.model = model
         self.spec = spec
-        self._module = build_model(model, spec.model_spec)
-        self._module.eval()
-        self._layout = _layout(self._module.state_dict())
+        self._module: nn.Module | None = None
         self._lock = threading.Lock()
         self.version: int | None = None  # the version loaded, if any
 
     def load(self, model: ModelVersion) -> None:
         """Serve ``model`` from now on (`ConfigError` if it is not this architecture's)."""
-        if _layout(model.weights) != self._layout:
-            raise ConfigError(
-                f"model version {model.version} does not fit the architecture inference "
-                "was built for (its tensors' names, shapes or dtypes differ)"
-            )
         with self._lock:
-            self._module.load_state_dict(model.weights)
-            self.version = model.version
+            module = self._module or build_model(self.model, self.spec.model_spec).eval()
+            if _layout(model.weights) != _layout(module.state_dict()):
+                raise ConfigError(
+                    f"model version {model.version} does not fit the architecture inference "
+                    "was built for (its tensors' names, shapes or dtypes differ)"
+                )
+            module.load_state_dict(model.weights)
+            self._module, self.version = module, model.version
 
     def predict(self, batch: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The loaded version and its class probabilities (N, classes) for ``batch``, an
@@ -178,14 +181,14 @@ class Predictor:
         if tuple(batch.shape[1:]) != self.spec.shape:
             raise InvalidInput(f"a batch must be [N, {', '.join(map(str, self.spec.shape))}]")
         with self._lock:
-            if self.version is None:
+            if self._module is None or self.version is None:
                 raise NoModelDeployed("no model version is loaded for inference")
             with torch.inference_mode():
                 probabilities = torch.softmax(self._module(batch).float(), dim=1)
             return self.version, probabilities
 
 
-def _layout(weights: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def _layout(weights: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {name: (tuple(t.shape), t.dtype) for name, t in weights.items()}
 
 
@@ -246,7 +249,7 @@ class Deployment:
     def spec(self) -> InputSpec:
         return self.predictor.spec
 
-    # ---- async: what the adapters call --------------------------------------------------
+    # ---- what the adapters call, on the event loop ---------------------------------------
 
     def admit(self, peer: str) -> None:
         """Spend one of ``peer``'s prediction calls (`RateLimited` when it has none left):

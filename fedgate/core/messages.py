@@ -229,6 +229,19 @@ class Traffic:
 
 
 @dataclass(frozen=True)
+class OpenRound:
+    """The round attempt open now (history holds the closed ones)."""
+
+    round: int
+    attempt: int
+    selected: tuple[str, ...]
+    reported: tuple[str, ...]
+    dropped: tuple[str, ...]
+    open_for_s: float  # since it opened
+    deadline_in_s: float  # until its deadline (negative: past it)
+
+
+@dataclass(frozen=True)
 class FederationStatus:
     run_id: str
     state: RunState
@@ -246,3 +259,4 @@ class FederationStatus:
     # In a watched status: every client transition since the watcher's previous status,
     # so that changes closer together than the watch interval are all seen.
     events: tuple[ClientEvent, ...] = ()
+    open_round: OpenRound | None = None

@@ -19,6 +19,10 @@ class ModelSpec:
     num_classes: int = 10
     image_size: int = 8
     cifar_stem: bool = True  # 3x3 stride-1 first conv, no max-pool: small images keep detail
+    # Per-channel input normalisation, (x - mean) / std, done by the model itself (empty:
+    # none): every caller (training, evaluation, inference) feeds images in [0, 1].
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 class DigitsCNN(nn.Module):
@@ -78,8 +82,31 @@ def build_model(name: str, spec: ModelSpec | None = None, seed: int | None = Non
         builder = MODELS[name]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}") from None
+    spec = spec or ModelSpec()
     if seed is None:
-        return builder(spec or ModelSpec())
+        return normalising(builder(spec), spec)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return builder(spec or ModelSpec())
+        return normalising(builder(spec), spec)
+
+
+def normalising(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """``model`` normalising its input by ``spec``'s mean and std first, if it has them.
+
+    A forward pre-hook with non-persistent buffers: the state dict (the weights clients
+    exchange) has the same names and tensors as without, and the constants, which no
+    round may change, never travel or get averaged."""
+    if not spec.mean and not spec.std:
+        return model
+    if not (len(spec.mean) == len(spec.std) == spec.in_channels) or min(spec.std) <= 0:
+        raise ConfigError("a normalisation needs a mean and a positive std per input channel")
+    shape = (1, spec.in_channels, 1, 1)
+    model.register_buffer("input_mean", torch.tensor(spec.mean).reshape(shape), persistent=False)
+    model.register_buffer("input_std", torch.tensor(spec.std).reshape(shape), persistent=False)
+    model.register_forward_pre_hook(_normalise_input)
+    return model
+
+
+def _normalise_input(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+    mean, std = model.get_buffer("input_mean"), model.get_buffer("input_std")
+    return ((inputs[0] - mean) / std,)

@@ -14,7 +14,7 @@ fans the calls out and keeps a failing observer from reaching the core.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 from fedgate.core.messages import RoundRecord
@@ -82,6 +82,9 @@ class Observers:
 
     def __len__(self) -> int:
         return len(self._observers)
+
+    def __iter__(self) -> Iterator[Observer]:
+        return iter(list(self._observers))
 
     def round_closed(self, record: RoundRecord) -> None:
         for observer in self._observers:

@@ -109,7 +109,6 @@ class Recorder:
         if clients or events:
             self.store.save_clients(self.run_id, tuple(clients), events)
 
-
     def _submit(self, call: Callable[..., T], *args: object) -> None:
         future = self._writer.submit(call, *args)
         future.add_done_callback(self._log_failure)

@@ -19,7 +19,7 @@ import torch
 from fedgate.codecs import TensorDict
 from fedgate.core.config import RunConfig
 from fedgate.core.guard import GuardedAggregator, Refusal
-from fedgate.core.messages import RoundOutcome, RoundRecord, Traffic
+from fedgate.core.messages import OpenRound, RoundOutcome, RoundRecord, Traffic
 from fedgate.core.strategy import UpdateMeta
 from fedgate.errors import RoundClosed
 
@@ -137,6 +137,17 @@ class Round:
         with self._lock:
             result = self.aggregator.result()
             return result, self.aggregator.check(result, f"round {self.round_id}")
+
+    def view(self, now: float) -> OpenRound:
+        return OpenRound(
+            round=self.number,
+            attempt=self.attempt,
+            selected=tuple(sorted(self.selected)),
+            reported=tuple(sorted(self.reported)),
+            dropped=tuple(sorted(self.dropped)),
+            open_for_s=round(max(0.0, now - self.opened_at), 3),
+            deadline_in_s=round(self.deadline - now, 3),
+        )
 
     def default_reason(self, outcome: RoundOutcome) -> str:
         if outcome is RoundOutcome.RETRIED:

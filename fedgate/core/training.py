@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
+from fedgate.core.augment import Augmentation
 from fedgate.core.messages import TrainConfig
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from fedgate.codecs import TensorDict
 
 EVAL_BATCH = 512
+AUGMENT_SALT = 0x5EED_A06  # apart from the batch order's: augmenting leaves the order as it is
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,26 @@ class Trainer(Protocol):
 
 
 class LocalTrainer:
-    """Trains one model on one client's examples; call from a worker thread."""
+    """Trains one model on one client's examples; call from a worker thread.
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> None:
+    With an ``augmentation`` each batch is augmented as it is drawn, from a generator of
+    its own seeded by the trainer's seed and the round: the same round augments the same
+    way, and the batch order is the one it would be without."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seed: int = 0,
+        augmentation: Augmentation | None = None,
+    ) -> None:
         if len(x) != len(y) or len(x) == 0:
             raise ValueError("a client needs a non-empty set of examples with one label each")
         self.model = model
         self.x, self.y = x, y
         self.seed = seed
+        self.augmentation = augmentation
 
     @property
     def num_examples(self) -> int:
@@ -84,7 +98,9 @@ class LocalTrainer:
         self.model.train()
         optimiser = torch.optim.SGD(self.model.parameters(), lr=config.learning_rate, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(batch_seed(self.seed, config.round))
+        seed = batch_seed(self.seed, config.round)
+        generator = torch.Generator().manual_seed(seed)
+        augmenting = torch.Generator().manual_seed(seed ^ AUGMENT_SALT)
         anchor = ProximalTerm(self.model, config.proximal_mu) if config.proximal_mu > 0 else None
         seen = correct = 0
         loss_sum = 0.0
@@ -92,6 +108,8 @@ class LocalTrainer:
             order = torch.randperm(len(self.x), generator=generator)
             for batch in torch.split(order, config.batch_size):
                 x, y = self.x[batch], self.y[batch]
+                if self.augmentation is not None:
+                    x = self.augmentation(x, augmenting)
                 optimiser.zero_grad(set_to_none=True)
                 logits = self.model(x)
                 loss = loss_fn(logits, y)

@@ -15,9 +15,10 @@ from typing import Any
 
 from fedgate.core.accounts import Accounts
 from fedgate.core.config import RunConfig
-from fedgate.core.data import load_dataset
+from fedgate.core.data import Dataset, load_dataset
 from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
+from fedgate.core.inference import Deployment, InputSpec, Predictor
 from fedgate.core.messages import FINAL_RUN_STATES, FederationStatus, RunState
 from fedgate.core.ports import RunMeta, StoredRun
 from fedgate.errors import ConfigError
@@ -48,6 +49,8 @@ class ServeOptions:
     new_run: bool = False  # start afresh even if the store holds an unfinished run
     public_dashboard: bool = False  # read-only web views need no credential
     keep_serving_s: float = 0.0  # with exit_when_done: serve this long after the run ends
+    data_dir: Path | None = None  # cifar10, cifar100, imagefolder; None: $FEDGATE_DATA_DIR
+    public_predict: bool = False  # POST /api/v1/predict (and gRPC Predict) need no credential
 
 
 async def serve(options: ServeOptions) -> FederationStatus:
@@ -60,8 +63,11 @@ async def serve(options: ServeOptions) -> FederationStatus:
 
 
 async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
-    federation = await asyncio.to_thread(open_run, options, store)
-    settings = with_web(options, federation, store)
+    dataset = await asyncio.to_thread(
+        load_dataset, options.dataset, options.run.seed, options.data_dir
+    )
+    federation = await asyncio.to_thread(open_run, options, store, dataset)
+    settings = with_web(options, federation, store, InputSpec.of(dataset))
     started = time.perf_counter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,9 +95,15 @@ async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
     return status
 
 
-def with_web(options: ServeOptions, federation: Federation, store: SqlStore) -> GatewaySettings:
+def with_web(
+    options: ServeOptions,
+    federation: Federation,
+    store: SqlStore,
+    inputs: InputSpec | None = None,
+) -> GatewaySettings:
     """The gateway's settings with the web side (dashboard, inference, runs, metrics) added
-    to whatever extensions they carry already."""
+    to whatever extensions they carry already (inference when ``inputs`` says what the
+    model takes)."""
     context = WebContext(
         federation,
         runs=store.runs,
@@ -99,6 +111,8 @@ def with_web(options: ServeOptions, federation: Federation, store: SqlStore) -> 
         public_dashboard=options.public_dashboard,
         dataset=options.dataset,
         model=options.model,
+        deployment=None if inputs is None else inference_for(options, federation, store, inputs),
+        public_predict=options.public_predict,
     )
     web, own = web_extensions(context), options.gateway.extensions
     extensions = Extensions(
@@ -107,6 +121,17 @@ def with_web(options: ServeOptions, federation: Federation, store: SqlStore) -> 
         grpc_interceptors=own.grpc_interceptors + web.grpc_interceptors,
     )
     return dataclasses.replace(options.gateway, extensions=extensions)
+
+
+def inference_for(
+    options: ServeOptions, federation: Federation, store: SqlStore, inputs: InputSpec
+) -> Deployment:
+    """Inference on the run's models, for the data set's inputs: the best version the
+    store holds, or the one an operator deploys."""
+    predictor = Predictor(options.model, inputs)
+    return Deployment(
+        store.runs, federation.run_id, predictor, published=lambda: federation.models.version
+    )
 
 
 async def _keep_serving(options: ServeOptions, federation: Federation, stop: asyncio.Event) -> None:
@@ -119,10 +144,12 @@ async def _keep_serving(options: ServeOptions, federation: Federation, stop: asy
         await asyncio.wait_for(stop.wait(), options.keep_serving_s)
 
 
-def open_run(options: ServeOptions, store: SqlStore) -> Federation:
+def open_run(options: ServeOptions, store: SqlStore, dataset: Dataset | None = None) -> Federation:
     """The store's unfinished run, resumed; or a new run (stopping the unfinished one when
-    ``new_run`` asks). A resumed run keeps its own config: run options are not applied."""
-    dataset = load_dataset(options.dataset, options.run.seed)
+    ``new_run`` asks). A resumed run keeps its own config: run options are not applied.
+    ``dataset``: the options' data set, loaded already (else it is loaded here)."""
+    if dataset is None:
+        dataset = load_dataset(options.dataset, options.run.seed, options.data_dir)
     unfinished = None if options.new_run else store.runs.unfinished_run()
     if options.new_run and (old := store.runs.unfinished_run()) is not None:
         store.runs.set_run_state(old.meta.run_id, RunState.STOPPED)
@@ -169,7 +196,8 @@ def announce(gateway: Gateway, options: ServeOptions) -> None:
     tls = settings.tls
     security = "plain text" if tls is None else "mutual TLS" if tls.mutual else "TLS"
     print(f"fedgate serving run {gateway.federation.run_id} ({security})", flush=True)
-    print(f"  gRPC     {gateway.grpc_target}  (fedgate.v1.Federation, fedgate.v1.Operator)")
+    services = "fedgate.v1.Federation, fedgate.v1.Operator, fedgate.v1.Inference"
+    print(f"  gRPC     {gateway.grpc_target}  ({services})")
     print(f"  REST     {gateway.http_url}/api/v1   docs {gateway.http_url}/docs")
     print(f"  dashboard {gateway.http_url}/   inference {gateway.http_url}/predict")
     curl_tls = "" if tls is None else " --cacert CA.pem"  # the CA that signed --tls-cert

@@ -12,6 +12,7 @@ from typing import Any
 from fedgate.errors import ConfigError
 from fedgate.report import (
     codec_sections,
+    partition_sections,
     store_sections,
     suite_sections,
     tradeoff_sections,
@@ -32,6 +33,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     store_sections.store_section,
     tradeoff_sections.tradeoff_section,
     suite_sections.flower_section,
+    partition_sections.partition_section,
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;

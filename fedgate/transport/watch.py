@@ -43,7 +43,8 @@ async def status_stream(service: FederationService) -> AsyncIterator[FederationS
             step = asyncio.create_task(_next(watch))
             await asyncio.wait({step, ended}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                return  # the server is stopping
+                yield service.status()  # the server is stopping: where the run stands now
+                return
             status = step.result()
             if status is None:
                 return  # the run has ended

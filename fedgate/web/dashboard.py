@@ -12,10 +12,10 @@ settings (``GET /api/v1/dashboard``). Both take `fedgate.web.context.Reader`, so
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, StreamingResponse
@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict
 from fedgate.codecs import codec_names
 from fedgate.core.config import settings
 from fedgate.core.messages import FederationStatus
-from fedgate.core.rounds import Round
 from fedgate.core.service import FederationService
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.operator import EventStream
@@ -81,55 +80,18 @@ class DashboardJson(Json):
     codecs: list[str]
 
 
-class OpenRoundJson(Json):
-    """The round attempt open now (the status names closed rounds only)."""
-
-    round: int
-    attempt: int
-    selected: list[str]
-    reported: list[str]
-    dropped: list[str]
-    open_for_s: float  # seconds since it opened
-    deadline_in_s: float  # seconds left until its deadline (negative: past it)
-
-
 class SnapshotJson(Json):
     """One message of the dashboard's stream."""
 
     status: schemas.StatusJson
-    open_round: OpenRoundJson | None
+    open_round: schemas.OpenRoundJson | None  # also in the status; here for the page
 
 
-@runtime_checkable
-class RoundSource(Protocol):
-    """A federation that shows its open round (`fedgate.core.federation.Federation`)."""
-
-    @property
-    def round(self) -> Round | None: ...
-
-    def clock(self) -> float: ...
-
-
-def open_round_of(federation: FederationService) -> OpenRoundJson | None:
-    if not isinstance(federation, RoundSource):
-        return None
-    round_ = federation.round
-    if round_ is None or round_.closed:
-        return None
-    now = federation.clock()
-    return OpenRoundJson(
-        round=round_.number,
-        attempt=round_.attempt,
-        selected=sorted(round_.selected),
-        reported=sorted(round_.reported),
-        dropped=sorted(round_.dropped),
-        open_for_s=round(max(0.0, now - round_.opened_at), 3),
-        deadline_in_s=round(round_.deadline - now, 3),
-    )
-
-
-def snapshot(federation: FederationService, status: FederationStatus) -> SnapshotJson:
-    return SnapshotJson(status=schemas.status_to_json(status), open_round=open_round_of(federation))
+def snapshot(federation: FederationService, watched: FederationStatus) -> SnapshotJson:
+    """The status and the open round, read together (no await between: one moment of the
+    run), with the client events of the watched status that woke the stream."""
+    status = schemas.status_to_json(dataclasses.replace(federation.status(), events=watched.events))
+    return SnapshotJson(status=status, open_round=status.open_round)
 
 
 @router.get("", response_model=DashboardJson)

@@ -27,9 +27,7 @@ sends cannot grow the server's memory through label values.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -220,22 +218,18 @@ def exported_names() -> frozenset[str]:
     )
 
 
-# one set of metrics per federation served, made by whichever installer runs first
-_BY_FEDERATION: weakref.WeakKeyDictionary[Any, GatewayMetrics] = weakref.WeakKeyDictionary()
-
-
 def metrics_for(context: WebContext) -> GatewayMetrics:
-    """The metrics of the federation ``context`` serves, made (and made its observer)
-    on first use."""
+    """The metrics of the federation ``context`` serves: one set per federation, kept
+    among its observers, made by whichever installer (REST or gRPC) asks first."""
     federation: FederationService = context.federation
-    metrics = _BY_FEDERATION.get(federation)
-    if metrics is None:
-        metrics = GatewayMetrics(federation.status)
-        _BY_FEDERATION[federation] = metrics
-        if isinstance(federation, Observable):
-            federation.observers.add(metrics)
-        else:
-            log.warning("metrics: this federation reports no rounds or bytes; clients only")
+    if not isinstance(federation, Observable):
+        log.warning("metrics: this federation reports no rounds or bytes; clients only")
+        return GatewayMetrics(federation.status)
+    for observer in federation.observers:
+        if isinstance(observer, GatewayMetrics):
+            return observer
+    metrics = GatewayMetrics(federation.status)
+    federation.observers.add(metrics)
     return metrics
 
 
@@ -255,7 +249,7 @@ def install(app: FastAPI, context: WebContext) -> None:
         summary="Prometheus metrics (text exposition format)",
         response_class=Response,
     )
-    app.add_middleware(RequestMetrics, observe=metrics.request, routes=lambda: app.routes)
+    app.add_middleware(RequestMetrics, observe=metrics.request)
 
 
 def grpc_interceptors(context: WebContext) -> tuple[GrpcCallMetrics, ...]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import grpc.aio
-from starlette.routing import BaseRoute, Match, Mount
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"  # a request no route answers (its path is not a label)
@@ -42,63 +42,52 @@ class RequestMetrics:
     latency) and reports it by route template, method and status; a request that fails
     before answering counts as a 500."""
 
-    def __init__(
-        self, app: ASGIApp, observe: RequestObserver, routes: Callable[[], Sequence[BaseRoute]]
-    ) -> None:
+    def __init__(self, app: ASGIApp, observe: RequestObserver) -> None:
         self.app = app
         self.observe = observe
-        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        entry = dict(scope)  # routing writes into the scope; the template is matched on this
+        root = str(scope.get("root_path", ""))  # mounts on the way add to it
         answered = False
 
         async def timed_send(message: Message) -> None:
             nonlocal answered
             if message["type"] == "http.response.start" and not answered:
                 answered = True
-                self._record(entry, int(message["status"]), started)
+                self._record(scope, root, int(message["status"]), started)
             await send(message)
 
         try:
             await self.app(scope, receive, timed_send)
         except BaseException:
             if not answered:
-                self._record(entry, 500, started)
+                self._record(scope, root, 500, started)
             raise
 
-    def _record(self, scope: Scope, status: int, started: float) -> None:
+    def _record(self, scope: Scope, root: str, status: int, started: float) -> None:
         method = str(scope.get("method", ""))
         method = method if method in HTTP_METHODS else "OTHER"
         seconds = time.perf_counter() - started
-        self.observe(route_template(self.routes(), scope), method, status, seconds)
+        self.observe(route_template(scope, root), method, status, seconds)
 
 
-def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
-    """The path template of the route that answers ``scope`` (``/api/v1/clients/
-    {client_id}/task``), as the router picks it: a full match first, else a partial one
-    (wrong method); ``unmatched`` if none."""
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return _template(route)
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return _template(partial) if partial is not None else UNMATCHED
-
-
-def _template(route: BaseRoute) -> str:
+def route_template(scope: Scope, root: str = "") -> str:
+    """The path template of the route that answered (``/api/v1/clients/{client_id}/task``),
+    as the router left it in the scope it routed: its own path behind the mounts it sits
+    in; a mount that answered itself (static files) as ``PREFIX/{path}``; ``unmatched``
+    when nothing answered."""
+    route = scope.get("route")
     path = getattr(route, "path", None)
-    if not isinstance(path, str):
-        return UNMATCHED
-    if isinstance(route, Mount):  # static files and sub-apps: one series per mount
-        return f"{path}/{{path}}"
-    return path
+    mounts = str(scope.get("root_path", ""))[len(root) :]  # a mount's own path included
+    if isinstance(path, str) and not isinstance(route, Mount):
+        return mounts + path
+    if "endpoint" in scope:  # routed to a mounted app that has no routes of its own
+        return f"{mounts}/{{path}}"
+    return UNMATCHED
 
 
 # ---- gRPC ---------------------------------------------------------------------------------

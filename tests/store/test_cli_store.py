@@ -14,6 +14,7 @@ import pytest
 from fedgate import cli_store
 from fedgate.cli import main
 from fedgate.store import DEFAULT_DB_URL, head_revision, open_store, schema_revision, upgrade
+from fedgate.store.export import CSV_COLUMNS
 from tests.pg import fresh_postgres_database
 from tests.store.conftest import SQL_BACKENDS
 from tests.store.scenario import play_runs
@@ -85,7 +86,7 @@ def test_runs_export_csv_is_one_row_per_round_attempt(
 ) -> None:
     assert main(["runs", "export", "run-1", "--format", "csv", "--db", db]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0]) == list(cli_store.CSV_COLUMNS)
+    assert list(rows[0]) == list(CSV_COLUMNS)
     assert [(r["round"], r["attempt"], r["outcome"], r["accuracy"]) for r in rows] == [
         ("1", "1", "retried", ""),
         ("1", "2", "completed", "0.5"),

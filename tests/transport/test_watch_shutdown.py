@@ -104,12 +104,10 @@ def stderr_without_traceback(
 async def test_a_watcher_cut_off_by_the_stop_leaves_no_traceback(
     transport: str, every_log: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    # the gateway ends the streams itself before its servers stop: no watcher is cut off
     ended, _ = await stop_under_a_watcher(transport, end_streams_first=False)
     stderr_without_traceback(every_log, capfd)
-    if transport == "rest":
-        assert ended == ENDED  # the body was closed properly, not cut
-    else:
-        assert ended.startswith(("UNAVAILABLE", "CANCELLED")), ended
+    assert ended == ENDED  # the stream was closed properly, not cut
 
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])

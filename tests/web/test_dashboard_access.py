@@ -77,10 +77,10 @@ async def test_pages_and_static_files_are_anyones_and_run_only_their_own_scripts
             "store.js",
             "predict.js",
         ):
-            script = await client.get(f"/ui/{asset}")
-            assert script.status_code == 200, asset
-            assert "javascript" in script.headers["content-type"]
-            assert not REMOTE.search(script.text), asset
+            code = await client.get(f"/ui/{asset}")
+            assert code.status_code == 200, asset
+            assert "javascript" in code.headers["content-type"]
+            assert not REMOTE.search(code.text), asset
 
 
 async def test_without_public_dashboard_every_view_and_action_needs_the_token() -> None:

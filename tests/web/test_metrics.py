@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedgate.core.client import FederatedClient
@@ -30,6 +34,7 @@ from fedgate.core.messages import (
     Traffic,
 )
 from fedgate.gateway.server import Gateway, GatewaySettings
+from fedgate.launch import start_client, start_server, stop_process
 from fedgate.results import results_document
 from fedgate.transport.connect import connect
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
@@ -314,3 +319,92 @@ async def test_every_exported_name_is_declared() -> None:
     shown = {name for name, _ in parse(metrics.exposition().decode())}
     assert {n for n in shown if not n.endswith("_created")} == exported_names()
     await federation.close()
+
+
+async def test_route_labels_are_templates(tmp_path: Path) -> None:
+    """Static mounts, mounted apps, path parameters and invented methods all label as
+    their templates: nothing a caller puts in a request line becomes a label."""
+    (tmp_path / "page.html").write_text("<p>hi</p>")
+    app, sub = FastAPI(), FastAPI()
+
+    @sub.get("/items/{item}")
+    async def item(item: str) -> dict[str, str]:
+        return {"item": item}
+
+    app.mount("/static", StaticFiles(directory=tmp_path))
+    app.mount("/sub", sub)
+    federation = Federation(tiny_model())
+    context = WebContext(federation, admin_token=TOKEN)
+    for extend in web_extensions(context, ("fedgate.web.metrics",)).rest:
+        extend(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/static/page.html")).status_code == 200
+        assert (await http.get("/sub/items/abc123")).status_code == 200
+        assert (await http.request("BREW", "/sub/items/abc123")).status_code == 405
+        assert (await http.get("/static/nothing-here")).status_code == 404
+        text = (await http.get("/metrics", headers=AUTH)).text
+    await federation.close()
+    assert "abc123" not in text and "nothing-here" not in text
+    seen = parse(text)
+    name = "fedgate_http_request_duration_seconds_count"
+    assert total(seen, name, route="/static/{path}", status="200") == 1
+    assert total(seen, name, route="/static/{path}", status="404") == 1
+    assert total(seen, name, route="/sub/items/{item}", method="GET") == 1
+    assert total(seen, name, route="/sub/items/{item}", method="OTHER", status="405") == 1
+
+
+def traffic_of(table: dict[str, dict[str, int]]) -> dict[str, Traffic]:
+    return {name: Traffic(row["up"], row["down"]) for name, row in table.items()}
+
+
+def test_fedgate_serve_exports_what_its_results_document_says(tmp_path: Path) -> None:
+    """A real `fedgate serve` with a gRPC and a REST client process: scraped during the
+    run within the status read around it, and after it equal to its results document."""
+    results = tmp_path / "results.json"
+    options = ["--rounds", "2", "--min-clients", "2", "--exit-when-done", "--keep-serving", "60"]
+    server = start_server([*options, "--results", str(results)], tmp_path)
+    clients = []
+    try:
+        for index, (transport, codec) in enumerate([("grpc", "raw"), ("rest", "msgpack")]):
+            args = ["--codec", codec, "--index", str(index), "--of", "2", "--threads", "1"]
+            log = tmp_path / f"client-{index}.log"
+            clients.append(start_client(server, transport, args, log))
+        url, headers = (
+            f"{server.http_url}/metrics",
+            {"Authorization": f"Bearer {server.admin_token}"},
+        )
+        deadline = time.monotonic() + 120.0
+        while server.status()["rounds_completed"] < 1:
+            assert time.monotonic() < deadline, "no round completed"
+            time.sleep(0.05)
+        before = server.status()
+        during = parse(httpx.get(url, headers=headers, timeout=10.0).text)
+        after_status = server.status()
+        for label in ("transport", "codec"):
+            low = traffic_of(before[f"bytes_by_{label}"])
+            high = traffic_of(after_status[f"bytes_by_{label}"])
+            for name, counted in bytes_by(during, label).items():
+                assert low.get(name, Traffic()).up <= counted.up <= high[name].up
+                assert low.get(name, Traffic()).down <= counted.down <= high[name].down
+        while not results.exists():
+            assert time.monotonic() < deadline, "no results document"
+            time.sleep(0.05)
+        document = json.loads(results.read_text())
+        after = parse(httpx.get(url, headers=headers, timeout=10.0).text)
+    finally:
+        for process in clients:
+            stop_process(process)
+        server.stop()
+    for label in ("transport", "codec"):
+        expected = nonzero(traffic_of(document[f"bytes_by_{label}"]))
+        assert nonzero(bytes_by(after, label)) == expected, label
+    assert set(bytes_by(after, "transport")) == {"grpc", "rest"}
+    outcomes = Counter(entry["outcome"] for entry in document["rounds"] + document["attempts"])
+    for outcome in RoundOutcome:
+        assert total(after, "fedgate_rounds_total", outcome=outcome.value) == outcomes[outcome]
+    assert outcomes[RoundOutcome.COMPLETED] == 2
+    calls = "fedgate_grpc_calls_total"
+    assert total(after, calls, method=FEDERATION_RPC + "SubmitUpdate", code="OK") == 2
+    name = "fedgate_http_request_duration_seconds_count"
+    assert total(after, name, route="/api/v1/rounds/{round_id}/updates", status="201") == 2

@@ -22,6 +22,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    OpenRound,
     RoundOutcome,
     RoundRecord,
     RunState,
@@ -244,6 +245,8 @@ def status_to_proto(status: FederationStatus) -> pb.Status:
     )
     if status.pending_config is not None:
         message.pending_config.CopyFrom(config_to_proto(status.pending_config))
+    if status.open_round is not None:
+        message.open_round.CopyFrom(pb.OpenRound(**vars(status.open_round)))
     for key, traffic in status.bytes_by_transport.items():
         message.bytes_by_transport[key].CopyFrom(pb.Traffic(up=traffic.up, down=traffic.down))
     for key, traffic in status.bytes_by_codec.items():
@@ -270,6 +273,21 @@ def status_from_proto(message: pb.Status) -> FederationStatus:
         accuracy=message.accuracy,
         loss=message.loss,
         events=tuple(client_event_from_proto(e) for e in message.events),
+        open_round=open_round_from_proto(message.open_round)
+        if message.HasField("open_round")
+        else None,
+    )
+
+
+def open_round_from_proto(message: pb.OpenRound) -> OpenRound:
+    return OpenRound(
+        round=message.round,
+        attempt=message.attempt,
+        selected=tuple(message.selected),
+        reported=tuple(message.reported),
+        dropped=tuple(message.dropped),
+        open_for_s=message.open_for_s,
+        deadline_in_s=message.deadline_in_s,
     )
 
 

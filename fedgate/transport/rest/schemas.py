@@ -18,6 +18,7 @@ from fedgate.core.messages import (
     FederationStatus,
     HeartbeatAck,
     JoinAck,
+    OpenRound,
     RoundOutcome,
     RoundRecord,
     RunState,
@@ -190,6 +191,18 @@ class ClientEventJson(Body):
     at: float = Field(description="seconds since the epoch")
 
 
+class OpenRoundJson(Body):
+    """The round attempt open now (history holds the closed ones)."""
+
+    round: int
+    attempt: int
+    selected: list[str]
+    reported: list[str]
+    dropped: list[str]
+    open_for_s: float
+    deadline_in_s: float = Field(description="negative: past its deadline")
+
+
 class StatusJson(Body):
     run_id: str
     state: RunState
@@ -208,6 +221,7 @@ class StatusJson(Body):
         default_factory=list,
         description="in a watched status: every client transition since the previous one",
     )
+    open_round: OpenRoundJson | None = None
 
 
 def join_ack_to_json(ack: JoinAck) -> JoinReply:
@@ -263,6 +277,7 @@ def status_to_json(status: FederationStatus) -> StatusJson:
         accuracy=_finite(status.accuracy),
         loss=_finite(status.loss),
         events=[ClientEventJson(**vars(e)) for e in status.events],
+        open_round=OpenRoundJson(**vars(status.open_round)) if status.open_round else None,
     )
 
 
@@ -285,7 +300,15 @@ def status_from_json(body: StatusJson) -> FederationStatus:
         accuracy=_nan(body.accuracy),
         loss=_nan(body.loss),
         events=tuple(ClientEvent(**e.model_dump()) for e in body.events),
+        open_round=_open_round_from_json(body.open_round) if body.open_round else None,
     )
+
+
+def _open_round_from_json(body: OpenRoundJson) -> OpenRound:
+    fields = body.model_dump()
+    for name in ("selected", "reported", "dropped"):
+        fields[name] = tuple(fields[name])
+    return OpenRound(**fields)
 
 
 def _record_to_json(record: RoundRecord) -> RoundRecordJson:

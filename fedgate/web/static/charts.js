@@ -4,7 +4,7 @@
 const NS = "http://www.w3.org/2000/svg";
 const W = 480;
 const H = 200;
-const PAD = { left: 52, right: 12, top: 12, bottom: 28 };
+const PAD = { left: 60, right: 12, top: 12, bottom: 28 };
 
 function svgEl(tag, attributes = {}, text) {
   const node = document.createElementNS(NS, tag);

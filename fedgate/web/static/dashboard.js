@@ -3,7 +3,7 @@
 
 import { call, events, fixed, getJson, login, setToken, token, el, bytes } from "./api.js";
 import { renderHistory } from "./history.js";
-import { refreshModels, refreshRuns } from "./store.js";
+import { refreshModels, refreshRuns, wireModels } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["finished", "stopped"]);
@@ -68,16 +68,17 @@ function wireAccess() {
 
 // ---- actions ----------------------------------------------------------------------------
 
+// An operator call; its answer (the status right after it) is shown and returned.
 async function act(path, options, messageId) {
   try {
-    const response = await call(path, { method: "POST", ...options });
-    render({ status: await response.json(), open_round: latest?.open_round ?? null });
-    return true;
+    const status = await (await call(path, { method: "POST", ...options })).json();
+    render({ status, open_round: latest?.open_round ?? null });
+    return status;
   } catch (error) {
     $(messageId).textContent = error.message;
     $(messageId).classList.add("error");
     if (refused(error)) askForAccess(`${error.message}: actions need the operator token`);
-    return false;
+    return null;
   }
 }
 
@@ -140,10 +141,11 @@ async function submitConfig(event) {
       : kind === "float" ? parseFloat(input.value) : input.value;
   }
   if (!Object.keys(changes).length) return say("config-message", "nothing to change");
-  const open = latest?.open_round;
-  const from = open ? open.round + 1 : latest?.status.round;
-  const sent = await act("/api/v1/run/config", { method: "PATCH", json: changes }, "config-message");
-  if (sent) {
+  const status = await act("/api/v1/run/config", { method: "PATCH", json: changes }, "config-message");
+  if (status) {
+    // the status as the change landed: a round open then keeps its settings
+    const open = status.state === "running" || latest?.open_round?.round === status.round;
+    const from = open ? status.round + 1 : status.round;
     event.target.reset();
     say("config-message", `saved: applies from round ${from} (${describe(changes)})`);
   }
@@ -160,6 +162,7 @@ function render(snapshot) {
   latest = snapshot;
   receivedAt = performance.now();
   const status = snapshot.status;
+  if (FINAL.has(status.state)) snapshot.open_round = null; // an open round was abandoned
   $("run-id").textContent = `run ${status.run_id}`;
   const badge = $("run-state");
   badge.textContent = status.state;
@@ -291,7 +294,10 @@ async function follow() {
         render(JSON.parse(message.data));
       }
       setLive(false);
-      if (latest && FINAL.has(latest.status.state)) return; // the run is over
+      if (latest && FINAL.has(latest.status.state)) {
+        setTimeout(lastLook, 1500); // clients leave, the store records the end: a moment later
+        return; // the run is over: no more changes are pushed
+      }
     } catch (error) {
       setLive(false);
       if (controller.signal.aborted) return;
@@ -300,6 +306,16 @@ async function follow() {
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(delay * 2, 5000);
   }
+}
+
+// After the run: the clients' last states and the run as the store keeps it.
+async function lastLook() {
+  try {
+    render(await getJson("/api/v1/dashboard/status"));
+  } catch {
+    // the server may be gone already: what is shown stays
+  }
+  refreshRuns();
 }
 
 async function start() {
@@ -321,5 +337,6 @@ async function start() {
 
 wireAccess();
 wireActions();
+wireModels();
 setInterval(tick, 250);
 start();

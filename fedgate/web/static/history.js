@@ -16,6 +16,13 @@ let seen = -1; // history records already measured
 let lastTotals = null; // {codec: {...}, transport: {...}} at the last round end seen
 const perRound = []; // [{round, codec: {key: bytes}, transport: {key: bytes}}]
 
+// bytes in at most four characters and a unit, for axis ticks
+function shortBytes(n) {
+  const [scale, unit] = n >= 1e9 ? [1e9, "GB"] : n >= 1e6 ? [1e6, "MB"] : n >= 1e3 ? [1e3, "kB"] : [1, "B"];
+  const value = n / scale;
+  return `${value >= 100 || scale === 1 ? value.toFixed(0) : value.toFixed(1)} ${unit}`;
+}
+
 function totals(byKey) {
   return Object.fromEntries(Object.entries(byKey).map(([k, t]) => [k, t.up + t.down]));
 }
@@ -61,7 +68,7 @@ export function renderHistory(status) {
   ], { label: "loss per round", min: 0 });
   const chartBytes = (key) => stackedBars($(`chart-${key}`),
     perRound.map((r) => ({ round: r.round, parts: r[key] })),
-    { label: `bytes per round by ${key}`, format: bytes, legend: $(`legend-${key}`) });
+    { label: `bytes per round by ${key}`, format: shortBytes, legend: $(`legend-${key}`) });
   chartBytes("codec");
   chartBytes("transport");
   stackedBars($("chart-duration"),

@@ -22,12 +22,13 @@ function refused(error) {
 async function showModel() {
   try {
     const model = await getJson("/api/v1/models/deployed");
-    const version = model.version ?? model.model_version;
     const accuracy = model.accuracy != null ? `, held-out accuracy ${model.accuracy.toFixed(4)}` : "";
-    $("model").textContent = `model version ${version}${accuracy}`;
+    const how = model.pinned ? "deployed by an operator" : "the best so far";
+    $("model").textContent = `model version ${model.version}${accuracy} (${how})`;
+    $("model").dataset.version = String(model.version);
   } catch (error) {
     refused(error);
-    $("model").textContent = error.status === 404 ? "no model deployed yet" : error.message;
+    $("model").textContent = error.message;
   }
 }
 
@@ -51,14 +52,13 @@ async function predict(file) {
   }
 }
 
+// The reply: {model_version, predictions: [{class, probabilities}]}, one input sent.
 function show(answer) {
-  const probabilities = answer.probabilities ?? [];
-  const label = answer.label ?? answer["class"] ?? answer.prediction;
-  $("answer").textContent = `class ${label}` +
-    (probabilities.length ? ` (p = ${Math.max(...probabilities).toFixed(3)})` : "");
+  const { class: label, probabilities } = answer.predictions[0];
+  $("answer").textContent = `class ${label} (p = ${probabilities[label].toFixed(3)}, ` +
+    `model version ${answer.model_version})`;
   $("answer").dataset.label = String(label);
-  const names = answer.classes ?? probabilities.map((_, i) => String(i));
-  stackedBars($("probabilities"), probabilities.map((p, i) => ({ round: names[i], parts: { p } })), {
+  stackedBars($("probabilities"), probabilities.map((p, i) => ({ round: i, parts: { p } })), {
     label: "class probabilities", format: (p) => p.toFixed(2),
   });
 }

@@ -17,6 +17,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    OpenRound,
     RoundOutcome,
     RoundRecord,
     RunState,
@@ -79,6 +80,7 @@ def sample_status(pending: bool) -> FederationStatus:
             ClientEvent("c1", ClientState.UPLOADING, "", 1_700_000_000.25),
             ClientEvent("c1", ClientState.FINISHED, "", 1_700_000_000.5),
         ),
+        open_round=OpenRound(4, 2, ("c1", "c2"), ("c1",), (), 1.25, -0.5) if pending else None,
     )
 
 

@@ -845,6 +845,7 @@ class Status(_message.Message):
     ACCURACY_FIELD_NUMBER: _builtins.int
     LOSS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    OPEN_ROUND_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     state: _builtins.str
     round: _builtins.int
@@ -870,6 +871,10 @@ class Status(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientEvent]:
         """In a watched status: every client transition since the watcher's previous status."""
 
+    @_builtins.property
+    def open_round(self) -> Global___OpenRound:
+        """absent between rounds"""
+
     def __init__(
         self,
         *,
@@ -887,14 +892,58 @@ class Status(_message.Message):
         accuracy: _builtins.float = ...,
         loss: _builtins.float = ...,
         events: _abc.Iterable[Global___ClientEvent] | None = ...,
+        open_round: Global___OpenRound | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "pending_config", b"pending_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "open_round", b"open_round", "pending_config", b"pending_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "bytes_by_codec", b"bytes_by_codec", "bytes_by_transport", b"bytes_by_transport", "clients", b"clients", "config", b"config", "events", b"events", "history", b"history", "loss", b"loss", "model_version", b"model_version", "pending_config", b"pending_config", "round", b"round", "rounds_completed", b"rounds_completed", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "bytes_by_codec", b"bytes_by_codec", "bytes_by_transport", b"bytes_by_transport", "clients", b"clients", "config", b"config", "events", b"events", "history", b"history", "loss", b"loss", "model_version", b"model_version", "open_round", b"open_round", "pending_config", b"pending_config", "round", b"round", "rounds_completed", b"rounds_completed", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Status: _TypeAlias = Status  # noqa: Y015
+
+@_typing.final
+class OpenRound(_message.Message):
+    """The round attempt open now (history holds the closed ones)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    REPORTED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    OPEN_FOR_S_FIELD_NUMBER: _builtins.int
+    DEADLINE_IN_S_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    attempt: _builtins.int
+    open_for_s: _builtins.float
+    deadline_in_s: _builtins.float
+    """negative: past its deadline"""
+    @_builtins.property
+    def selected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reported(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        selected: _abc.Iterable[_builtins.str] | None = ...,
+        reported: _abc.Iterable[_builtins.str] | None = ...,
+        dropped: _abc.Iterable[_builtins.str] | None = ...,
+        open_for_s: _builtins.float = ...,
+        deadline_in_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_in_s", b"deadline_in_s", "dropped", b"dropped", "open_for_s", b"open_for_s", "reported", b"reported", "round", b"round", "selected", b"selected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenRound: _TypeAlias = OpenRound  # noqa: Y015
 
 @_typing.final
 class ClientEvent(_message.Message):
@@ -1296,3 +1345,167 @@ class RemoveUserReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveUserReply: _TypeAlias = RemoveUserReply  # noqa: Y015
+
+@_typing.final
+class InputTensor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHAPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """(C, H, W): one input of the model's shape; (N, C, H, W): a batch; (N, C*H*W): rows"""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """row-major, finite"""
+
+    def __init__(
+        self,
+        *,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shape", b"shape", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputTensor: _TypeAlias = InputTensor  # noqa: Y015
+
+@_typing.final
+class PredictRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    TENSOR_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """a PNG or JPEG, resized and normalised as the data set's images"""
+    @_builtins.property
+    def tensor(self) -> Global___InputTensor: ...
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        tensor: Global___InputTensor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "input", b"input", "tensor", b"tensor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "input", b"input", "tensor", b"tensor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["image", "tensor"]  # noqa: Y015
+    _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
+
+Global___PredictRequest: _TypeAlias = PredictRequest  # noqa: Y015
+
+@_typing.final
+class Prediction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    PROBABILITIES_FIELD_NUMBER: _builtins.int
+    label: _builtins.int
+    """the most probable class"""
+    @_builtins.property
+    def probabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """one per class, summing to 1"""
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.int = ...,
+        probabilities: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "probabilities", b"probabilities"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prediction: _TypeAlias = Prediction  # noqa: Y015
+
+@_typing.final
+class PredictReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.int
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]:
+        """one per input, in order"""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.int = ...,
+        predictions: _abc.Iterable[Global___Prediction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "predictions", b"predictions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictReply: _TypeAlias = PredictReply  # noqa: Y015
+
+@_typing.final
+class GetDeployedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeployedRequest: _TypeAlias = GetDeployedRequest  # noqa: Y015
+
+@_typing.final
+class DeployedModel(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    round: _builtins.int
+    """the round that published it"""
+    accuracy: _builtins.float
+    """held-out accuracy; unset: not evaluated"""
+    loss: _builtins.float
+    sha256: _builtins.str
+    pinned: _builtins.bool
+    """deployed by an operator; false: the best so far"""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        round: _builtins.int = ...,
+        accuracy: _builtins.float | None = ...,
+        loss: _builtins.float | None = ...,
+        sha256: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_loss", b"_loss", "accuracy", b"accuracy", "loss", b"loss"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_loss", b"_loss", "accuracy", b"accuracy", "loss", b"loss", "pinned", b"pinned", "round", b"round", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__accuracy: _TypeAlias = _typing.Literal["accuracy"]  # noqa: Y015
+    _WhichOneofArgType__accuracy: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__loss: _TypeAlias = _typing.Literal["loss"]  # noqa: Y015
+    _WhichOneofArgType__loss: _TypeAlias = _typing.Literal["_loss", b"_loss"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__accuracy) -> _WhichOneofReturnType__accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__loss) -> _WhichOneofReturnType__loss | None: ...
+
+Global___DeployedModel: _TypeAlias = DeployedModel  # noqa: Y015

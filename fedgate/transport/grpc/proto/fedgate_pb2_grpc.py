@@ -996,3 +996,145 @@ class Operator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class InferenceStub:
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Predict = channel.unary_unary(
+                '/fedgate.v1.Inference/Predict',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.PredictRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.PredictReply.FromString,
+                _registered_method=True)
+        self.GetDeployed = channel.unary_unary(
+                '/fedgate.v1.Inference/GetDeployed',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.GetDeployedRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.DeployedModel.FromString,
+                _registered_method=True)
+
+
+class InferenceServicer:
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    def Predict(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InferenceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.PredictRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.PredictReply.SerializeToString,
+            ),
+            'GetDeployed': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployed,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.GetDeployedRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.DeployedModel.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fedgate.v1.Inference', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fedgate.v1.Inference', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Inference:
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Inference/Predict',
+            fedgate_dot_v1_dot_fedgate__pb2.PredictRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.PredictReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.Inference/GetDeployed',
+            fedgate_dot_v1_dot_fedgate__pb2.GetDeployedRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.DeployedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -302,3 +302,67 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_fedgate_pb2.RemoveUserReply, _abc.Awaitable[_fedgate_pb2.RemoveUserReply]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class InferenceStub:
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> InferenceAsyncStub: ...
+    Predict: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.PredictRequest, _fedgate_pb2.PredictReply]
+    GetDeployed: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.GetDeployedRequest, _fedgate_pb2.DeployedModel]
+
+@_typing.type_check_only
+class InferenceAsyncStub(InferenceStub):
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Predict: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.PredictRequest, _fedgate_pb2.PredictReply]  # type: ignore[assignment]
+    GetDeployed: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.GetDeployedRequest, _fedgate_pb2.DeployedModel]  # type: ignore[assignment]
+
+class InferenceServicer(metaclass=_abc_1.ABCMeta):
+    """Predictions from the run's deployed model version: the one an operator deployed, else
+    the best by held-out accuracy so far, followed as rounds complete (REST: /api/v1/predict
+    and /api/v1/models/deployed). Calls carry `authorization: Bearer <token>` (a viewer's
+    session token or the admin token) unless the server runs with --public-predict
+    (Predict) or --public-dashboard (both). An input the model cannot take is
+    INVALID_ARGUMENT (fedgate-error-code invalid_input), an image too large to decode
+    RESOURCE_EXHAUSTED (payload_too_large), too many calls from one address
+    RESOURCE_EXHAUSTED (rate_limited), no deployed version FAILED_PRECONDITION
+    (no_model_deployed).
+    """
+
+    @_abc_1.abstractmethod
+    def Predict(
+        self,
+        request: _fedgate_pb2.PredictRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.PredictReply, _abc.Awaitable[_fedgate_pb2.PredictReply]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDeployed(
+        self,
+        request: _fedgate_pb2.GetDeployedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fedgate_pb2.DeployedModel, _abc.Awaitable[_fedgate_pb2.DeployedModel]]: ...
+
+def add_InferenceServicer_to_server(servicer: InferenceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
