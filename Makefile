@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto bench flower-env fuzz postgres chromium
+.PHONY: demo test lint check clean proto errors-table bench flower-env fuzz postgres chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing fedgate and its dependencies into $(VENV) (first run only)..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e '.[dev]' 2>&1 | grep -v 'is ignored' || true
+		-c constraints.txt -e '.[dev,ray]' 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -c "import fedgate, torch, torchvision" && touch $@
 
 # The dashboard's URL is the first line it prints (hence no echo of the command);
@@ -53,6 +53,10 @@ clean:
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py
+
+# The README's errors table, from fedgate/transport/errors_table.py (a test fails if stale).
+errors-table: $(STAMP)
+	$(BIN)/python tools/errors_table.py
 
 # Flower, for the flower bench suite, in a virtualenv of its own: flwr pins protobuf<7 and
 # fastapi/uvicorn/starlette minors that fedgate's .venv cannot take (bench/flower/requirements.txt).

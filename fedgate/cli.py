@@ -1,4 +1,4 @@
-"""The `fedgate` command: serve | client | sim | train | demo | bench | report."""
+"""The `fedgate` command: serve | client | sim | train | experiment | demo | bench | report."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from fedgate.benchrun import add_bench_arguments, repository_root, run_bench
 from fedgate.cli_access import add_access_commands
 from fedgate.cli_config import add_config_options
+from fedgate.cli_experiment import add_experiment_command
 from fedgate.cli_limits import add_limit_options, max_update_bytes, upload_timeouts
 from fedgate.cli_store import add_store_commands
 from fedgate.cli_tls import add_client_tls_options, add_server_tls_options, client_tls, server_tls
@@ -22,6 +23,7 @@ from fedgate.cli_train import add_data_dir_option, add_train_command
 from fedgate.codecs import codec_names, get_codec
 from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.messages import RoundRecord
+from fedgate.engines import ENGINES
 from fedgate.errors import FedgateError
 from fedgate.launch import ServerProcess
 from fedgate.results import write_json
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="write the results JSON here")
     sim.set_defaults(handler=run_sim)
     add_train_command(commands)
+    add_experiment_command(commands)
     demo = commands.add_parser("demo", help="a federation on the embedded defaults")
     demo.add_argument("--out-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--rounds", type=int, default=15)
@@ -104,14 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(handler=lambda args: run_bench(args, args.argv))
     report = commands.add_parser("report", help="render results JSON into a report")
-    report.add_argument("results", nargs="+", type=Path, help="results JSON from fedgate bench")
+    report.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="results JSON from fedgate bench, or an experiment directory (fedgate experiment)",
+    )
     report.add_argument(
         "--out",
         "--out-dir",
         dest="out_dir",
         type=Path,
-        default=Path("report"),
-        help="directory for report.md, report.html and the PNGs",
+        default=None,
+        help="directory for report.md, report.html and the PNGs (default: the experiment "
+        "directory, when that is all there is to report; else ./report)",
     )
     report.set_defaults(handler=run_report_command)
     return parser
@@ -275,11 +284,31 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.deltas,
         help="send and receive model differences (auto: for lossy codecs)",
     )
+    add_engine_options(parser, defaults)
     # every run setting, as serve spells it, with sim's defaults (SimConfig has them all)
     add_config_options(
         parser.add_argument_group("run"),
         defaults=dataclasses.asdict(defaults),
         helps={"min_clients": "clients needed to open and close a round (0: every client)"},
+    )
+
+
+def add_engine_options(parser: argparse.ArgumentParser, defaults: SimConfig) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=defaults.engine,
+        help="local: a process per client (network transports) or this process (inproc); "
+        "ray: virtual clients on a Ray cluster that hold a model only while they train "
+        "(pip install 'fedgate[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=defaults.ray_address,
+        metavar="ADDRESS",
+        help="with --engine ray: the cluster to join (as ray.init takes it: HOST:PORT, "
+        "auto, ray://...); default: start one on this machine for the run",
     )
 
 

@@ -1,8 +1,9 @@
 """fedgate's one exception hierarchy.
 
 Every layer raises these; wire adapters translate them to status codes at their edges
-(one table per adapter) and client adapters translate status codes back, so callers only
-ever see `FedgateError` subclasses, whichever transport carried the call.
+(one table for both, `fedgate/transport/errors_table.py`) and client adapters translate
+status codes back, so callers only ever see `FedgateError` subclasses, whichever
+transport carried the call. A new subclass needs a row there (a test says so).
 """
 
 from __future__ import annotations

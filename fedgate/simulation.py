@@ -2,7 +2,8 @@
 
 ``inproc`` runs everything in this process; a network transport (`NETWORK_TRANSPORTS`:
 ``grpc``, ``rest``) or ``mixed`` (clients take them in turn) starts a real `fedgate serve`
-and one `fedgate client` process per client on loopback.
+and one `fedgate client` process per client on loopback. That is the ``local`` engine;
+the ``ray`` engine runs the clients on a Ray cluster instead (`fedgate.engines`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fedgate.core.data import load_dataset
 from fedgate.core.factory import build_federation, build_trainer
 from fedgate.core.federation import Federation
 from fedgate.core.messages import RoundRecord
+from fedgate.engines import ENGINES, LOCAL, RAY, run_on_ray
 from fedgate.errors import ConfigError, FedgateError
 from fedgate.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.results import dataset_partition, results_document
@@ -66,6 +68,8 @@ class SimConfig:
     heartbeat_timeout_s: float = 10.0
     admit_late: bool = False
     data_dir: str = ""  # where cifar10, cifar100, imagefolder are read ("": $FEDGATE_DATA_DIR)
+    engine: str = LOCAL  # where the clients run: local | ray (`fedgate.engines`)
+    ray_address: str = ""  # the engine's Ray cluster ("": start one here)
 
     def codec_for(self, index: int) -> str:
         names = codec_names() if self.codec == MIXED else self.codec.split(",")
@@ -95,7 +99,14 @@ class SimConfig:
             raise ConfigError("a simulation needs at least one client")
         if self.deltas not in DELTAS:
             raise ConfigError(f"deltas must be one of {', '.join(DELTAS)}, got {self.deltas!r}")
+        self._validate_engine()
         self.run_config()
+
+    def _validate_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; available: {', '.join(ENGINES)}")
+        if self.ray_address and self.engine != RAY:
+            raise ConfigError("a Ray address is for the ray engine (--engine ray)")
 
 
 def run_simulation(
@@ -115,6 +126,9 @@ def run_simulation(
     its models) before this returns. ``serve_args``: more `fedgate serve` options.
     """
     config.validate()
+    if config.engine == RAY:  # Ray is imported only here
+        serving = Serving(keep_serving_s, on_results, serve_args)
+        return run_on_ray(config, on_round, on_server, serving)
     if config.transport == InProcTransport.name:
         document = asyncio.run(simulate(config, on_round))
         if on_results is not None:

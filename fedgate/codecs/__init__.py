@@ -17,10 +17,12 @@ from fedgate.codecs.base import (
     Codec,
     DecodeLimits,
     InvalidCodecParameter,
+    SparseCodec,
     TensorDict,
     TensorLayout,
 )
 from fedgate.codecs.bf16_zstd import Bf16ZstdCodec
+from fedgate.codecs.frame_codec import FrameCodec
 from fedgate.codecs.int8_zstd import Int8ZstdCodec
 from fedgate.codecs.json_lists import JsonCodec
 from fedgate.codecs.msgpack_map import MsgpackCodec
@@ -80,16 +82,37 @@ def canonical_names() -> list[str]:
     return names
 
 
+def codecs_with(capability: type, *, variants: bool = False) -> list[str]:
+    """The names of the codecs that have ``capability``, in registry order.
+
+    ``capability`` is a class the codecs share (`FrameCodec`) or a runtime-checkable
+    Protocol they declare (`BoundedCodec`, `SparseCodec`). Tests take their codec lists
+    from here, so a new codec of a kind is tested as one without being listed anywhere.
+    With ``variants``, every canonical name (`canonical_names`), not only `CODECS`'.
+    """
+    names = canonical_names() if variants else codec_names()
+    return [name for name in names if isinstance(get_codec(name), capability)]
+
+
+def frame_codecs(*, variants: bool = False) -> list[str]:
+    """The codecs that write the frame envelope (`FrameCodec`s)."""
+    return codecs_with(FrameCodec, variants=variants)
+
+
 __all__ = [
     "CODECS",
     "DEFAULT_LIMITS",
     "BoundedCodec",
     "Codec",
     "DecodeLimits",
+    "FrameCodec",
     "InvalidCodecParameter",
+    "SparseCodec",
     "TensorDict",
     "TensorLayout",
     "canonical_names",
     "codec_names",
+    "codecs_with",
+    "frame_codecs",
     "get_codec",
 ]

@@ -149,6 +149,23 @@ class BoundedCodec(Codec, Protocol):
     def error_bound(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class SparseCodec(Codec, Protocol):
+    """A codec that suits model deltas only (it drops most of a tensor's elements), and so
+    names registered codecs for what it cannot carry well.
+
+    ``dense_codec`` (never itself a `SparseCodec`) carries whole models: a first download
+    has nothing to take a delta from. ``downlink_codec`` carries model deltas down to the
+    clients that send in this one; it may be this codec, or a denser variant of it.
+    """
+
+    @property
+    def dense_codec(self) -> str: ...
+
+    @property
+    def downlink_codec(self) -> str: ...
+
+
 class InvalidCodecParameter(UnknownCodec, ConfigError):
     """A codec name whose ``:parameter`` the codec refuses (or a codec that takes none).
 

@@ -14,34 +14,27 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import frames, planes, quantize
-from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, TensorDict
+from fedgate.codecs import frames, quantize
 from fedgate.codecs.container import TensorSpec
+from fedgate.codecs.frame_codec import FrameCodec
 
 
 @dataclass(frozen=True)
-class Int8ZstdCodec:
+class Int8ZstdCodec(FrameCodec):
     name: str = "int8-zstd"
     media_type: str = "application/vnd.fedgate.tensors.int8+zstd"
     lossy: bool = True
-    level: int = 1
-
-    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
-        return frames.pack(self.name, tensors, self._piece, self.level)
-
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        return frames.unpack(self.name, data, limits, self._plan)
 
     def error_bound(self, tensor: torch.Tensor) -> torch.Tensor:
         """scale/2 per element (scale = max|row| / 127), 0 where the tensor goes exactly."""
         bound = quantize.int8_bound(tensor) if quantize.quantizable(tensor) else None
         return torch.zeros(tensor.shape, dtype=torch.float64) if bound is None else bound
 
-    def _piece(self, tensor: torch.Tensor) -> frames.Piece:
+    def piece(self, tensor: torch.Tensor) -> frames.Piece:
         piece = quantize.int8_piece(tensor) if quantize.quantizable(tensor) else None
-        return planes.exact_piece(tensor) if piece is None else piece
+        return super().piece(tensor) if piece is None else piece
 
-    def _plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
+    def plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
         if fields.get("kind") == "int8":
             return quantize.int8_plan(self.name, spec)
-        return planes.exact_plan(self.name, spec, fields)
+        return super().plan(spec, fields)

@@ -1,97 +1,58 @@
 """`shuffle-zstd`, `bf16-shuffle-zstd` and `fp16-zstd`: byte planes, then zstd.
 
 All three split each tensor into byte planes (`planes`) inside the frame envelope
-(`frames`), so both cores share the work. `shuffle-zstd` sends every tensor exactly;
-the other two first cast floating tensors to bfloat16 / float16 and restore the model's
-dtype on decode. Integer and bool buffers always travel exactly.
+(`frames`), so both cores share the work: they are `FrameCodec`'s defaults, told which
+dtype floats travel as. `shuffle-zstd` sends every tensor exactly; the other two first
+cast floating tensors to bfloat16 / float16 and restore the model's dtype on decode.
+Integer and bool buffers always travel exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import bounds, frames, planes
-from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, TensorDict
-from fedgate.codecs.container import TensorSpec
+from fedgate.codecs import bounds, planes
+from fedgate.codecs.frame_codec import FrameCodec
 
 
 @dataclass(frozen=True)
-class ShuffleZstdCodec:
+class ShuffleZstdCodec(FrameCodec):
     """Lossless: every tensor's byte planes, zstd-compressed."""
 
     name: str = "shuffle-zstd"
     media_type: str = "application/vnd.fedgate.tensors.shuffle+zstd"
     lossy: bool = False
-    level: int = 1
-
-    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
-        return frames.pack(self.name, tensors, planes.exact_piece, self.level)
-
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        return frames.unpack(self.name, data, limits, self._plan)
-
-    def _plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
-        return planes.exact_plan(self.name, spec, fields)
 
 
 @dataclass(frozen=True)
-class Bf16ShuffleZstdCodec:
+class Bf16ShuffleZstdCodec(FrameCodec):
     """Floats as bfloat16 (relative error <= 2**-8), byte planes, zstd."""
 
     name: str = "bf16-shuffle-zstd"
     media_type: str = "application/vnd.fedgate.tensors.bf16-shuffle+zstd"
     lossy: bool = True
-    level: int = 1
-
-    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
-        return frames.pack(self.name, tensors, self._piece, self.level)
-
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        return frames.unpack(self.name, data, limits, self._plan)
+    float_wire: str | None = "bfloat16"
 
     def error_bound(self, tensor: torch.Tensor) -> torch.Tensor:
-        """2**-8 of |x| (2**-134 near zero); values beyond bfloat16's range become inf."""
-        return bounds.bf16_bound(tensor)
-
-    def _piece(self, tensor: torch.Tensor) -> frames.Piece:
-        if not tensor.is_floating_point() or tensor.dtype == torch.bfloat16:
-            return planes.exact_piece(tensor)
-        return planes.exact_piece(planes.cast(tensor, torch.bfloat16), cast=True)
-
-    def _plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
-        return planes.exact_plan(self.name, spec, fields, cast_from="bfloat16")
+        return bounds.bf16_bound(tensor)  # the cast's: 2**-8 of |x|
 
 
 @dataclass(frozen=True)
-class Fp16ZstdCodec:
+class Fp16ZstdCodec(FrameCodec):
     """Floats as float16, finite values clamped to ±65504, byte planes, zstd."""
 
     name: str = "fp16-zstd"
     media_type: str = "application/vnd.fedgate.tensors.fp16+zstd"
     lossy: bool = True
-    level: int = 1
-    shuffled: bool = True  # measured: planes make fp16 payloads ~8-12% smaller
-
-    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
-        return frames.pack(self.name, tensors, self._piece, self.level)
-
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        return frames.unpack(self.name, data, limits, self._plan)
+    float_wire: str | None = "float16"
 
     def error_bound(self, tensor: torch.Tensor) -> torch.Tensor:
-        """2**-11 of |x| (2**-25 below 2**-14); beyond ±65504, the distance to ±65504."""
-        return bounds.fp16_bound(tensor)
+        return bounds.fp16_bound(tensor)  # the cast's (2**-11 of |x|) and the clamp's
 
-    def _piece(self, tensor: torch.Tensor) -> frames.Piece:
-        if not tensor.is_floating_point() or tensor.dtype == torch.float16:
-            return planes.exact_piece(tensor, shuffled=self.shuffled)
-        return planes.exact_piece(to_fp16(tensor), shuffled=self.shuffled, cast=True)
-
-    def _plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
-        return planes.exact_plan(self.name, spec, fields, cast_from="float16")
+    def to_wire(self, tensor: torch.Tensor, wire: torch.dtype) -> torch.Tensor:
+        return to_fp16(tensor)
 
 
 def to_fp16(tensor: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import frames, planes, quantize
-from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, InvalidCodecParameter, TensorDict
+from fedgate.codecs import frames, quantize
+from fedgate.codecs.base import InvalidCodecParameter
 from fedgate.codecs.container import TensorSpec
+from fedgate.codecs.frame_codec import FrameCodec
 
 NAME = "topk-int8"
 DEFAULT_FRACTION = 0.1
@@ -45,12 +46,13 @@ FRACTIONS: tuple[float, ...] = (
 
 
 @dataclass(frozen=True)
-class TopkInt8Codec:
+class TopkInt8Codec(FrameCodec):
+    """A `SparseCodec`: it names the codecs whole models and downlink deltas travel in."""
+
     name: str = NAME
     media_type: str = "application/vnd.fedgate.tensors.topk-int8+zstd"
     lossy: bool = True
     fraction: float = DEFAULT_FRACTION
-    level: int = 1
     # Whole models (a first download, with nothing to take a delta from) would lose 95% of
     # their weights here; this is the codec the platform sends them in instead.
     dense_codec: str = "int8-zstd"
@@ -71,26 +73,20 @@ class TopkInt8Codec:
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
 
-    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
-        return frames.pack(self.name, tensors, self._piece, self.level)
-
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
-        return frames.unpack(self.name, data, limits, self._plan)
-
     def error_bound(self, tensor: torch.Tensor) -> torch.Tensor:
         """Kept elements: scale/2 (scale = max|x| / 127); dropped ones: |x| (they are 0)."""
         bound = quantize.topk_bound(tensor, self.fraction) if quantize.quantizable(tensor) else None
         return torch.zeros(tensor.shape, dtype=torch.float64) if bound is None else bound
 
-    def _piece(self, tensor: torch.Tensor) -> frames.Piece:
+    def piece(self, tensor: torch.Tensor) -> frames.Piece:
         quantizable = quantize.quantizable(tensor)
         piece = quantize.topk_piece(tensor, self.fraction) if quantizable else None
-        return planes.exact_piece(tensor) if piece is None else piece
+        return super().piece(tensor) if piece is None else piece
 
-    def _plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
+    def plan(self, spec: TensorSpec, fields: Mapping[str, object]) -> frames.Plan:
         if fields.get("kind") == "topk":
             return quantize.topk_plan(self.name, spec, fields)
-        return planes.exact_plan(self.name, spec, fields)
+        return super().plan(spec, fields)
 
 
 def canonical_name(fraction: float) -> str:

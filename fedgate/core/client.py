@@ -44,6 +44,7 @@ from fedgate.errors import (
     RateLimited,
     RunNotActive,
     ServerError,
+    StoreError,
     TlsError,
     TransportError,
     Unauthorized,
@@ -69,7 +70,10 @@ def transient(error: FedgateError) -> bool:
     """Worth asking again as it is: the connection, or the server's own failure."""
     if isinstance(error, TlsError):
         return False  # an untrusted certificate will not become trusted by asking again
-    return isinstance(error, TransportError | ServerError) or type(error) is FedgateError
+    # the connection, the server's own failure, or its store (which may come back)
+    return (
+        isinstance(error, TransportError | ServerError | StoreError) or type(error) is FedgateError
+    )
 
 
 def trouble_of(error: FedgateError) -> str:

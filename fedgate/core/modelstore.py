@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedgate.codecs import Codec, TensorDict, get_codec
+from fedgate.codecs import Codec, SparseCodec, TensorDict, get_codec
 from fedgate.core import delta
 from fedgate.core.messages import EncodedModel
 from fedgate.core.observer import NULL_OBSERVER, Observer
@@ -216,15 +216,13 @@ class ModelStore:
 
 def dense_codec(codec: Codec) -> Codec:
     """The codec a full model travels in: the codec itself, unless it only suits deltas
-    (a sparsifying codec names a dense one to carry whole models)."""
-    name: str = getattr(codec, "dense_codec", "")
-    return get_codec(name) if name else codec
+    (a `SparseCodec` names a dense one to carry whole models)."""
+    return get_codec(codec.dense_codec) if isinstance(codec, SparseCodec) else codec
 
 
 def downlink_codec(codec: Codec) -> Codec:
     """The codec a model delta travels down in: the client's, unless it names another."""
-    name: str = getattr(codec, "downlink_codec", "")
-    return get_codec(name) if name else codec
+    return get_codec(codec.downlink_codec) if isinstance(codec, SparseCodec) else codec
 
 
 def nbytes(weights: Mapping[str, torch.Tensor]) -> int:

@@ -99,13 +99,16 @@ def partition_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     named = [
         (f"{row['suite']} row {index}", row["partition"])
         for index, row in enumerate(rows)
-        if row.get("partition") is not None
+        if isinstance(row.get("partition"), Mapping)  # a bench row's "iid" names a spec only
     ]
     return splits_section(named, out_dir)
 
 
-def splits_section(named: Sequence[tuple[str, object]], out_dir: Path) -> Section | None:
-    """A chart and a table per distinct split among ``named`` (where, ``partition``)."""
+def splits_section(
+    named: Sequence[tuple[str, object]], out_dir: Path, *, filename_prefix: str = "partition"
+) -> Section | None:
+    """A chart and a table per distinct split among ``named`` (where, ``partition``);
+    charts are ``<filename_prefix>-<n>.png`` (callers sharing a report keep theirs apart)."""
     splits: dict[str, Split] = {}
     for where, value in named:
         split = read_split(value, where)
@@ -114,7 +117,7 @@ def splits_section(named: Sequence[tuple[str, object]], out_dir: Path) -> Sectio
         return None
     blocks: list[Block] = [Paragraph(EXPLAIN)]
     for number, split in enumerate(splits.values(), start=1):
-        filename = f"partition-{number}.png"
+        filename = f"{filename_prefix}-{number}.png"
         partition_chart(split, out_dir / filename)
         blocks += [Image(filename, f"Examples per client by label: {split.title}")]
         blocks.append(split_table(split))

@@ -19,9 +19,12 @@ from fedgate.report import (
     transport_sections,
 )
 from fedgate.report.blocks import MISSING, Code, Paragraph, Section, Table
+from fedgate.report.experiment_data import is_experiment
+from fedgate.report.experiment_sections import experiment_sections
 from fedgate.report.results import ResultsFile, Row, load_results
 
 TITLE = "fedgate bench report"
+EXPERIMENT_TITLE = "fedgate experiment report"
 SectionBuilder = Callable[[Sequence[Row], Path], Section | None]
 SECTIONS: tuple[SectionBuilder, ...] = (
     codec_sections.size_section,
@@ -53,22 +56,26 @@ figcaption { font-size: 0.85rem; color: #555; }
 def render_report(results_paths: list[Path], out_dir: Path) -> tuple[Path, Path]:
     """Write ``out_dir/report.md`` and ``out_dir/report.html`` (PNG charts beside them).
 
-    Malformed results files raise `ConfigError`; sections for suites absent from every
-    file are left out.
+    A directory among ``results_paths`` is an experiment (`fedgate experiment --out DIR`):
+    its sections follow the results files'. Malformed results files raise `ConfigError`;
+    sections for suites absent from every file are left out.
     """
     if not results_paths:
         raise ConfigError("a report needs at least one results file")
-    files = [load_results(Path(path)) for path in results_paths]
+    experiments = [Path(path) for path in results_paths if is_experiment(Path(path))]
+    files = [load_results(Path(path)) for path in results_paths if not is_experiment(Path(path))]
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [row for results in files for row in results.rows]
     command = shlex.join(["fedgate", "report", *map(str, results_paths), "--out", str(out_dir)])
-    sections = [runs_section(files, command)]
-    sections += [s for build in SECTIONS if (s := build(rows, out_dir)) is not None]
-    if len(sections) == 1:
-        sections.append(Section("Results", [Paragraph("The results files hold no rows.")]))
+    bench = [s for build in SECTIONS if (s := build(rows, out_dir)) is not None]
+    if files and not bench:
+        bench.append(Section("Results", [Paragraph("The results files hold no rows.")]))
+    sections = [runs_section(files, command), *bench] if files else []
+    sections += experiment_sections(experiments, out_dir, command)
+    title = TITLE if files else EXPERIMENT_TITLE
     markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    markdown_path.write_text(to_markdown(sections), encoding="utf-8")
-    html_path.write_text(to_html(sections, out_dir), encoding="utf-8")
+    markdown_path.write_text(to_markdown(sections, title), encoding="utf-8")
+    html_path.write_text(to_html(sections, out_dir, title), encoding="utf-8")
     return markdown_path, html_path
 
 
@@ -104,29 +111,33 @@ def _text(value: Any) -> str:
     return MISSING if value is None or value == "" else str(value)
 
 
-def to_markdown(sections: Sequence[Section]) -> str:
-    parts = [f"# {TITLE}"]
+def to_markdown(sections: Sequence[Section], title: str = TITLE) -> str:
+    parts = [f"# {title}"]
     for section in sections:
         parts.append(f"## {section.title}")
         parts += [block.markdown() for block in section.blocks]
     return "\n\n".join(parts) + "\n"
 
 
-def to_html(sections: Sequence[Section], out_dir: Path) -> str:
-    body = [f"<h1>{html.escape(TITLE)}</h1>"]
+def to_html(sections: Sequence[Section], out_dir: Path, title: str = TITLE) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
     for section in sections:
         body.append(f"<h2>{html.escape(section.title)}</h2>")
         body += [block.html(out_dir) for block in section.blocks]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(TITLE)}</title><style>{STYLE}</style></head>\n<body>\n"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Handler for ``fedgate report``."""
-    markdown_path, html_path = render_report(list(args.results), args.out_dir)
+    """Handler for ``fedgate report``; without ``--out``, one experiment directory gets its
+    report inside it, anything else in ./report."""
+    paths: list[Path] = list(args.results)
+    single = len(paths) == 1 and is_experiment(paths[0])
+    out_dir = args.out_dir or (paths[0] if single else Path("report"))
+    markdown_path, html_path = render_report(paths, out_dir)
     print(f"wrote {markdown_path} and {html_path}")
     return 0

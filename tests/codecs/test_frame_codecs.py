@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedgate.codecs import CODECS, get_codec, planes, quantize
+from fedgate.codecs import CODECS, canonical_names, get_codec, planes, quantize
 from fedgate.codecs.shuffle_zstd import Fp16ZstdCodec
 from fedgate.codecs.topk_int8 import TopkInt8Codec
 from fedgate.core.models import ModelSpec, build_model
@@ -213,9 +215,44 @@ def test_codecs_can_be_used_from_many_threads_at_once() -> None:
         assert all(pool.map(work, range(8)))
 
 
-def test_decoded_tensors_are_writable_and_independent() -> None:
-    state = {"w": torch.randn(32, 32), "n": torch.tensor(7), "m": torch.tensor([True, False])}
-    for name in ("shuffle-zstd", "bf16-shuffle-zstd", "fp16-zstd", "int8-zstd", "topk-int8"):
-        decoded = round_trip(name, state)
-        for tensor in decoded.values():
-            tensor.zero_()  # the server adds into decoded updates; this must not fail
+def memory_span(tensor: torch.Tensor) -> tuple[int, int]:
+    """The addresses of the whole storage behind ``tensor`` (a view's included)."""
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
+def overlapping(spans: list[tuple[int, int]]) -> bool:
+    ordered = sorted(span for span in spans if span[1] > span[0])
+    return any(after[0] < before[1] for before, after in itertools.pairwise(ordered))
+
+
+@pytest.mark.parametrize("name", canonical_names())  # the server adds into any codec's update
+def test_decoded_tensors_are_writable_and_independent(name: str) -> None:
+    """Every decoded tensor owns memory that no other tensor, no other decode and not the
+    payload (immutable bytes) shares, and writing into it leaves all of those unchanged."""
+    g = torch.Generator().manual_seed(6)
+    state = {
+        "w": torch.randn(32, 32, generator=g),  # quantized by int8/top-k
+        "b": torch.randn(32, generator=g),
+        "h": torch.randn(8, 8, generator=g).half(),
+        "bf": torch.randn(8, 8, generator=g).bfloat16(),
+        "n": torch.tensor(7),
+        "m": torch.tensor([True, False]),
+    }
+    codec = get_codec(name)
+    payload = codec.encode(state)
+    before = hashlib.sha256(payload).digest()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not writ")  # torch: read-only memory
+        decoded, again = codec.decode(payload), codec.decode(payload)
+    at = np.frombuffer(payload, np.uint8).ctypes.data
+    spans = [(at, at + len(payload))]
+    spans += [memory_span(tensor) for tensor in [*decoded.values(), *again.values()]]
+    assert not overlapping(spans), "decoded tensors share memory"
+    for tensor in decoded.values():
+        tensor.fill_(1)  # the server adds into decoded updates; this must not fail
+    assert hashlib.sha256(payload).digest() == before, "writing changed the payload"
+    fresh = codec.decode(payload)
+    for key, tensor in again.items():
+        assert torch.equal(tensor, fresh[key]), key
+        assert not bool(decoded[key].ne(1).any()), key

@@ -22,6 +22,7 @@ from fedgate.codecs import (
     TensorDict,
     TensorLayout,
     canonical_names,
+    frame_codecs,
     get_codec,
     json_lists,
 )
@@ -31,7 +32,7 @@ from fedgate.core import delta
 from fedgate.core.data import digits
 from fedgate.core.models import ModelSpec, build_model
 from fedgate.errors import CodecError, DecodedSizeExceeded, InvalidUpdate, UpdateLayoutMismatch
-from tests.codecs.documents import kind_of, open_payload, seal
+from tests.codecs.documents import open_payload, seal
 
 ALL = canonical_names()
 CODEC_NAMES = list(CODECS)
@@ -157,7 +158,7 @@ def test_a_bigger_tensor_is_refused_as_a_mismatch_or_as_too_big(name: str) -> No
         assert "(12, 64), model has (10, 64)" in str(caught.value)
 
 
-FRAME_CODECS = [n for n in ALL if kind_of(get_codec(n).encode(MODEL)) == "frames"]
+FRAME_CODECS = frame_codecs(variants=True)
 
 
 @pytest.mark.parametrize("name", FRAME_CODECS)

@@ -20,11 +20,17 @@ import pytest
 import torch
 import zstandard
 
-from fedgate.codecs import CODECS, DecodeLimits, TensorDict, canonical_names, frames, get_codec
+from fedgate.codecs import (
+    DecodeLimits,
+    TensorDict,
+    canonical_names,
+    frame_codecs,
+    frames,
+    get_codec,
+)
 from fedgate.core.data import digits
 from fedgate.core.models import build_model
 from fedgate.errors import CodecError, DecodedSizeExceeded, InvalidUpdate, UpdateLayoutMismatch
-from tests.codecs.documents import kind_of
 
 MB = 1024**2
 BOMB_BYTES = 1024**3  # what the bomb expands to: 1 GiB of zeros from ~32 KB
@@ -41,7 +47,7 @@ def cnn() -> TensorDict:
 
 MODEL = cnn()
 LIMITS = DecodeLimits.for_model(MODEL)
-FRAME_CODECS = [n for n in canonical_names() if kind_of(get_codec(n).encode(MODEL)) == "frames"]
+FRAME_CODECS = frame_codecs(variants=True)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +195,7 @@ def last_frame_hides_its_size(payload: bytes) -> bytes:
     return envelope(header, [*bodies[:-1], last])
 
 
-@pytest.mark.parametrize("name", [n for n in CODECS if n in FRAME_CODECS])
+@pytest.mark.parametrize("name", frame_codecs())
 @pytest.mark.parametrize("layout", [False, True], ids=["no-layout", "layout"])
 def test_a_refusal_after_decoding_frames_leaves_nothing_behind(name: str, layout: bool) -> None:
     codec = get_codec(name)

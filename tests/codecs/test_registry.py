@@ -6,29 +6,54 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from fedgate.codecs import CODECS, InvalidCodecParameter, canonical_names, codec_names, get_codec
+from fedgate.codecs import (
+    CODECS,
+    BoundedCodec,
+    FrameCodec,
+    InvalidCodecParameter,
+    SparseCodec,
+    canonical_names,
+    codec_names,
+    codecs_with,
+    frame_codecs,
+    get_codec,
+)
+from fedgate.codecs.frames import MAGIC as FRAMES_MAGIC
 from fedgate.codecs.topk_int8 import DEFAULT_FRACTION, DOWNLINK_FACTOR, FRACTIONS, TopkInt8Codec
 from fedgate.errors import ConfigError, UnknownCodec
 
-NEW = ["shuffle-zstd", "bf16-shuffle-zstd", "fp16-zstd", "int8-zstd", "topk-int8"]
 
-
-def test_the_new_codecs_are_registered_by_name() -> None:
-    for name in NEW:
-        assert name in codec_names() and get_codec(name) is CODECS[name]
+def test_codecs_are_registered_by_name() -> None:
+    for name in codec_names():
+        assert get_codec(name) is CODECS[name] and CODECS[name].name == name
     assert not any(":" in name for name in CODECS), "CODECS lists default instances only"
     default = CODECS["topk-int8"]
     assert isinstance(default, TopkInt8Codec) and default.fraction == DEFAULT_FRACTION
 
 
-def test_a_sparsifying_codec_names_a_registered_dense_one() -> None:
-    """Whole models (nothing to take a delta from) travel in the codec it names."""
-    for name in ("topk-int8", "topk-int8:0.01"):
+def test_codec_kinds_come_from_what_the_codecs_are() -> None:
+    """A codec that writes the frame envelope is a `FrameCodec`, so the tests that take
+    `frame_codecs()` cover it; one that is not cannot write the envelope unnoticed."""
+    model = {"w": torch.randn(16, 32), "n": torch.tensor(3)}
+    for name in canonical_names():
+        framed = get_codec(name).encode(model).startswith(FRAMES_MAGIC)
+        assert framed == (name in frame_codecs(variants=True)), name
+    assert frame_codecs() == [n for n in codec_names() if isinstance(CODECS[n], FrameCodec)]
+    assert set(frame_codecs()) <= set(frame_codecs(variants=True)) <= set(canonical_names())
+    assert codecs_with(SparseCodec) and codecs_with(FrameCodec) == frame_codecs()
+
+
+def test_a_sparse_codec_names_registered_codecs_for_what_it_does_not_carry() -> None:
+    """Whole models (nothing to take a delta from) travel in the dense codec it names,
+    deltas down to its clients in its downlink codec."""
+    for name in codecs_with(SparseCodec, variants=True):
         codec = get_codec(name)
-        assert isinstance(codec, TopkInt8Codec)
+        assert isinstance(codec, SparseCodec)
         assert codec.dense_codec in CODECS
-        assert not hasattr(CODECS[codec.dense_codec], "dense_codec")
+        assert not isinstance(CODECS[codec.dense_codec], SparseCodec)
+        assert get_codec(codec.downlink_codec).name == codec.downlink_codec
 
 
 def test_media_types_are_distinct() -> None:
@@ -36,9 +61,11 @@ def test_media_types_are_distinct() -> None:
     assert len(set(media_types)) == len(media_types)
 
 
-def test_losslessness_is_declared() -> None:
-    assert not CODECS["shuffle-zstd"].lossy
-    assert all(CODECS[name].lossy for name in NEW if name != "shuffle-zstd")
+def test_losslessness_is_declared_and_every_lossy_codec_states_its_bound() -> None:
+    assert not CODECS["shuffle-zstd"].lossy and not CODECS["raw"].lossy
+    assert CODECS["int8-zstd"].lossy and CODECS["topk-int8"].lossy
+    for name in canonical_names():
+        assert get_codec(name).lossy == isinstance(get_codec(name), BoundedCodec), name
 
 
 def test_a_parameter_picks_a_variant() -> None:
@@ -85,7 +112,7 @@ def test_unknown_names_list_the_available_codecs(name: str) -> None:
     with pytest.raises(UnknownCodec) as caught:
         get_codec(name)
     assert not isinstance(caught.value, InvalidCodecParameter)
-    for available in NEW:
+    for available in codec_names():
         assert available in str(caught.value)
 
 

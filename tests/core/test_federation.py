@@ -1,9 +1,14 @@
-"""The federation's rules: membership at any time, deadlines, retries, validation, control."""
+"""The federation's rules: membership at any time, deadlines, retries, validation, control.
+
+Every federation here runs on a `ManualClock`: time passes only where a test says, so a
+deadline or a heartbeat timeout is a step of the test, never a sleep, and a busy machine
+cannot make one pass by accident.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 import torch
@@ -27,6 +32,27 @@ from fedgate.errors import (
     UnknownCodec,
 )
 from tests.conftest import Player, join, tiny_model, until
+from tests.core.clock import ManualClock
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def federation(clock: ManualClock) -> AsyncIterator[Federation]:
+    """tests/conftest.py's federation, on the manual clock."""
+    config = RunConfig(
+        rounds=3,
+        min_clients=2,
+        round_deadline_s=5.0,
+        heartbeat_interval_s=0.2,
+        heartbeat_timeout_s=2.0,
+    )
+    federation = clock.federation(tiny_model(), config)
+    yield federation
+    await federation.close()
 
 
 def state_of(federation: Federation, player: Player) -> ClientState:
@@ -52,7 +78,7 @@ async def test_a_late_joiner_takes_part_from_the_next_round(federation: Federati
     a, b = await join(federation, "a"), await join(federation, "b")
     task_a, task_b = await a.train_task(), await b.train_task()
     late = await join(federation, "late")
-    assert (await late.task(wait_s=0.2)).kind is TaskKind.WAIT
+    assert (await late.task(wait_s=0)).kind is TaskKind.WAIT
     assert state_of(federation, late) is ClientState.READY
     await a.send(task_a, tiny_model(1.0))
     await b.send(task_b, tiny_model(1.0))
@@ -61,9 +87,9 @@ async def test_a_late_joiner_takes_part_from_the_next_round(federation: Federati
     assert federation.round is not None and late.client_id in federation.round.selected
 
 
-async def test_a_late_joiner_fills_an_open_round_when_allowed() -> None:
+async def test_a_late_joiner_fills_an_open_round_when_allowed(clock: ManualClock) -> None:
     config = RunConfig(rounds=1, min_clients=2, clients_per_round=3, admit_late=True)
-    federation = Federation(tiny_model(), config)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         a, _b = await join(federation, "a"), await join(federation, "b")
@@ -75,9 +101,9 @@ async def test_a_late_joiner_fills_an_open_round_when_allowed() -> None:
         await federation.close()
 
 
-async def test_a_client_leaving_mid_round_does_not_block_it() -> None:
+async def test_a_client_leaving_mid_round_does_not_block_it(clock: ManualClock) -> None:
     config = RunConfig(rounds=2, min_clients=2, round_deadline_s=60.0)
-    federation = Federation(tiny_model(), config)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         players = [await join(federation, name) for name in "abc"]
@@ -85,7 +111,8 @@ async def test_a_client_leaving_mid_round_does_not_block_it() -> None:
         await players[0].send(tasks[0], tiny_model(2.0))
         await players[1].send(tasks[1], tiny_model(4.0))
         await players[2].leave()
-        await until(lambda: federation.models.version == 1, within_s=2.0)  # not 60s
+        # the clock stands still: the leave closes the round, not its deadline
+        await until(lambda: federation.models.version == 1)
         assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 3.0))
         assert state_of(federation, players[2]) is ClientState.LEFT
         with pytest.raises(UnknownClient, match="left"):
@@ -94,7 +121,9 @@ async def test_a_client_leaving_mid_round_does_not_block_it() -> None:
         await federation.close()
 
 
-async def test_a_silent_client_is_failed_and_the_round_closes_with_the_rest() -> None:
+async def test_a_silent_client_is_failed_and_the_round_closes_with_the_rest(
+    clock: ManualClock,
+) -> None:
     config = RunConfig(
         rounds=1,
         min_clients=2,
@@ -102,32 +131,41 @@ async def test_a_silent_client_is_failed_and_the_round_closes_with_the_rest() ->
         heartbeat_interval_s=0.1,
         heartbeat_timeout_s=0.5,
     )
-    federation = Federation(tiny_model(), config)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         players = [await join(federation, name) for name in "abc"]
         tasks = [await p.train_task() for p in players]
         for player, task in zip(players[:2], tasks[:2], strict=True):
             await player.send(task, tiny_model(1.0))
-        for _ in range(15):  # a and b keep beating; c has gone quiet
-            await asyncio.gather(players[0].heartbeat(), players[1].heartbeat())
-            await asyncio.sleep(0.1)
-        assert state_of(federation, players[2]) is ClientState.FAILED
-        assert federation.models.version == 1
+        for _ in range(2):  # a and b keep beating; c has gone quiet
+            await clock.advance(0.25)
+            await players[0].heartbeat()
+            await players[1].heartbeat()
+        assert state_of(federation, players[2]) is ClientState.TRAINING  # 0.5 s: not yet
+        await clock.advance(0.25)  # c: 0.75 s without a heartbeat; a and b: 0.25 s
+        await until(lambda: state_of(federation, players[2]) is ClientState.FAILED)
+        await until(lambda: federation.models.version == 1)
+        assert federation.history[-1].duration_s == 0.75
+        assert state_of(federation, players[0]) is not ClientState.FAILED
     finally:
         await federation.close()
 
 
-async def test_the_deadline_closes_a_round_once_the_minimum_reported() -> None:
-    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=0.6)
-    federation = Federation(tiny_model(), config)
+async def test_the_deadline_closes_a_round_once_the_minimum_reported(clock: ManualClock) -> None:
+    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=60.0)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         players = [await join(federation, name) for name in "abc"]
         tasks = [await p.train_task() for p in players]
         await players[0].send(tasks[0], tiny_model(1.0))
         await players[1].send(tasks[1], tiny_model(1.0))
-        await until(lambda: federation.models.version == 1, within_s=3.0)
+        await clock.advance_beating(59.0, players)  # the straggler may still report
+        assert federation.round is not None and federation.models.version == 0
+        await clock.advance(1.0)
+        await until(lambda: federation.models.version == 1)
+        assert federation.history[-1].duration_s == 60.0
         with pytest.raises(RoundClosed):  # the straggler arrives after the deadline
             await players[2].send(tasks[2], tiny_model(100.0))
         assert torch.allclose(federation.models.current["w"], torch.ones(2, 3))
@@ -135,15 +173,20 @@ async def test_the_deadline_closes_a_round_once_the_minimum_reported() -> None:
         await federation.close()
 
 
-async def test_a_round_short_of_the_minimum_at_its_deadline_is_retried() -> None:
-    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=0.4)
-    federation = Federation(tiny_model(), config)
+async def test_a_round_short_of_the_minimum_at_its_deadline_is_retried(
+    clock: ManualClock,
+) -> None:
+    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=60.0)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         a, b = await join(federation, "a"), await join(federation, "b")
         first = await a.train_task()
         await b.train_task()
         await a.send(first, tiny_model(9.0))
+        assert (await a.task(wait_s=0)).kind is TaskKind.WAIT  # b has till the deadline
+        await clock.advance_beating(60.0, [a, b])
+        await until(lambda: len(federation.history) == 1)
         second = await a.train_task()
         assert (second.round, second.round_id) == (1, "1.2")
         assert federation.history[0].outcome == "retried"
@@ -203,9 +246,9 @@ async def test_bad_updates_are_refused_and_leave_the_model_unchanged(
     assert torch.allclose(federation.models.current["w"], torch.full((2, 3), 3.0))
 
 
-async def test_an_unselected_client_cannot_send_an_update() -> None:
+async def test_an_unselected_client_cannot_send_an_update(clock: ManualClock) -> None:
     config = RunConfig(rounds=1, min_clients=2, clients_per_round=2)
-    federation = Federation(tiny_model(), config)
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         a, b = await join(federation, "a"), await join(federation, "b")
@@ -273,7 +316,7 @@ async def test_pause_holds_the_next_round_and_stop_ends_the_run(
     await a.send(task_a, tiny_model(1.0))
     await b.send(task_b, tiny_model(1.0))
     await until(lambda: federation.models.version == 1)
-    assert (await a.task(wait_s=0.3)).kind is TaskKind.WAIT
+    assert (await a.task(wait_s=0)).kind is TaskKind.WAIT
     assert federation.state is RunState.PAUSED
     federation.resume()
     assert (await a.train_task()).round == 2
@@ -312,8 +355,10 @@ async def test_join_is_validated(federation: Federation) -> None:
             await federation.join(JoinRequest(name=name, codec="raw"))
 
 
-async def test_a_non_finite_aggregate_is_refused_and_the_round_retried_without_its_source() -> None:
-    federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
+async def test_a_non_finite_aggregate_is_refused_and_the_round_retried_without_its_source(
+    clock: ManualClock,
+) -> None:
+    federation = clock.federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
     federation.start()
     try:
         a, b, c = [await join(federation, name) for name in "abc"]
@@ -352,8 +397,8 @@ async def test_a_non_finite_aggregate_is_refused_and_the_round_retried_without_i
         await federation.close()
 
 
-async def test_the_strategy_and_clipping_change_from_the_next_round() -> None:
-    federation = Federation(tiny_model(), RunConfig(rounds=2, min_clients=3))
+async def test_the_strategy_and_clipping_change_from_the_next_round(clock: ManualClock) -> None:
+    federation = clock.federation(tiny_model(), RunConfig(rounds=2, min_clients=3))
     federation.start()
     try:
         players = [await join(federation, name) for name in "abc"]
@@ -379,15 +424,16 @@ async def test_the_strategy_and_clipping_change_from_the_next_round() -> None:
 
 
 async def test_a_round_holding_every_update_takes_no_more_than_its_memory_allows(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     monkeypatch.setattr(robust, "HELD_BYTES_BUDGET", 100)  # tiny_model is 44 bytes: 3 fit
     config = RunConfig(rounds=1, min_clients=2, strategy="median", admit_late=True)
-    federation = Federation(tiny_model(), config)
+    federation = clock.federation(tiny_model(), config)
     players = [await join(federation, name) for name in "abcd"]
     federation.start()
     try:
-        tasks = [await p.task(wait_s=1.0) for p in players]
+        await until(lambda: federation.round is not None)
+        tasks = [await p.task(wait_s=0) for p in players]
         assert sorted(t.kind for t in tasks).count(TaskKind.TRAIN) == 3
         assert federation.round is not None and len(federation.round.selected) == 3
         assert not federation.round.has_room()  # no late joiner either

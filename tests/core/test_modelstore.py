@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fedgate.codecs import CODECS, canonical_names
+from fedgate.codecs import CODECS, SparseCodec, codecs_with, get_codec
 from fedgate.core.budget import BODY_FACTOR, BODY_SLACK, UploadBudget
 from fedgate.core.modelstore import ModelStore, nbytes
 
@@ -69,9 +69,11 @@ async def test_the_body_limit_follows_the_model_and_the_codec() -> None:
     assert raw < await budget.body_limit("raw", 0) < await budget.body_limit("json", 0) < 1 << 20
 
 
-async def test_every_top_k_fraction_shares_one_whole_model_encoding() -> None:
+async def test_sparse_codecs_share_their_dense_codecs_whole_model_encoding() -> None:
+    """Every top-k fraction, say: whole models go in the one dense codec they all name."""
     store = ModelStore(model())
-    names = [name for name in canonical_names() if name.startswith("topk-int8")]
+    names = codecs_with(SparseCodec, variants=True)
     sent = {name: await store.encoded(0, name) for name in names}
-    assert len(names) > 5 and len({id(m) for m in sent.values()}) == 1
-    assert len(store._encoded) == 1
+    dense = {codec.dense_codec for codec in map(get_codec, names) if isinstance(codec, SparseCodec)}
+    assert len(names) > 5 and len({id(m) for m in sent.values()}) == len(dense)
+    assert len(store._encoded) == len(dense)

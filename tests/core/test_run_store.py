@@ -18,6 +18,7 @@ from fedgate.core.messages import ClientState, RoundOutcome, RunState, TaskKind
 from fedgate.core.ports import RunMeta, weights_hash
 from fedgate.errors import RoundClosed
 from tests.conftest import Player, join, tiny_model, until
+from tests.core.clock import ManualClock
 
 CONFIG = RunConfig(
     rounds=3, min_clients=2, round_deadline_s=5.0, heartbeat_interval_s=0.2, heartbeat_timeout_s=2.0
@@ -142,14 +143,15 @@ async def test_late_joiners_fill_a_round_of_every_available_client() -> None:
 
 
 async def test_updates_of_a_retried_round_are_not_counted_as_rounds_taken_part_in() -> None:
-    config = dataclasses.replace(CONFIG, min_clients=2, round_deadline_s=0.5)
-    federation = Federation(tiny_model(), config)
+    clock = ManualClock()
+    federation = clock.federation(tiny_model(), CONFIG)
     federation.start()
     try:
         a, b = await join(federation, "a"), await join(federation, "b")
         task = await a.train_task()
         await b.train_task()
         await a.send(task, tiny_model(1.0))  # b never reports: the round is retried
+        await clock.advance_beating(CONFIG.round_deadline_s, [a, b], every=0.25)
         await until(lambda: len(federation.history) == 1)
         assert federation.history[0].outcome is RoundOutcome.RETRIED
         assert federation.clients.get(a.client_id).rounds_completed == 0

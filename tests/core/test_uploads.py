@@ -3,8 +3,6 @@ the model and codec, capped in number, and a silent participant leaves its round
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from fedgate.codecs import get_codec
@@ -20,6 +18,7 @@ from fedgate.errors import (
     Unauthorized,
 )
 from tests.conftest import join, tiny_model, until
+from tests.core.clock import ManualClock
 
 
 def header(round_id: str, num_examples: int = 10, codec: str = "raw") -> UpdateHeader:
@@ -96,21 +95,20 @@ async def test_a_silent_participant_leaves_its_round_long_before_the_deadline() 
         heartbeat_interval_s=0.2,
         heartbeat_timeout_s=30.0,
     )
-    federation = Federation(tiny_model(), config)
+    clock = ManualClock()
+    federation = clock.federation(tiny_model(), config)
     federation.start()
     try:
         a, b, quiet = [await join(federation, n) for n in ("a", "b", "quiet")]
         tasks = [await p.train_task() for p in (a, b)]
         round_ = federation.round
         assert round_ is not None and quiet.client_id in round_.selected
-        # "quiet" joined and never asks for its task, never beats: out within ~1 s, while
-        # the others, beating, stay in
-        for _ in range(300):
-            if quiet.client_id in round_.dropped:
-                break
-            await a.heartbeat()
-            await b.heartbeat()
-            await asyncio.sleep(0.01)
+        # "quiet" joined and never asks for its task, never beats: out once silent for
+        # max(2.5 beats, 1 s) = 1 s, while the others, beating, stay in
+        await clock.advance_beating(0.75, [a, b], every=0.25)
+        assert not round_.dropped
+        await clock.advance_beating(0.5, [a, b], every=0.25)
+        await until(lambda: quiet.client_id in round_.dropped)
         assert round_.dropped == {quiet.client_id}
         with pytest.raises(RoundClosed, match="dropped"):
             await federation.begin_update(quiet.client_id, quiet.token, header(tasks[0].round_id))
@@ -119,7 +117,7 @@ async def test_a_silent_participant_leaves_its_round_long_before_the_deadline() 
         await until(lambda: federation.models.version == 1, within_s=5.0)
         record = federation.history[-1]
         assert record.outcome == "completed" and quiet.client_id not in record.participants
-        assert record.duration_s < 5.0
+        assert record.duration_s == 1.25  # not the 60 s deadline
         # still a member, only taken out of that round: the next one selects it again
         assert not federation.clients.get(quiet.client_id).gone
         assert (await quiet.train_task()).round == 2

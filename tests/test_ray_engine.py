@@ -1,0 +1,130 @@
+"""`fedgate sim --engine ray`: digits federations whose virtual clients run on Ray.
+
+One local Ray cluster (2 CPUs) serves the module. Over gRPC and in process the simulation
+runs in this process, on that cluster; over REST it is the `fedgate sim` command, joining
+the same cluster with --ray-address. Each run: 20 virtual clients, 4 a round, 2 rounds,
+and only the selected clients ever built a model (one at a time per host), none kept one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedgate.engines import RAY_MISSING
+from fedgate.simulation import SimConfig, run_simulation
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAS_RAY, reason="Ray is not installed (pip install 'fedgate[ray]'; `make` installs it)"
+)
+CLIENTS, PER_ROUND, ROUNDS = 20, 4, 2
+# 5 epochs of batches of 16 on ~70 examples each: ~0.8 after two rounds (0.5 is safe)
+SETTINGS: dict[str, Any] = {
+    "clients": CLIENTS,
+    "clients_per_round": PER_ROUND,
+    "min_clients": PER_ROUND,
+    "rounds": ROUNDS,
+    "local_epochs": 5,
+    "batch_size": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A local Ray cluster as the engine starts one; its address."""
+    import ray  # noqa: PLC0415 - only where Ray is installed
+
+    from fedgate.engines.ray_sim import init_options  # noqa: PLC0415
+
+    ray.init(**init_options(""))
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+
+
+def check_run(document: dict[str, Any], transport: str) -> None:
+    """The rounds ran, with every virtual client; idle clients held no model."""
+    assert document["state"] == "finished"
+    assert [entry["round"] for entry in document["rounds"]] == list(range(1, ROUNDS + 1))
+    assert document["final_accuracy"] > 0.5
+    assert list(document["bytes_by_transport"]) == [transport]
+    assert sorted(c["name"] for c in document["clients"]) == sorted(
+        f"client-{i}" for i in range(CLIENTS)
+    )
+    assert document["config"]["engine"] == "ray"
+    engine = document["engine"]
+    assert (engine["hosts"], engine["virtual_clients"], engine["finished"]) == (2, CLIENTS, CLIENTS)
+    assert engine["failures"] == []
+    # a model is built for each task and only then: PER_ROUND * ROUNDS of them for 20
+    # clients; a host holds one at a time, and none is left once the run is over
+    assert engine["trainings"] == engine["models_built"] == PER_ROUND * ROUNDS
+    assert engine["peak_models_per_host"] == 1
+    assert (engine["models_alive_after"], engine["clients_holding_after"]) == (0, 0)
+
+
+@needs_ray
+@pytest.mark.parametrize("transport", ["grpc", "inproc"])
+def test_a_federation_of_virtual_clients(cluster: str, transport: str) -> None:
+    rounds: list[int] = []
+    config = SimConfig(engine="ray", transport=transport, **SETTINGS)
+    document = run_simulation(config, on_round=lambda record: rounds.append(record.round))
+    check_run(document, transport)
+    assert rounds == [1, 2]
+    if transport == "grpc":  # the real `fedgate serve`, measured
+        assert document["engine"]["server_peak_rss_bytes"] > 0
+
+
+@needs_ray
+def test_the_sim_command_on_an_existing_cluster_over_rest(cluster: str, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in SETTINGS.items()]
+    command = ["sim", "--engine", "ray", "--ray-address", cluster, "--transport", "rest"]
+    finished = subprocess.run(
+        [sys.executable, "-m", "fedgate", *command, *flags, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    document = json.loads(out.read_text())
+    check_run(document, "rest")
+    assert document["engine"]["address"] == cluster
+    assert "round   2/2" in finished.stdout
+
+
+def test_local_runs_never_import_ray() -> None:
+    script = (
+        "import sys\n"
+        "from fedgate.cli import main\n"
+        "assert main(['sim', '--clients', '2', '--rounds', '1']) == 0\n"
+        "assert 'ray' not in sys.modules, 'the local engine imported Ray'\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+
+def test_without_ray_the_engine_says_how_to_install_it() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if it were not installed\n"
+        "from fedgate.cli import main\n"
+        "sys.exit(main(['sim', '--engine', 'ray', '--clients', '2', '--rounds', '1']))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert finished.returncode == 2
+    assert finished.stderr.strip() == f"fedgate: error: {RAY_MISSING}"
+    assert "pip install 'fedgate[ray]'" in RAY_MISSING
