@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check clean proto errors-table bench flower-env fuzz postgres chromium
+.PHONY: demo test lint check clean proto errors-table bench flower-env fuzz postgres chromium experiment
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ $(FLOWER_STAMP): bench/flower/requirements.txt
 		from flwr.client import start_client" && touch $@
 
 flower-env: $(FLOWER_STAMP)
+
+# The digits experiment (grid + centralized line) and its report, in runs/experiment/.
+experiment: $(STAMP)
+	$(BIN)/fedgate experiment bench/experiments/digits-small.toml --out runs/experiment --threads 1
+	$(BIN)/fedgate report runs/experiment
 
 # Every bench suite and the report (about 14 minutes on 2 cores); results in runs/bench/.
 BENCH := runs/bench

@@ -301,12 +301,6 @@ def round_figures(
     )
 
 
-def slowest_training(watch: RoundWatch, record: Mapping[str, Any]) -> float:
-    """The longest local training among the clients whose updates made the round."""
-    round_id = f"{record['round']}.{record['attempt']}"
-    return max(watch.train_s[(client, round_id)] for client in record["participant_ids"])
-
-
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

@@ -204,7 +204,6 @@ class FederatedClient:
             codec=self.codec.name,
             payload=payload,
             train_loss=result.loss,
-            train_accuracy=result.accuracy,
             base_ref=start.ref if self.deltas else "",
         )
         try:

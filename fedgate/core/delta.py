@@ -29,8 +29,3 @@ def apply(base: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]) -
         name: change if change.dtype == torch.bool else torch.add(base[name], change)
         for name, change in delta.items()
     }
-
-
-def add_into(total: Mapping[str, torch.Tensor], more: Mapping[str, torch.Tensor]) -> TensorDict:
-    """total + more for the float tensors (residuals); other tensors are left out."""
-    return {name: t + more[name] for name, t in total.items() if t.is_floating_point()}

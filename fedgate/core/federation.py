@@ -214,7 +214,7 @@ class Federation:
                 return task
             remaining = give_up - self.clock()
             if remaining <= 0:
-                return Task(TaskKind.WAIT, retry_after_s=0.0)
+                return Task(TaskKind.WAIT)
             await self.wait_for_change(remaining)
             record = self.clients.authenticate(client_id, token)
 

@@ -97,7 +97,6 @@ class Task:
     model_version: int = 0
     deadline_s: float = 0.0  # seconds left when the task was handed out
     train: TrainConfig | None = None
-    retry_after_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,6 @@ class UpdateHeader:
     num_examples: int
     codec: str
     train_loss: float = float("nan")
-    train_accuracy: float = float("nan")
     base_ref: str = ""
 
 
@@ -141,7 +139,6 @@ class Update:
     codec: str
     payload: bytes
     train_loss: float = float("nan")
-    train_accuracy: float = float("nan")
     base_ref: str = ""
 
     @property
@@ -152,7 +149,6 @@ class Update:
             num_examples=self.num_examples,
             codec=self.codec,
             train_loss=self.train_loss,
-            train_accuracy=self.train_accuracy,
             base_ref=self.base_ref,
         )
 

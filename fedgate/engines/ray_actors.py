@@ -42,7 +42,7 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.transport import Session, Transport
-from fedgate.engines.virtual import ClientHost, HostReport, HostSpec
+from fedgate.engines.virtual import ClientHost, Gateway, HostReport, HostSpec
 from fedgate.errors import FedgateError, TransportError
 from fedgate.transport.connect import connect
 from fedgate.transport.inproc import InProcTransport
@@ -180,8 +180,8 @@ class ClientActor(ClientHost):
         return connect(transport, address)
 
     # async methods: Ray makes this an async actor, `stop` runs while `run` does
-    async def run(self) -> HostReport:
-        return await super().run()
+    async def run(self, gateway: Gateway) -> HostReport:
+        return await super().run(gateway)
 
     async def stop(self) -> None:
         await super().stop()

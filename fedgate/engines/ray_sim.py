@@ -41,7 +41,7 @@ from fedgate.engines.ray_actors import (
     expect,
     node_address,
 )
-from fedgate.engines.virtual import HostReport, HostSpec, peak_rss_bytes
+from fedgate.engines.virtual import Gateway, HostReport, HostSpec, peak_rss_bytes
 from fedgate.errors import FedgateError
 from fedgate.launch import ServerProcess, start_server
 from fedgate.results import results_document
@@ -132,9 +132,7 @@ def init_options(address: str) -> dict[str, Any]:
     }
 
 
-def host_specs(
-    config: SimConfig, hosts: int, addresses: Mapping[str, str], key: str
-) -> list[HostSpec]:
+def host_specs(config: SimConfig, hosts: int) -> list[HostSpec]:
     """Client ``i`` on host ``i % hosts``."""
     specs = []
     for host in range(hosts):
@@ -148,33 +146,38 @@ def host_specs(
                 model=config.model,
                 partition=config.partition,
                 seed=config.seed,
-                data_dir=str(Path(config.data_dir).expanduser().absolute())
-                if config.data_dir
-                else "",
+                data_dir=absolute_data_dir(config),
                 codecs=tuple(config.codec_for(i) for i in indices),
                 transports=tuple(config.transport_for(i) for i in indices),
-                addresses=dict(addresses),
                 deltas=config.deltas_flag(),
-                key=key,
             )
         )
     return specs
+
+
+def absolute_data_dir(config: SimConfig) -> str:
+    """``--data-dir``, absolute: Ray's workers need not share this process's directory."""
+    return str(Path(config.data_dir).expanduser().absolute()) if config.data_dir else ""
 
 
 class Fleet:
     """The client hosts of one simulation, as Ray actors."""
 
     def __init__(self, specs: list[HostSpec], federation: Any = None) -> None:
+        """Made at once, while the federation starts: each host imports torch and
+        fedgate first, which takes seconds."""
         self.hosts: list[Any] = [  # ray.actor.ActorHandle: untyped
             CLIENT_ACTOR.options(num_cpus=1, scheduling_strategy="SPREAD").remote(spec, federation)
             for spec in specs
         ]
-        self.runs: list[Any] = [host.run.remote() for host in self.hosts]
+        self.runs: list[Any] = []
         self._closing = threading.Event()
 
-    def watch(self, give_up: Callable[[], object]) -> None:
-        """Call ``give_up`` (from a thread) if every host ends before the run does with
-        no client left in it: a run without clients would wait for them for ever."""
+    def start(self, gateway: Gateway, give_up: Callable[[], object]) -> None:
+        """The hosts' clients join ``gateway``. ``give_up`` is called (from a thread) if
+        every host ends before the run does with no client left in it: a run without
+        clients would wait for them for ever."""
+        self.runs = [host.run.remote(gateway) for host in self.hosts]
 
         def watching() -> None:
             try:
@@ -230,6 +233,7 @@ def engine_section(
         "cluster_cpus": cluster.cpus,
         "hosts": len(reports) + len(failures),
         "virtual_clients": sum(r.clients for r in reports),
+        "joined": sum(r.joined for r in reports),
         "finished": sum(r.finished for r in reports),
         "trainings": sum(r.trainings for r in reports),
         "models_built": sum(r.models_built for r in reports),
@@ -275,21 +279,24 @@ def over_the_network(
     ``callbacks``: told of each round, of the server once it listens, and given the
     results document to complete as soon as the run has ended."""
     on_round, on_server, complete = callbacks
+    fleet = Fleet(host_specs(config, cluster.hosts_for(config)))
     with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
         workdir = Path(tmp)
         results = workdir / "results.json"
         arguments = [*serve_arguments(config, results), *cluster.serve_arguments()]
-        server = start_server(
-            [*arguments, *serving.arguments()], workdir, key_clients=config.clients
-        )
-        fleet: Fleet | None = None
+        try:
+            server = start_server(
+                [*arguments, *serving.arguments()], workdir, key_clients=config.clients
+            )
+        except BaseException:
+            fleet.kill()
+            raise
         try:
             if on_server is not None:
                 on_server(server)
-            addresses = cluster.reachable(server.addresses)
-            specs = host_specs(config, cluster.hosts_for(config), addresses, server.enrolment_key)
-            fleet = Fleet(specs)
-            fleet.watch(server.stop)
+            fleet.start(
+                Gateway(cluster.reachable(server.addresses), server.enrolment_key), server.stop
+            )
             _follow(server, on_round, results)
             if not results.exists():
                 raise FedgateError(
@@ -305,8 +312,7 @@ def over_the_network(
             complete(document)
             server.process.wait()  # at once, or after --keep-serving
         finally:
-            if fleet is not None:
-                fleet.kill()
+            fleet.kill()
             server.stop()
     return document
 
@@ -319,13 +325,11 @@ def in_an_actor(
     federation: Any = FEDERATION_ACTOR.options(
         num_cpus=0,  # it mostly waits; the hosts hold the CPUs
         max_concurrency=max(1000, 4 * config.clients),  # each client: a poll, a heartbeat...
-    ).remote(config.dataset, config.model, config.data_dir, run_config)
-    fleet: Fleet | None = None
+    ).remote(config.dataset, config.model, absolute_data_dir(config), run_config)
+    fleet = Fleet(host_specs(config, cluster.hosts_for(config)), federation)
     try:
         ray.get(federation.start.remote())
-        hosts = cluster.hosts_for(config)
-        fleet = Fleet(host_specs(config, hosts, {ActorTransport.name: ""}, ""), federation)
-        fleet.watch(federation.stop.remote)
+        fleet.start(Gateway({ActorTransport.name: ""}), federation.stop.remote)
         follow_actor(federation, on_round)
         status = expect(FederationStatus, ray.get(federation.outcome.remote()))
         reports, failures = fleet.finish()
@@ -335,8 +339,7 @@ def in_an_actor(
         document["engine"] = engine_section(cluster, reports, failures)
         complete(document)
     finally:
-        if fleet is not None:
-            fleet.kill()
+        fleet.kill()
         ray.kill(federation)
     return document
 

@@ -59,11 +59,17 @@ class HostSpec:
     data_dir: str  # "": $FEDGATE_DATA_DIR, as for `fedgate client`
     codecs: tuple[str, ...]  # by position in ``indices``
     transports: tuple[str, ...]  # by position in ``indices``: a client transport's name
-    addresses: Mapping[str, str]  # where each transport reaches the gateway
     deltas: bool | None
-    key: str = field(default="", repr=False)  # the enrolment key ("": open enrolment)
     train_slots: int = 1  # clients of this host that hold a model and train at once
     threads: int = 1  # torch threads (Ray gives the host one CPU)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Where and how the clients reach the federation (told to a host once it listens)."""
+
+    addresses: Mapping[str, str]  # by transport name
+    key: str = field(default="", repr=False)  # the enrolment key ("": open enrolment)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class HostReport:
     host: int
     node: str  # where it ran (Ray's node address)
     clients: int
+    joined: int  # clients the federation admitted (the rest were still waiting to join)
     finished: int  # clients that took part to the run's end (the rest failed)
     failures: tuple[str, ...]  # one line for each client that ended otherwise
     trainings: int  # updates the gateway accepted
@@ -183,28 +190,26 @@ class ClientHost:
         self.node = node
         self.models = ModelCount()
         self.clients: list[VirtualClient] = []
-        self._loops: list[asyncio.Task[str]] = []
+        self._running: set[asyncio.Task[str]] = set()  # loops of clients in their run
         self._stopped = False
 
-    async def run(self) -> HostReport:
+    async def run(self, gateway: Gateway) -> HostReport:
         """Every virtual client's loop, to its end (or `stop`); what they did."""
         torch.set_num_threads(self.spec.threads)
-        failures = self._make_clients()
-        self._loops = [asyncio.create_task(self._run_one(client)) for client in self.clients]
-        if self._stopped:  # asked before its clients were made
-            await self.stop()
-        outcomes = await asyncio.gather(*self._loops)
-        failures += [outcome for outcome in outcomes if outcome]
-        return self._report(finished=outcomes.count(""), failures=failures)
+        failures = self._make_clients(gateway)
+        loops = [self._run_one(client) for client in self.clients]
+        outcomes = await asyncio.gather(*loops, return_exceptions=True)
+        lines = [outcome_line(c, o) for c, o in zip(self.clients, outcomes, strict=True)]
+        return self._report(finished=lines.count(""), failures=failures + list(filter(None, lines)))
 
     async def stop(self) -> None:
         """End the clients still running, once the run is over: a client that has not
         heard so yet (its server exited first) would otherwise go on asking for tasks."""
         self._stopped = True
-        for loop in self._loops:
+        for loop in self._running:
             loop.cancel()
 
-    def _make_clients(self) -> list[str]:
+    def _make_clients(self, gateway: Gateway) -> list[str]:
         """The clients, each with its part of the data (the data set itself is let go);
         a line for each that cannot be made (no examples in its part...)."""
         spec = self.spec
@@ -226,8 +231,8 @@ class ClientHost:
                     models=self.models,
                 )
                 transport = spec.transports[position]
-                link = self.connect(transport, spec.addresses[transport])
-                codec, key = spec.codecs[position], spec.key
+                link = self.connect(transport, gateway.addresses[transport])
+                codec, key = spec.codecs[position], gateway.key
                 client = VirtualClient(
                     link, trainer, name, codec, slots=slots, deltas=spec.deltas, key=key
                 )
@@ -238,9 +243,17 @@ class ClientHost:
         return failures
 
     async def _run_one(self, client: VirtualClient) -> str:
-        """'' when the client's run ended with the federation's, else why it ended."""
+        """'' when the client took part to the end of the run, else why it did not."""
+        loop = asyncio.current_task()
+        assert loop is not None
         try:
-            await client.run()
+            if self._stopped:
+                return ""
+            self._running.add(loop)  # `stop` cancels its run, not its closing
+            try:
+                await client.run()
+            finally:
+                self._running.discard(loop)
         except FedgateError as error:
             return f"{client.name}: {error.message}"
         except asyncio.CancelledError:
@@ -256,6 +269,7 @@ class ClientHost:
             host=self.spec.host,
             node=self.node,
             clients=len(self.spec.indices),
+            joined=sum(bool(report.client_id) for report in reports),
             finished=finished,
             failures=tuple(failures),
             trainings=sum(len(report.rounds) for report in reports),
@@ -267,6 +281,13 @@ class ClientHost:
             bytes_up=sum(report.bytes_up for report in reports),
             bytes_down=sum(report.bytes_down for report in reports),
         )
+
+
+def outcome_line(client: VirtualClient, outcome: str | BaseException) -> str:
+    """A client loop's outcome as a failure line ('': none)."""
+    if isinstance(outcome, BaseException):  # not a fedgate error: a bug, told as one
+        return f"{client.name}: {outcome!r}"
+    return outcome
 
 
 def peak_rss_bytes(status: Path = Path("/proc/self/status")) -> int:

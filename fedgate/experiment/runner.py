@@ -44,6 +44,10 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0
+
+
 @dataclass
 class Session:
     """One invocation of the runner, as experiment.json records it."""
@@ -55,6 +59,9 @@ class Session:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     ended: str | None = None
+    # the machine's 1-minute load average when the session began: on a shared machine,
+    # what its wall times were measured against
+    load_start: float = field(default_factory=load_average)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -62,6 +69,7 @@ class Session:
             "started": self.started,
             "ended": self.ended,
             "wall_s": round(time.perf_counter() - self.began, 3),
+            "load_avg_1min": [self.load_start, load_average()],  # at the start, by now
             "ran": self.ran,
             "skipped": self.skipped,
             "failed": self.failed,

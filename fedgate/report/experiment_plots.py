@@ -107,7 +107,8 @@ def final_chart(path: Path, points: Sequence[FinalPoint], reference: Sequence[fl
     axes = figure.subplots()
     if reference:
         low, high, middle = min(reference), max(reference), sum(reference) / len(reference)
-        axes.axhspan(low, high, color=CENTRALIZED_COLOUR, alpha=0.08)
+        band = "centralized, min to max over seeds"
+        axes.axhspan(low, high, color=CENTRALIZED_COLOUR, alpha=0.08, label=band)
         axes.axhline(middle, color=CENTRALIZED_COLOUR, linestyle="--", label="centralized, mean")
     for x, point in enumerate(points):
         if not point.finals:
@@ -128,5 +129,5 @@ def final_chart(path: Path, points: Sequence[FinalPoint], reference: Sequence[fl
     axes.margins(y=0.2)
     axes.grid(axis="y", alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     figure.savefig(path, format="png", dpi=DPI)

@@ -91,7 +91,12 @@ def percent(value: float | None) -> str:
 
 
 def points(value: float | None) -> str:
-    return MISSING if value is None else f"{value:+.2f} pp"
+    # + 0.0 turns the -0.0 a rounding leaves into 0.0: no "-0.00 pp"
+    return MISSING if value is None else f"{round(value, 2) + 0.0:+.2f} pp"
+
+
+def _spread(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f} pp"
 
 
 def _finals(runs: Sequence[Run]) -> list[float]:
@@ -129,20 +134,32 @@ def sessions_blocks(experiment: Experiment) -> list[Block]:
             _wall(session.get("wall_s")),
             *(str(len(session.get(key) or [])) for key in ("ran", "skipped", "failed")),
             "yes" if session.get("ended") else "no (killed)",
+            _loads(session.get("load_avg_1min")),
         ]
         for session in experiment.sessions
     ]
-    headers = ["started (UTC)", "wall time", "cells run", "skipped", "failed", "ended"]
+    headers = ["started (UTC)", "wall time", "cells run", "skipped", "failed", "ended", "load"]
     machine = experiment.machine
     about = ", ".join(
         f"{key} {machine[key]}" for key in ("platform", "cpus", "python", "torch") if key in machine
     )
     commands = sorted({str(s.get("command", "")) for s in experiment.sessions} - {""})
+    caption = (
+        "Runs of the experiment (fedgate experiment); load: the machine's 1-minute load "
+        "average at the start and at the end of each run"
+    )
     return [
-        Table(headers, rows, caption="Runs of the experiment (fedgate experiment)"),
+        Table(headers, rows, caption=caption),
         Paragraph(f"Machine: {about}." if about else "Machine: not recorded."),
         *([Code("\n".join(commands))] if commands else []),
     ]
+
+
+def _loads(value: object) -> str:
+    """The 1-minute load average at a session's start and end (its last update)."""
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value) and value:
+        return " to ".join(f"{v:.1f}" for v in value)
+    return MISSING
 
 
 def _wall(value: object) -> str:
@@ -246,7 +263,7 @@ def final_section(experiment: Experiment, out_dir: Path, prefix: str, tag: str) 
                 percent(mean(finals)),
                 percent(min(finals, default=None)),
                 percent(max(finals, default=None)),
-                points(statistics.stdev(finals) * 100 if len(finals) > 1 else None),
+                _spread(statistics.stdev(finals) * 100 if len(finals) > 1 else None),
                 percent(mean(centrals_by_group.get(label, []))),
                 points(mean(gaps_by_group.get(label, []))),
             ]

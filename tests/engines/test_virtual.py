@@ -15,7 +15,7 @@ from fedgate.core.messages import TrainConfig
 from fedgate.core.models import build_model
 from fedgate.core.training import state_dict_copy
 from fedgate.core.transport import Transport
-from fedgate.engines.virtual import ClientHost, HostSpec, ModelCount, VirtualTrainer
+from fedgate.engines.virtual import ClientHost, Gateway, HostSpec, ModelCount, VirtualTrainer
 from fedgate.transport.inproc import InProcTransport
 
 CLIENTS, PER_ROUND, ROUNDS = 12, 3, 2
@@ -33,7 +33,6 @@ def host_spec(codecs: tuple[str, ...]) -> HostSpec:
         data_dir="",
         codecs=codecs,
         transports=(InProcTransport.name,) * CLIENTS,
-        addresses={InProcTransport.name: ""},
         deltas=None,  # the lossy codec's clients send deltas
     )
 
@@ -48,7 +47,7 @@ async def test_only_selected_clients_build_a_model_and_none_keeps_it() -> None:
 
     # half raw, half a lossy codec whose clients would keep a residual between rounds
     host = ClientHost(host_spec(("raw", "int8-zstd") * (CLIENTS // 2)), connect)
-    hosting = asyncio.create_task(host.run())
+    hosting = asyncio.create_task(host.run(Gateway({InProcTransport.name: ""})))
     holding = alive = 0  # the most clients holding a model, and models alive, at once
     while not run.done():
         holding = max(holding, sum(client.holding for client in host.clients))
@@ -59,7 +58,8 @@ async def test_only_selected_clients_build_a_model_and_none_keeps_it() -> None:
     await federation.close()
 
     assert status.rounds_completed == ROUNDS
-    assert (report.clients, report.finished, report.failures) == (CLIENTS, CLIENTS, ())
+    assert (report.clients, report.joined, report.finished) == (CLIENTS, CLIENTS, CLIENTS)
+    assert report.failures == ()
     assert report.trainings == report.models_built == PER_ROUND * ROUNDS
     assert report.peak_models == 1 and alive <= 1 and holding <= 1  # one train slot
     assert (report.models_alive, report.clients_holding) == (0, 0)

@@ -94,7 +94,6 @@ def task_to_proto(task: Task) -> pb.Task:
         round_id=task.round_id,
         model_version=task.model_version,
         deadline_s=task.deadline_s,
-        retry_after_s=task.retry_after_s,
     )
     if task.train is not None:
         message.train.CopyFrom(pb.TrainConfig(**vars(task.train)))
@@ -116,7 +115,6 @@ def task_from_proto(message: pb.Task) -> Task:
         model_version=message.model_version,
         deadline_s=message.deadline_s,
         train=train,
-        retry_after_s=message.retry_after_s,
     )
 
 
@@ -128,7 +126,6 @@ def update_header_to_proto(update: Update) -> pb.UpdateHeader:
         codec=update.codec,
         total_size=len(update.payload),
         train_loss=update.train_loss,
-        train_accuracy=update.train_accuracy,
         base_ref=update.base_ref,
     )
 
@@ -140,7 +137,6 @@ def update_header_from_proto(header: pb.UpdateHeader) -> UpdateHeader:
         num_examples=header.num_examples,
         codec=header.codec,
         train_loss=header.train_loss,
-        train_accuracy=header.train_accuracy,
         base_ref=header.base_ref,
     )
 
@@ -153,7 +149,6 @@ def update_from_proto(header: pb.UpdateHeader, payload: bytes) -> Update:
         codec=header.codec,
         payload=payload,
         train_loss=header.train_loss,
-        train_accuracy=header.train_accuracy,
         base_ref=header.base_ref,
     )
 

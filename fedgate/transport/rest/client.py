@@ -150,10 +150,8 @@ class RestTransport:
             params["codec"] = update.codec  # unknown here: let the server judge the name
         if update.base_ref:
             params["base_ref"] = update.base_ref
-        for key in ("train_loss", "train_accuracy"):
-            value = getattr(update, key)
-            if math.isfinite(value):
-                params[key] = value
+        if math.isfinite(update.train_loss):
+            params["train_loss"] = update.train_loss
         reply = await self._json(
             "POST",
             f"/rounds/{update.round_id}/updates",

@@ -222,7 +222,6 @@ async def submit_update(
     num_examples: Annotated[int, Query(ge=1, le=MAX_NUM_EXAMPLES)],
     codec: Annotated[str | None, Query(max_length=64)] = None,
     train_loss: Annotated[float | None, Query()] = None,
-    train_accuracy: Annotated[float | None, Query()] = None,
     base_ref: Annotated[str, Query(max_length=64)] = "",
 ) -> schemas.ReceiptJson:
     """An update for a round, as a binary body in its codec's media type: trained
@@ -236,7 +235,6 @@ async def submit_update(
         num_examples=num_examples,
         codec=codec_for_media_type(request.headers.get("content-type", ""), codec),
         train_loss=_nan(train_loss),
-        train_accuracy=_nan(train_accuracy),
         base_ref=base_ref,
     )
     declared = request.headers.get("content-length", "")

@@ -64,7 +64,6 @@ class TaskJson(Body):
     model_version: int = 0
     deadline_s: float = 0.0
     train: TrainConfigJson | None = None
-    retry_after_s: float = 0.0
 
 
 class ReceiptJson(Body):

@@ -176,6 +176,22 @@ async def test_a_body_over_the_limit_is_refused_while_streaming(
     assert reply.status_code == 413
 
 
+async def test_an_older_clients_train_accuracy_is_ignored(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    # clients sent ?train_accuracy= until it was dropped as never read: still taken
+    http, _ = api
+    headers, task = await joined(http)
+    raw = get_codec("raw")
+    reply = await http.post(
+        f"/api/v1/rounds/{task['round_id']}/updates",
+        content=raw.encode(tiny_model(1.0)),
+        headers={**headers, "Content-Type": raw.media_type},
+        params={"model_version": 0, "num_examples": 10, "train_accuracy": 0.5},
+    )
+    assert reply.status_code == 201, reply.text
+
+
 async def test_openapi_documents_every_route(api: tuple[httpx.AsyncClient, Federation]) -> None:
     http, _ = api
     spec = (await http.get("/openapi.json")).json()

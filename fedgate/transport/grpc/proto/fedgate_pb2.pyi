@@ -175,13 +175,11 @@ class Task(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     DEADLINE_S_FIELD_NUMBER: _builtins.int
     TRAIN_FIELD_NUMBER: _builtins.int
-    RETRY_AFTER_S_FIELD_NUMBER: _builtins.int
     kind: Global___TaskKind.ValueType
     round: _builtins.int
     round_id: _builtins.str
     model_version: _builtins.int
     deadline_s: _builtins.float
-    retry_after_s: _builtins.float
     @_builtins.property
     def train(self) -> Global___TrainConfig: ...
     def __init__(
@@ -193,11 +191,10 @@ class Task(_message.Message):
         model_version: _builtins.int = ...,
         deadline_s: _builtins.float = ...,
         train: Global___TrainConfig | None = ...,
-        retry_after_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_s", b"deadline_s", "kind", b"kind", "model_version", b"model_version", "retry_after_s", b"retry_after_s", "round", b"round", "round_id", b"round_id", "train", b"train"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_s", b"deadline_s", "kind", b"kind", "model_version", b"model_version", "round", b"round", "round_id", b"round_id", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,7 +276,6 @@ class UpdateHeader(_message.Message):
     CODEC_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     TRAIN_LOSS_FIELD_NUMBER: _builtins.int
-    TRAIN_ACCURACY_FIELD_NUMBER: _builtins.int
     BASE_REF_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     model_version: _builtins.int
@@ -287,7 +283,6 @@ class UpdateHeader(_message.Message):
     codec: _builtins.str
     total_size: _builtins.int
     train_loss: _builtins.float
-    train_accuracy: _builtins.float
     base_ref: _builtins.str
     """Set: the update is trained weights minus the model the client held as base_ref."""
     def __init__(
@@ -299,12 +294,11 @@ class UpdateHeader(_message.Message):
         codec: _builtins.str = ...,
         total_size: _builtins.int = ...,
         train_loss: _builtins.float = ...,
-        train_accuracy: _builtins.float = ...,
         base_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_ref", b"base_ref", "codec", b"codec", "model_version", b"model_version", "num_examples", b"num_examples", "round_id", b"round_id", "total_size", b"total_size", "train_accuracy", b"train_accuracy", "train_loss", b"train_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_ref", b"base_ref", "codec", b"codec", "model_version", b"model_version", "num_examples", b"num_examples", "round_id", b"round_id", "total_size", b"total_size", "train_loss", b"train_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
