@@ -8,6 +8,7 @@ and only the selected clients ever built a model (one at a time per host), none 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -101,6 +102,20 @@ def test_the_sim_command_on_an_existing_cluster_over_rest(cluster: str, tmp_path
     check_run(document, "rest")
     assert document["engine"]["address"] == cluster
     assert "round   2/2" in finished.stdout
+
+
+@needs_ray
+def test_a_cluster_of_several_machines_reaches_the_gateway_at_this_nodes_address() -> None:
+    from fedgate.engines.ray_sim import Cluster  # noqa: PLC0415 - only where Ray is installed
+
+    served = {"grpc": "0.0.0.0:50051", "rest": "http://0.0.0.0:8000"}
+    here = Cluster(address="", cpus=2, nodes=1, node_ip="10.1.2.3", spans_machines=False)
+    assert (here.serve_arguments(), here.reachable(served)) == ([], served)
+    wide = dataclasses.replace(here, nodes=3, spans_machines=True)
+    assert wide.serve_arguments() == ["--host", "0.0.0.0"]
+    assert wide.reachable(served) == {"grpc": "10.1.2.3:50051", "rest": "http://10.1.2.3:8000"}
+    v6 = dataclasses.replace(wide, node_ip="fd00::7")
+    assert v6.reachable(served) == {"grpc": "[fd00::7]:50051", "rest": "http://[fd00::7]:8000"}
 
 
 def test_ray_is_imported_only_by_its_engine_and_its_absence_is_explained() -> None:

@@ -25,9 +25,11 @@ class Changes:
         self._events: deque[tuple[int, ClientEvent]] = deque(maxlen=EVENT_LOG)
         self._seq = itertools.count(1)
         self.last_seq = 0
+        self.notified = 0  # changes so far: a waiter that took this count misses none
 
     def notify(self) -> None:
         """Wake every waiter (long-polls, the round loop, watchers): something changed."""
+        self.notified += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -40,8 +42,12 @@ class Changes:
         """Transitions after ``seq`` (the oldest may have been forgotten past EVENT_LOG)."""
         return tuple(event for number, event in self._events if number > seq)
 
-    async def wait(self, at_most_s: float) -> None:
-        """Return at the next change, or after ``at_most_s`` seconds."""
+    async def wait(self, at_most_s: float, since: int | None = None) -> None:
+        """Return at the next change, or after ``at_most_s`` seconds; at once if there was
+        a change after `notified` read ``since`` (one that came while the caller was busy
+        elsewhere, as a watcher is between two statuses)."""
+        if since is not None and since != self.notified:
+            return
         event = self._changed
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
         with contextlib.suppress(TimeoutError):

@@ -385,11 +385,12 @@ class Federation:
         seen = self.changes.last_seq
         while True:
             events = self.changes.events_since(seen)
-            seen = self.changes.last_seq
+            seen, mark = self.changes.last_seq, self.changes.notified
             yield dataclasses.replace(self.status(), events=events)
             if not self._run.active:
                 return
-            await self.wait_for_change(MAX_POLL_S)
+            # what changed while the consumer held that status is not waited for again
+            await self.changes.wait(MAX_POLL_S, since=mark)
             await asyncio.sleep(min_interval_s)
 
     async def wait_for_change(self, at_most_s: float) -> None:

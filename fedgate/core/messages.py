@@ -7,6 +7,7 @@ the core never sees a wire type.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedgate.core.config import RunConfig
@@ -203,6 +204,9 @@ class RoundRecord:
     train_loss: float = float("nan")
     excluded: tuple[str, ...] = ()  # clients whose updates were left out of a refused result
     reason: str = ""  # why a round was retried or abandoned (empty when it completed)
+    # the round's payload bytes split by codec and by transport (selected clients only)
+    bytes_by_codec: Mapping[str, Traffic] = field(default_factory=dict)
+    bytes_by_transport: Mapping[str, Traffic] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

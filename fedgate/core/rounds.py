@@ -39,6 +39,8 @@ class Round:
     uploading: set[str] = field(default_factory=set)
     train_losses: list[float] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
+    traffic_by_codec: dict[str, Traffic] = field(default_factory=dict)
+    traffic_by_transport: dict[str, Traffic] = field(default_factory=dict)
     closed: bool = False
     excluded: tuple[str, ...] = ()  # clients whose updates made the result unpublishable
     reason: str = ""  # why the attempt ended as it did, when not simply completed
@@ -104,9 +106,13 @@ class Round:
         """The aggregate may not be published because of ``offenders``' updates."""
         self.excluded, self.reason = offenders, reason
 
-    def count(self, client_id: str, up: int = 0, down: int = 0) -> None:
-        if client_id in self.selected:
-            self.traffic = self.traffic.add(up, down)
+    def count(self, client_id: str, codec: str, transport: str, up: int = 0, down: int = 0) -> None:
+        """Payload bytes of a selected client in this round (others' do not count)."""
+        if client_id not in self.selected:
+            return
+        self.traffic = self.traffic.add(up, down)
+        for split, key in ((self.traffic_by_codec, codec), (self.traffic_by_transport, transport)):
+            split[key] = split.get(key, Traffic()).add(up, down)
 
     def fold(
         self,
@@ -180,4 +186,6 @@ class Round:
             train_loss=sum(losses) / len(losses) if losses else math.nan,
             excluded=self.excluded,
             reason=self.reason or self.default_reason(outcome),
+            bytes_by_codec=dict(self.traffic_by_codec),
+            bytes_by_transport=dict(self.traffic_by_transport),
         )

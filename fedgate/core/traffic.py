@@ -35,5 +35,5 @@ class TrafficLedger:
         self.by_transport[client.transport] = self.by_transport[client.transport].add(up, down)
         self.by_codec[codec] = self.by_codec[codec].add(up, down)
         if round_ is not None:
-            round_.count(client.client_id, up, down)
+            round_.count(client.client_id, codec, client.transport, up, down)
         self.observer.traffic(client.transport, codec, up, down)

@@ -10,9 +10,10 @@ over ``inproc`` it is a Ray actor of its own (`fedgate.engines.ray_actors`).
 Without ``--ray-address``, `ray.init` starts a cluster on this machine (a CPU each host,
 no dashboard, a small object store, no usage reporting) and shuts it down at the end;
 with one, the cluster is joined and left as it is. When its nodes are other machines, the
-gateway listens on every interface and the hosts reach it at this node's address: the
-gateway takes enrolment keys, as always, and the key reaches the hosts through Ray. Every
-node needs fedgate installed, and the data directory of a data set read from files.
+gateway listens on every interface and the hosts reach it at this node's address, in plain
+text as `sim`'s gateway always is (the cluster's network is taken to be its own); it takes
+enrolment keys, as always, and the key reaches the hosts through Ray. Every node needs
+fedgate installed, and the data directory of a data set read from files at the same path.
 """
 
 from __future__ import annotations
@@ -196,6 +197,14 @@ class Fleet:
             host.stop.remote()
         return self.collect(timeout_s)
 
+    def took_part(self) -> tuple[list[HostReport], list[str]]:
+        """`finish`, or a FedgateError if no client took part to the end (the watchdog
+        stopped a run every client had left)."""
+        reports, failures = self.finish()
+        if not any(report.finished for report in reports):
+            raise FedgateError(f"no virtual client took part to the end:{self.failures()}")
+        return reports, failures
+
     def collect(self, timeout_s: float) -> tuple[list[HostReport], list[str]]:
         """The reports of the hosts that have ended, and a line for each of the others."""
         reports, failures = [], []
@@ -280,41 +289,46 @@ def over_the_network(
     results document to complete as soon as the run has ended."""
     on_round, on_server, complete = callbacks
     fleet = Fleet(host_specs(config, cluster.hosts_for(config)))
-    with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
-        workdir = Path(tmp)
-        results = workdir / "results.json"
-        arguments = [*serve_arguments(config, results), *cluster.serve_arguments()]
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
+            results = Path(tmp) / "results.json"
+            arguments = [*serve_arguments(config, results), *cluster.serve_arguments()]
             server = start_server(
-                [*arguments, *serving.arguments()], workdir, key_clients=config.clients
+                [*arguments, *serving.arguments()], Path(tmp), key_clients=config.clients
             )
-        except BaseException:
-            fleet.kill()
-            raise
-        try:
-            if on_server is not None:
-                on_server(server)
-            fleet.start(
-                Gateway(cluster.reachable(server.addresses), server.enrolment_key), server.stop
-            )
-            _follow(server, on_round, results)
-            if not results.exists():
-                raise FedgateError(
-                    f"the server left no results; the clients:{fleet.failures() or ' fine'}"
-                    f"\nthe server's log ends:\n{_log(server)}"
-                )
-            document: dict[str, Any] = json.loads(results.read_text())
-            server_rss = peak_rss_bytes(Path(f"/proc/{server.process.pid}/status"))
-            document["engine"] = {
-                **engine_section(cluster, *fleet.finish()),
-                "server_peak_rss_bytes": server_rss,
-            }
-            complete(document)
-            server.process.wait()  # at once, or after --keep-serving
-        finally:
-            fleet.kill()
-            server.stop()
+            try:
+                if on_server is not None:
+                    on_server(server)
+                gateway = Gateway(cluster.reachable(server.addresses), server.enrolment_key)
+                fleet.start(gateway, server.stop)
+                document, server_rss = server_results(server, fleet, on_round, results)
+                document["engine"] = {
+                    **engine_section(cluster, *fleet.took_part()),
+                    "server_peak_rss_bytes": server_rss,
+                }
+                complete(document)
+                server.process.wait()  # at once, or after --keep-serving
+            finally:
+                server.stop()
+    finally:
+        fleet.kill()
     return document
+
+
+def server_results(
+    server: ServerProcess, fleet: Fleet, on_round: RoundCallback | None, results: Path
+) -> tuple[dict[str, Any], int]:
+    """The server's results document, once its run has ended (its rounds reported to
+    ``on_round`` as they close), and its peak memory so far."""
+    _follow(server, on_round, results)
+    if not results.exists():
+        raise FedgateError(
+            f"the server left no results; the clients:{fleet.failures() or ' fine'}"
+            f"\nthe server's log ends:\n{_log(server)}"
+        )
+    document: dict[str, Any] = json.loads(results.read_text())
+    # read while it runs: the peak (VmHWM) of a process that has exited is gone with it
+    return document, peak_rss_bytes(Path(f"/proc/{server.process.pid}/status"))
 
 
 def in_an_actor(
@@ -332,9 +346,7 @@ def in_an_actor(
         fleet.start(Gateway({ActorTransport.name: ""}), federation.stop.remote)
         follow_actor(federation, on_round)
         status = expect(FederationStatus, ray.get(federation.outcome.remote()))
-        reports, failures = fleet.finish()
-        if not any(report.finished for report in reports):
-            raise FedgateError(f"no virtual client took part to the end:{fleet.failures()}")
+        reports, failures = fleet.took_part()
         document = results_document({}, status, 0.0)
         document["engine"] = engine_section(cluster, reports, failures)
         complete(document)

@@ -255,7 +255,8 @@ class ClientHost:
             finally:
                 self._running.discard(loop)
         except FedgateError as error:
-            return f"{client.name}: {error.message}"
+            named = error.message.startswith(f"{client.name}:")  # as the client loop tells
+            return error.message if named else f"{client.name}: {error.message}"
         except asyncio.CancelledError:
             return ""  # stopped after the run ended (`stop`); it left on its way out
         finally:

@@ -34,6 +34,8 @@ CSV_COLUMNS = (
     "bytes_down",
     "duration_s",
     "reason",
+    "bytes_by_codec",  # name=up/down, space-separated
+    "bytes_by_transport",
 )
 
 
@@ -76,6 +78,8 @@ def rounds_csv(run: StoredRun) -> str:
         row = record_document(record)
         for column in ("participants", "selected", "excluded"):
             row[column] = " ".join(row[column])
+        for column in ("bytes_by_codec", "bytes_by_transport"):
+            row[column] = " ".join(f"{k}={t['up']}/{t['down']}" for k, t in row[column].items())
         writer.writerow({"run_id": run.meta.run_id, **{k: _cell(v) for k, v in row.items()}})
     return out.getvalue()
 

@@ -7,7 +7,14 @@ from typing import Any
 from fedgate.core.messages import ClientState, RoundOutcome, RoundRecord
 from fedgate.core.ports import StoredClient
 from fedgate.store.schema import ClientRow, RoundRow
-from fedgate.store.values import ids_from_json, nan_to_null, null_to_nan, to_json
+from fedgate.store.values import (
+    ids_from_json,
+    nan_to_null,
+    null_to_nan,
+    to_json,
+    traffic_from_json,
+    traffic_to_json,
+)
 
 
 def record_values(record: RoundRecord) -> dict[str, Any]:
@@ -27,6 +34,8 @@ def record_values(record: RoundRecord) -> dict[str, Any]:
         "bytes_down": record.bytes_down,
         "duration_s": record.duration_s,
         "reason": record.reason,
+        "bytes_by_codec": traffic_to_json(record.bytes_by_codec),
+        "bytes_by_transport": traffic_to_json(record.bytes_by_transport),
     }
 
 
@@ -47,6 +56,8 @@ def record_from_row(row: RoundRow) -> RoundRecord:
         train_loss=null_to_nan(row.train_loss),
         excluded=ids_from_json(row.excluded),
         reason=row.reason,
+        bytes_by_codec=traffic_from_json(row.bytes_by_codec or "{}"),
+        bytes_by_transport=traffic_from_json(row.bytes_by_transport or "{}"),
     )
 
 

@@ -116,6 +116,9 @@ class RoundRow(Base):
     bytes_down: Mapped[int]
     duration_s: Mapped[float]
     reason: Mapped[str] = mapped_column(Text)
+    # JSON {name: [up, down]}; NULL in rows written before revision 0003
+    bytes_by_codec: Mapped[str | None] = mapped_column(Text)
+    bytes_by_transport: Mapped[str | None] = mapped_column(Text)
 
 
 class ClientRow(Base):

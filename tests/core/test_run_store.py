@@ -110,7 +110,7 @@ async def test_a_watcher_sees_every_transition_however_close_together() -> None:
     federation = Federation(tiny_model(), CONFIG)
     federation.start()
     try:
-        watched = federation.watch(min_interval_s=0.5)
+        watched = federation.watch(min_interval_s=0.05)
         await anext(watched)
         a, b = await join(federation, "a"), await join(federation, "b")
         await play_round(federation, a, b)

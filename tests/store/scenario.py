@@ -90,6 +90,11 @@ def record(round_: int, attempt: int, outcome: RoundOutcome, **changes: Any) -> 
         bytes_up=1000 * round_,
         bytes_down=2000 * round_,
         duration_s=0.25,
+        bytes_by_codec={
+            "raw": Traffic(600 * round_, 1200 * round_),
+            "int8-zstd": Traffic(400 * round_, 800 * round_),
+        },
+        bytes_by_transport={"grpc": Traffic(1000 * round_, 2000 * round_)},
     )
     return dataclasses.replace(base, **changes)
 

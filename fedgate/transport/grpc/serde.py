@@ -306,7 +306,14 @@ def client_view_from_proto(message: pb.ClientView) -> ClientView:
 
 
 def round_record_to_proto(record: RoundRecord) -> pb.RoundRecord:
-    return pb.RoundRecord(**{**vars(record), "outcome": str(record.outcome)})
+    split = ("bytes_by_codec", "bytes_by_transport")
+    fields = {k: v for k, v in vars(record).items() if k not in split}
+    message = pb.RoundRecord(**{**fields, "outcome": str(record.outcome)})
+    for key, traffic in record.bytes_by_codec.items():
+        message.bytes_by_codec[key].CopyFrom(pb.Traffic(up=traffic.up, down=traffic.down))
+    for key, traffic in record.bytes_by_transport.items():
+        message.bytes_by_transport[key].CopyFrom(pb.Traffic(up=traffic.up, down=traffic.down))
+    return message
 
 
 def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
@@ -318,8 +325,14 @@ def round_record_from_proto(message: pb.RoundRecord) -> RoundRecord:
             "participants": tuple(fields["participants"]),
             "selected": tuple(fields["selected"]),
             "excluded": tuple(fields["excluded"]),
+            "bytes_by_codec": _traffic(message.bytes_by_codec),
+            "bytes_by_transport": _traffic(message.bytes_by_transport),
         }
     )
+
+
+def _traffic(entries: Mapping[str, pb.Traffic]) -> dict[str, Traffic]:
+    return {key: Traffic(value.up, value.down) for key, value in entries.items()}
 
 
 # The values each proto scalar type holds, for the kinds a setting may have.

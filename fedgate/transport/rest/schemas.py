@@ -5,7 +5,7 @@ core messages: ``x_to_json`` builds a body from a core message, ``x_from_json`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
@@ -181,6 +181,8 @@ class RoundRecordJson(Body):
     train_loss: float | None = None
     excluded: list[str] = []
     reason: str = ""
+    bytes_by_codec: dict[str, TrafficJson] = {}
+    bytes_by_transport: dict[str, TrafficJson] = {}
 
 
 class ClientEventJson(Body):
@@ -321,6 +323,8 @@ def _record_to_json(record: RoundRecord) -> RoundRecordJson:
             "accuracy": _finite(record.accuracy),
             "loss": _finite(record.loss),
             "train_loss": _finite(record.train_loss),
+            "bytes_by_codec": _traffic_to_json(record.bytes_by_codec),
+            "bytes_by_transport": _traffic_to_json(record.bytes_by_transport),
         }
     )
 
@@ -335,8 +339,22 @@ def _record_from_json(body: RoundRecordJson) -> RoundRecord:
             "accuracy": _nan(body.accuracy),
             "loss": _nan(body.loss),
             "train_loss": _nan(body.train_loss),
+            "bytes_by_codec": {
+                k: Traffic(**v.model_dump()) for k, v in body.bytes_by_codec.items()
+            },
+            "bytes_by_transport": {
+                k: Traffic(**v.model_dump()) for k, v in body.bytes_by_transport.items()
+            },
         }
     )
+
+
+def _traffic_to_json(split: Mapping[str, Traffic]) -> dict[str, TrafficJson]:
+    return {key: TrafficJson(**vars(traffic)) for key, traffic in split.items()}
+
+
+def _traffic_from_json(split: Mapping[str, TrafficJson]) -> dict[str, Traffic]:
+    return {key: Traffic(**traffic.model_dump()) for key, traffic in split.items()}
 
 
 def _finite(value: float) -> float | None:

@@ -1,20 +1,11 @@
 // The run's history as charts and a table: accuracy and loss per round, bytes per round by
-// codec and by transport, round duration.
-//
-// The status carries each round's bytes in total and the traffic by codec and transport
-// only as running totals, so the split per round is measured here: the totals at each
-// round's end minus those at the previous one's. Rounds that closed before the page
-// opened have no split.
+// codec and by transport (each round record carries its own split), round duration.
 
 import { bytes, el, fixed } from "./api.js";
 import { lineChart, stackedBars } from "./charts.js";
 
 const $ = (id) => document.getElementById(id);
 const ROWS_SHOWN = 50;
-
-let seen = -1; // history records already measured
-let lastTotals = null; // {codec: {...}, transport: {...}} at the last round end seen
-const perRound = []; // [{round, codec: {key: bytes}, transport: {key: bytes}}]
 
 // bytes in at most four characters and a unit, for axis ticks
 function shortBytes(n) {
@@ -23,40 +14,12 @@ function shortBytes(n) {
   return `${value >= 100 || scale === 1 ? value.toFixed(0) : value.toFixed(1)} ${unit}`;
 }
 
+// {name: {up, down}} -> {name: bytes both ways}
 function totals(byKey) {
-  return Object.fromEntries(Object.entries(byKey).map(([k, t]) => [k, t.up + t.down]));
-}
-
-function difference(now, before) {
-  const found = {};
-  for (const [key, value] of Object.entries(now)) {
-    const delta = value - (before[key] || 0);
-    if (delta > 0) found[key] = delta;
-  }
-  return found;
-}
-
-function measure(status) {
-  const now = { codec: totals(status.bytes_by_codec), transport: totals(status.bytes_by_transport) };
-  if (seen < 0 || status.history.length < seen) {
-    seen = status.history.length; // the page opened now (or a new run began)
-    lastTotals = now;
-    perRound.length = 0;
-    return;
-  }
-  if (status.history.length === seen) return;
-  const record = status.history.at(-1); // rounds closing together share one measurement
-  perRound.push({
-    round: record.round,
-    codec: difference(now.codec, lastTotals.codec),
-    transport: difference(now.transport, lastTotals.transport),
-  });
-  seen = status.history.length;
-  lastTotals = now;
+  return Object.fromEntries(Object.entries(byKey || {}).map(([k, t]) => [k, t.up + t.down]));
 }
 
 export function renderHistory(status) {
-  measure(status);
   const done = status.history.filter((r) => r.outcome === "completed");
   const points = (key) => done.filter((r) => r[key] !== null).map((r) => [r.round, r[key]]);
   lineChart($("chart-accuracy"), [{ name: "accuracy", points: points("accuracy") }], {
@@ -67,7 +30,7 @@ export function renderHistory(status) {
     { name: "train loss", points: points("train_loss") },
   ], { label: "loss per round", min: 0 });
   const chartBytes = (key) => stackedBars($(`chart-${key}`),
-    perRound.map((r) => ({ round: r.round, parts: r[key] })),
+    status.history.map((r) => ({ round: r.round, parts: totals(r[`bytes_by_${key}`]) })),
     { label: `bytes per round by ${key}`, format: shortBytes, legend: $(`legend-${key}`) });
   chartBytes("codec");
   chartBytes("transport");

@@ -53,6 +53,8 @@ def sample_status(pending: bool) -> FederationStatus:
         bytes_down=20,
         duration_s=1.5,
         train_loss=0.4,
+        bytes_by_codec={"raw": Traffic(6, 12), "msgpack": Traffic(4, 8)},
+        bytes_by_transport={"grpc": Traffic(6, 12), "rest": Traffic(4, 8)},
     )
     refused = dataclasses.replace(
         record,

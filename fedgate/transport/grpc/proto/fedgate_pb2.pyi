@@ -713,6 +713,48 @@ Global___ClientView: _TypeAlias = ClientView  # noqa: Y015
 class RoundRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class BytesByCodecEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Traffic: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Traffic | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BytesByTransportEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Traffic: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Traffic | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ROUND_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
@@ -728,6 +770,8 @@ class RoundRecord(_message.Message):
     TRAIN_LOSS_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    BYTES_BY_CODEC_FIELD_NUMBER: _builtins.int
+    BYTES_BY_TRANSPORT_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     attempt: _builtins.int
     outcome: _builtins.str
@@ -752,6 +796,12 @@ class RoundRecord(_message.Message):
         attempt is retried without them.
         """
 
+    @_builtins.property
+    def bytes_by_codec(self) -> _containers.MessageMap[_builtins.str, Global___Traffic]:
+        """the round's payload bytes split by codec and by transport (selected clients only)"""
+
+    @_builtins.property
+    def bytes_by_transport(self) -> _containers.MessageMap[_builtins.str, Global___Traffic]: ...
     def __init__(
         self,
         *,
@@ -770,10 +820,12 @@ class RoundRecord(_message.Message):
         train_loss: _builtins.float = ...,
         excluded: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        bytes_by_codec: _abc.Mapping[_builtins.str, Global___Traffic] | None = ...,
+        bytes_by_transport: _abc.Mapping[_builtins.str, Global___Traffic] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "attempt", b"attempt", "bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "duration_s", b"duration_s", "excluded", b"excluded", "loss", b"loss", "model_version", b"model_version", "num_examples", b"num_examples", "outcome", b"outcome", "participants", b"participants", "reason", b"reason", "round", b"round", "selected", b"selected", "train_loss", b"train_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "attempt", b"attempt", "bytes_by_codec", b"bytes_by_codec", "bytes_by_transport", b"bytes_by_transport", "bytes_down", b"bytes_down", "bytes_up", b"bytes_up", "duration_s", b"duration_s", "excluded", b"excluded", "loss", b"loss", "model_version", b"model_version", "num_examples", b"num_examples", "outcome", b"outcome", "participants", b"participants", "reason", b"reason", "round", b"round", "selected", b"selected", "train_loss", b"train_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
