@@ -16,7 +16,7 @@ from fedgate.benchrun import add_bench_arguments, repository_root, run_bench
 from fedgate.cli_access import add_access_commands
 from fedgate.cli_config import add_config_options
 from fedgate.cli_experiment import add_experiment_command
-from fedgate.cli_limits import add_limit_options, max_update_bytes, upload_timeouts
+from fedgate.cli_limits import add_limit_options, join_limits, max_update_bytes, upload_timeouts
 from fedgate.cli_store import add_store_commands
 from fedgate.cli_tls import add_client_tls_options, add_server_tls_options, client_tls, server_tls
 from fedgate.cli_train import add_data_dir_option, add_train_command
@@ -289,7 +289,10 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     add_config_options(
         parser.add_argument_group("run"),
         defaults=dataclasses.asdict(defaults),
-        helps={"min_clients": "clients needed to open and close a round (0: every client)"},
+        helps={
+            "min_clients": "clients needed to open and close a round (0: --clients-per-round "
+            "if set, else every client)"
+        },
     )
 
 
@@ -337,6 +340,7 @@ def run_serve(args: argparse.Namespace) -> int:
         exit_when_done=args.exit_when_done,
         enrolment=args.enrolment,
         max_concurrent_uploads=args.max_concurrent_uploads,
+        join_limits=join_limits(args),
         db=args.db or DEFAULT_DB_URL,
         new_run=args.new_run,
         public_dashboard=args.public_dashboard,

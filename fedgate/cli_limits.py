@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fedgate.core.enrolment import PEER_JOINS, JoinLimits
+from fedgate.core.ratelimit import Rate
 from fedgate.errors import ConfigError
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 
@@ -37,6 +39,19 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="uploads in progress at once, all clients together (one per client)",
     )
+    group.add_argument(
+        "--peer-join-burst",
+        type=int,
+        default=PEER_JOINS.burst,
+        help="joins one address may make at once (then about one a second); raise it when "
+        "many clients share an address (a NAT, a simulation on one machine)",
+    )
+
+
+def join_limits(args: argparse.Namespace) -> JoinLimits:
+    if not 1 <= args.peer_join_burst <= 1_000_000:
+        raise ConfigError(f"--peer-join-burst must be in [1, 1000000], got {args.peer_join_burst}")
+    return JoinLimits(per_peer=Rate(args.peer_join_burst, PEER_JOINS.per_s))
 
 
 def upload_timeouts(args: argparse.Namespace) -> UploadTimeouts:

@@ -23,6 +23,7 @@ from fedgate.codecs import codec_names, get_codec
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.data import load_dataset
+from fedgate.core.enrolment import PEER_JOINS
 from fedgate.core.factory import build_federation, build_trainer
 from fedgate.core.federation import Federation
 from fedgate.core.messages import RoundRecord
@@ -58,7 +59,7 @@ class SimConfig:
     local_epochs: int = 1
     batch_size: int = 32
     clients_per_round: int = 0
-    min_clients: int = 0  # 0: every client
+    min_clients: int = 0  # 0: clients_per_round, else every client
     round_deadline_s: float = 120.0
     deltas: str = "auto"  # auto (deltas for lossy codecs) | on | off
     strategy: str = "fedavg"  # a name in fedgate.core.strategy.STRATEGIES
@@ -85,7 +86,9 @@ class SimConfig:
 
     def run_config(self) -> RunConfig:
         """The run settings, by name (tests/test_config_schema.py: sim holds all of them)."""
-        return RunConfig(**{**settings_of(self), "min_clients": self.min_clients or self.clients})
+        # 0: every client, or, when a round takes fewer, as many as a round takes
+        wanted = self.min_clients or self.clients_per_round or self.clients
+        return RunConfig(**{**settings_of(self), "min_clients": wanted})
 
     def validate(self) -> None:
         if self.transport not in TRANSPORT_CHOICES:
@@ -278,6 +281,9 @@ def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
         "--exit-when-done",
         "--results",
         str(results_path),
+        # every simulated client joins from this machine's one address
+        "--peer-join-burst",
+        str(max(PEER_JOINS.burst, config.clients + 10)),
     ]
 
 

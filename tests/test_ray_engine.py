@@ -1,13 +1,15 @@
 """`fedgate sim --engine ray`: digits federations whose virtual clients run on Ray.
 
-One local Ray cluster (2 CPUs) serves the module. Over gRPC and in process the simulation
-runs in this process, on that cluster; over REST it is the `fedgate sim` command, joining
-the same cluster with --ray-address. Each run: 20 virtual clients, 4 a round, 2 rounds,
-and only the selected clients ever built a model (one at a time per host), none kept one.
+One local Ray cluster (2 CPUs) serves the module. Over gRPC the simulation runs in this
+process, on that cluster; over REST it is the `fedgate sim` command, joining the same
+cluster with --ray-address: 20 virtual clients, 4 a round, 2 rounds. In process, all 20
+train every round and learn exactly what the local engine's clients learn. Each time,
+only the selected clients ever built a model (one at a time per host), and none kept one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.util
 import json
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from fedgate.engines import RAY_MISSING
-from fedgate.simulation import SimConfig, run_simulation
+from fedgate.simulation import SimConfig, run_simulation, simulate
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -36,6 +38,7 @@ SETTINGS: dict[str, Any] = {
     "local_epochs": 5,
     "batch_size": 16,
 }
+EVERY_CLIENT = {**SETTINGS, "clients_per_round": 0, "min_clients": 0}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def cluster() -> Iterator[str]:
         ray.shutdown()
 
 
-def check_run(document: dict[str, Any], transport: str) -> None:
+def check_run(document: dict[str, Any], transport: str, per_round: int = PER_ROUND) -> None:
     """The rounds ran, with every virtual client; idle clients held no model."""
     assert document["state"] == "finished"
     assert [entry["round"] for entry in document["rounds"]] == list(range(1, ROUNDS + 1))
@@ -66,23 +69,35 @@ def check_run(document: dict[str, Any], transport: str) -> None:
     assert (engine["hosts"], engine["virtual_clients"]) == (2, CLIENTS)
     assert engine["joined"] == engine["finished"] == CLIENTS
     assert engine["failures"] == []
-    # a model is built for each task and only then: PER_ROUND * ROUNDS of them for 20
-    # clients; a host holds one at a time, and none is left once the run is over
-    assert engine["trainings"] == engine["models_built"] == PER_ROUND * ROUNDS
+    # a model is built for each task and only then (per_round * ROUNDS of them for 20
+    # clients); a host holds one at a time, and none is left once the run is over
+    assert engine["trainings"] == engine["models_built"] == per_round * ROUNDS
     assert engine["peak_models_per_host"] == 1
     assert (engine["models_alive_after"], engine["clients_holding_after"]) == (0, 0)
 
 
 @needs_ray
-@pytest.mark.parametrize("transport", ["grpc", "inproc"])
-def test_a_federation_of_virtual_clients(cluster: str, transport: str) -> None:
+def test_virtual_clients_over_grpc(cluster: str) -> None:
     rounds: list[int] = []
-    config = SimConfig(engine="ray", transport=transport, **SETTINGS)
+    config = SimConfig(engine="ray", transport="grpc", **SETTINGS)
     document = run_simulation(config, on_round=lambda record: rounds.append(record.round))
-    check_run(document, transport)
+    check_run(document, "grpc")
     assert rounds == [1, 2]
-    if transport == "grpc":  # the real `fedgate serve`, measured
-        assert document["engine"]["server_peak_rss_bytes"] > 0
+    assert document["engine"]["server_peak_rss_bytes"] > 0  # the real `fedgate serve`
+
+
+@needs_ray
+def test_virtual_clients_in_process_learn_exactly_as_local_ones(cluster: str) -> None:
+    """The federation in an actor, the clients calling it through Ray: with every client
+    in every round, the same rounds as the local engine's, to the last digit."""
+    rounds: list[int] = []
+    config = SimConfig(engine="ray", transport="inproc", **EVERY_CLIENT)
+    document = run_simulation(config, on_round=lambda record: rounds.append(record.round))
+    check_run(document, "inproc", per_round=CLIENTS)
+    assert rounds == [1, 2]
+    local = asyncio.run(simulate(dataclasses.replace(config, engine="local")))
+    learnt = [(entry["accuracy"], entry["loss"]) for entry in document["rounds"]]
+    assert learnt == [(entry["accuracy"], entry["loss"]) for entry in local["rounds"]]
 
 
 @needs_ray

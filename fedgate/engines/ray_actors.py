@@ -155,6 +155,17 @@ class ActorTransport:
         return answer
 
 
+def answer(ref: Any) -> object:
+    """`ray.get`, with the error an actor method raised as itself when it is fedgate's."""
+    try:
+        value: object = ray.get(ref)
+    except RayTaskError as error:
+        if isinstance(error.cause, FedgateError):
+            raise error.cause from None
+        raise
+    return value
+
+
 def node_address() -> str:
     """This node's address, as the Ray cluster knows it."""
     return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]

@@ -39,6 +39,7 @@ from fedgate.engines.ray_actors import (
     CLIENT_ACTOR,
     FEDERATION_ACTOR,
     ActorTransport,
+    answer,
     expect,
     node_address,
 )
@@ -342,10 +343,10 @@ def in_an_actor(
     ).remote(config.dataset, config.model, absolute_data_dir(config), run_config)
     fleet = Fleet(host_specs(config, cluster.hosts_for(config)), federation)
     try:
-        ray.get(federation.start.remote())
+        answer(federation.start.remote())
         fleet.start(Gateway({ActorTransport.name: ""}), federation.stop.remote)
         follow_actor(federation, on_round)
-        status = expect(FederationStatus, ray.get(federation.outcome.remote()))
+        status = expect(FederationStatus, answer(federation.outcome.remote()))
         reports, failures = fleet.took_part()
         document = results_document({}, status, 0.0)
         document["engine"] = engine_section(cluster, reports, failures)
@@ -360,7 +361,9 @@ def follow_actor(federation: Any, on_round: RoundCallback | None) -> None:
     """Report rounds as the federation actor closes them, until its run ends."""
     seen, ended = 0, on_round is None
     while not ended:
-        records, ended = ray.get(federation.rounds_after.remote(seen))
+        answered = expect(tuple, answer(federation.rounds_after.remote(seen)))
+        records: tuple[RoundRecord, ...] = answered[0]
+        ended = bool(answered[1])
         for record in records:
             if on_round is not None:
                 on_round(record)

@@ -9,13 +9,14 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedgate.core.accounts import Accounts
 from fedgate.core.config import RunConfig
 from fedgate.core.data import Dataset, load_dataset
+from fedgate.core.enrolment import JoinLimits
 from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
 from fedgate.core.inference import Deployment, InputSpec, Predictor
@@ -45,6 +46,7 @@ class ServeOptions:
     exit_when_done: bool = False
     enrolment: str = "key"  # "open": anyone may join (see `access_notes`)
     max_concurrent_uploads: int = 32
+    join_limits: JoinLimits = field(default_factory=JoinLimits)
     db: str = "sqlite:///runs/fedgate.db"  # the run store (`fedgate.store.DEFAULT_DB_URL`)
     new_run: bool = False  # start afresh even if the store holds an unfinished run
     public_dashboard: bool = False  # read-only web views need no credential
@@ -163,6 +165,7 @@ def open_run(options: ServeOptions, store: SqlStore, dataset: Dataset | None = N
         resume=unfinished,
         max_update_bytes=options.gateway.max_update_bytes,
         max_concurrent_uploads=options.max_concurrent_uploads,
+        join_limits=options.join_limits,
         enrolment=options.enrolment,
         store=store.runs,
         keys=store.keys,
