@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing fedgate and its dependencies into $(VENV) (first run only)..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e '.[dev,ray]' 2>&1 | grep -v 'is ignored' || true
+		-c constraints.txt -e '.[dev,report,bench,ray]' 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/python -c "import fedgate, torch, torchvision" && touch $@
 
 # The dashboard's URL is the first line it prints (hence no echo of the command);

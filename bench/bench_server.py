@@ -20,7 +20,7 @@ per command on stdout, prefixed with ``benchkit.REPLY_PREFIX``:
   (`fedgate.store.open_store`, as ``fedgate serve --db`` opens one), closed and deleted
   on stop.
 - ``{"op": "stop"}`` stops the gateway and the federation and replies with the results
-  document of the run (`fedgate.results.results_document`), plus under ``"store"`` what
+  document of the run (`fedgate.run.results.results_document`), plus under ``"store"`` what
   the store holds of it and how long its writes took (`TimedStore`).
 
 End of input stops whatever runs and exits.
@@ -62,7 +62,7 @@ from fedgate.core.ports import (
 )
 from fedgate.core.training import state_dict_copy
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.results import results_document
+from fedgate.run.results import results_document
 from fedgate.store import SqlStore, open_store
 
 STORES = ("memory", "sqlite")

@@ -124,7 +124,7 @@ class BenchServer:
         )
 
     def stop(self) -> dict[str, Any]:
-        """End the hosted federation; returns its results document (`fedgate.results`),
+        """End the hosted federation; returns its results document (`fedgate.run.results`),
         with ``"store"``: the rounds its store holds and the time its writes took."""
         results: dict[str, Any] = self._call({"op": "stop"})["results"]
         return results

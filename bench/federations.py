@@ -32,7 +32,6 @@ from benchkit import BenchServer, EventLoop
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig, settings_of
 from fedgate.core.data import Dataset
-from fedgate.core.factory import build_trainer
 from fedgate.core.messages import (
     EncodedModel,
     HeartbeatAck,
@@ -44,6 +43,7 @@ from fedgate.core.messages import (
     Update,
     UpdateReceipt,
 )
+from fedgate.core.trainers import build_trainer
 from fedgate.core.training import LocalTrainer, TrainResult
 from fedgate.core.transport import Session, Transport
 from fedgate.transport.connect import connect

@@ -29,12 +29,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchrun import repository_root
 from federations import WAIT_LIMIT_S, FederationSpec
 
-from fedgate.benchrun import repository_root
 from fedgate.core.data import Dataset
-from fedgate.core.factory import build_trainer, client_seed
 from fedgate.core.models import build_model
+from fedgate.core.trainers import build_trainer, client_seed
 from fedgate.core.training import state_dict_copy
 
 # flower_app.py lives beside the venv's requirements, in bench/flower/, outside the bench

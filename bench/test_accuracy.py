@@ -4,7 +4,7 @@ One whole federation per codec in the registry, all else equal: the digits CNN, 
 on a ``dirichlet:0.5`` split, 30 rounds, seed 0, every client in every round, each client's
 codec default for deltas (on for lossy codecs). ``--fedgate-quick``: 4 clients, 3 rounds.
 
-The federations run in-process (`fedgate.simulation.simulate`): the byte counts are the
+The federations run in-process (`fedgate.run.simulation.simulate`): the byte counts are the
 same encoded payloads the gRPC and REST adapters carry (models down, updates up), and the
 rounds suite times the same codecs over real transports. pytest-benchmark times the whole
 federation (one benchmark round = one federation).
@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from fedgate.codecs import CODECS
-from fedgate.simulation import SimConfig, simulate
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import simulate
 
 SETTINGS = {False: (10, 30), True: (4, 3)}  # (clients, rounds), full and quick
 PARTITION = "dirichlet:0.5"

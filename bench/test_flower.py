@@ -58,7 +58,7 @@ from flower_side import (
 
 import fedgate
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.launch import fedgate_command
+from fedgate.run.launch import fedgate_command
 
 CLIENTS = {False: 4, True: 2}
 ROUNDS = {False: 10, True: 3}

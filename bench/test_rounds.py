@@ -61,7 +61,7 @@ from federations import FederationSpec, figures_info, median, run_timed, warm_up
 
 from fedgate.codecs import CODECS
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.simulation import NETWORK_TRANSPORTS
+from fedgate.run.sim_config import NETWORK_TRANSPORTS
 
 TRANSPORTS = NETWORK_TRANSPORTS
 CLIENTS = {False: (1, 4, 16), True: (2,)}

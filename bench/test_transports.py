@@ -51,7 +51,7 @@ from fedgate.core.config import RunConfig
 from fedgate.core.messages import EncodedModel, JoinRequest, Task, TaskKind, Update
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import DuplicateUpdate
-from fedgate.simulation import NETWORK_TRANSPORTS
+from fedgate.run.sim_config import NETWORK_TRANSPORTS
 from fedgate.transport.connect import connect
 
 TRANSPORTS = NETWORK_TRANSPORTS  # the server registry's, that clients can reach

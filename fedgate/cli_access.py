@@ -18,14 +18,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedgate.cli_tls import add_client_tls_options, client_tls
 from fedgate.core.accounts import Role
 from fedgate.core.enrolment import KeyView
 from fedgate.errors import ConfigError, Unauthorized
-from fedgate.runner import KEY_ENV
-from fedgate.transport.rest.admin_client import AdminClient
+from fedgate.run.client_options import KEY_ENV
+
+if TYPE_CHECKING:
+    from fedgate.transport.rest.admin_client import AdminClient
 
 SERVER_ENV = "FEDGATE_SERVER"
 TOKEN_ENV = "FEDGATE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -201,6 +203,8 @@ def _client(args: argparse.Namespace) -> AdminClient:
     token = getattr(args, "token", "")
     if token == "" and "token" in args:
         raise Unauthorized(f"this command needs an admin token: pass --token or set ${TOKEN_ENV}")
+    from fedgate.transport.rest.admin_client import AdminClient  # noqa: PLC0415 - httpx here
+
     return AdminClient(args.server, token, tls=client_tls(args))
 
 

@@ -7,14 +7,12 @@ import argparse
 import dataclasses
 import shlex
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fedgate.cli_train import add_data_dir_option
-from fedgate.experiment.progress import progress_for
-from fedgate.experiment.runner import ExperimentDir, run_experiment
-from fedgate.experiment.spec import ExperimentSpec, load_spec
+
+if TYPE_CHECKING:
+    from fedgate.experiment.spec import ExperimentSpec
 
 
 def add_experiment_command(commands: Any) -> None:
@@ -48,6 +46,13 @@ def with_data_dir(spec: ExperimentSpec, data_dir: str) -> ExperimentSpec:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
+    # torch and the simulation load when an experiment runs, not when the CLI parses
+    import torch  # noqa: PLC0415
+
+    from fedgate.experiment.progress import progress_for  # noqa: PLC0415
+    from fedgate.experiment.runner import run_experiment  # noqa: PLC0415
+    from fedgate.experiment.spec import load_spec  # noqa: PLC0415
+
     spec = with_data_dir(load_spec(args.spec), args.data_dir)
     if args.list:
         return list_cells(spec, args.out)
@@ -71,6 +76,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
 
 def list_cells(spec: ExperimentSpec, out: Path) -> int:
+    from fedgate.experiment.runner import ExperimentDir  # noqa: PLC0415
+
     directory = ExperimentDir(out)
     for cell in spec.cells():
         state = "done" if directory.finished(cell) is not None else "to run"

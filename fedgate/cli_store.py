@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedgate.core.messages import RoundRecord
-from fedgate.core.ports import StoredClient, StoredRun
 from fedgate.errors import NotFound
 
 if TYPE_CHECKING:
+    from fedgate.core.ports import StoredClient, StoredRun
     from fedgate.store import SqlStore
 
 DEFAULT_DB_URL = "sqlite:///runs/fedgate.db"  # `fedgate.store.DEFAULT_DB_URL` (a test checks)

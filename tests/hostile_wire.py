@@ -21,9 +21,9 @@ import httpx
 from fedgate.codecs import get_codec
 from fedgate.errors import error_from_code
 from fedgate.transport.grpc import status as grpc_status
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.server import CHANNEL_OPTIONS
 from fedgate.transport.rest import problems
 
 CHUNK = 64 * 1024

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fedgate.core.models import ModelSpec, build_model
 from fedgate.core.training import state_dict_copy
-from fedgate.simulation import SimConfig, run_simulation
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import run_simulation
 from tests.core.cifar_files import write_cifar10
 
 

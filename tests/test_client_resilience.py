@@ -34,7 +34,7 @@ from fedgate.core.messages import TrainConfig
 from fedgate.core.retry import Backoff
 from fedgate.core.training import TrainResult
 from fedgate.errors import TransportError
-from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.transport.connect import connect
 from fedgate.transport.servers import ServerSettings, get_server_adapter, port_of
 from tests.conftest import tiny_model

@@ -27,7 +27,8 @@ from fedgate.core.config import MUTABLE_FIELDS, RunConfig, option, settings, set
 from fedgate.core.messages import TrainConfig
 from fedgate.core.strategy import strategy_names
 from fedgate.errors import ConfigError
-from fedgate.simulation import SimConfig, serve_arguments
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import serve_arguments
 from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.rest import schemas

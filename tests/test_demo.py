@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedgate.cli import main
-from fedgate.simulation import NETWORK_TRANSPORTS
+from fedgate.run.sim_config import NETWORK_TRANSPORTS
 
 
 @pytest.mark.timeout(240)

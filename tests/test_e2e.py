@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from fedgate.cli import main
-from fedgate.launch import ServerProcess, start_client, start_server, stop_process
-from fedgate.simulation import NETWORK_TRANSPORTS, SimConfig
+from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.run.sim_config import NETWORK_TRANSPORTS, SimConfig
 
 DEADLINE_S = 15.0
 HEARTBEAT_TIMEOUT_S = 25.0

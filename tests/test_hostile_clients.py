@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from fedgate.codecs import CODECS, TensorDict, get_codec
-from fedgate.launch import ServerProcess, start_server
+from fedgate.run.launch import ServerProcess, start_server
 from fedgate.transport.servers import SERVER_ADAPTERS
 from tests.hostile_payloads import attacks, json_of_numel
 from tests.hostile_wire import (

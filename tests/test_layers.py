@@ -25,6 +25,7 @@ FORBIDDEN = {
         "fedgate.gateway",
         "fedgate.store",
         "fedgate.web",
+        "fedgate.run",
         "fedgate.cli",
     },
     # adapters map the wire to the core; what composes them (gateway, web) and what keeps
@@ -34,7 +35,27 @@ FORBIDDEN = {
         "fedgate.gateway",
         "fedgate.store",
         "fedgate.web",
+        "fedgate.run",
         "fedgate.cli",
+    },
+    # simulations, launched processes, engines and results drive servers as a user does:
+    # through processes and the wire (ready files, the admin API), never the gateway's
+    # internals, the store's tables or the web app
+    "run": {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "sqlalchemy",
+        "alembic",
+        "matplotlib",
+        "fedgate.gateway",
+        "fedgate.store",
+        "fedgate.web",
+        "fedgate.report",
+        "fedgate.cli",
+        "fedgate.transport.grpc.server",
+        "fedgate.transport.rest.server",
+        "fedgate.transport.rest.app",
     },
     "store": {
         "grpc",
@@ -95,7 +116,7 @@ def test_the_client_command_loads_no_server_web_stack() -> None:
     # `fedgate client` processes start by the dozen; FastAPI, Starlette and uvicorn are the
     # server's, and importing them costs each client a few hundred milliseconds.
     probe = (
-        "import sys, fedgate.cli, fedgate.runner, fedgate.transport.connect;"
+        "import sys, fedgate.cli, fedgate.run.client_runner, fedgate.transport.connect;"
         "print(sorted(m for m in ('fastapi','starlette','uvicorn','sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

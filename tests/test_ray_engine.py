@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from fedgate.engines import RAY_MISSING
-from fedgate.simulation import SimConfig, run_simulation, simulate
+from fedgate.run.engines import RAY_MISSING
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import run_simulation, simulate
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -46,7 +47,7 @@ def cluster() -> Iterator[str]:
     """A local Ray cluster as the engine starts one; its address."""
     import ray  # noqa: PLC0415 - only where Ray is installed
 
-    from fedgate.engines.ray_sim import init_options  # noqa: PLC0415
+    from fedgate.run.engines.ray_sim import init_options  # noqa: PLC0415
 
     ray.init(**init_options(""))
     try:
@@ -121,7 +122,7 @@ def test_the_sim_command_on_an_existing_cluster_over_rest(cluster: str, tmp_path
 
 @needs_ray
 def test_a_cluster_of_several_machines_reaches_the_gateway_at_this_nodes_address() -> None:
-    from fedgate.engines.ray_sim import Cluster  # noqa: PLC0415 - only where Ray is installed
+    from fedgate.run.engines.ray_sim import Cluster  # noqa: PLC0415 - only where Ray is installed
 
     served = {"grpc": "0.0.0.0:50051", "rest": "http://0.0.0.0:8000"}
     here = Cluster(address="", cpus=2, nodes=1, node_ip="10.1.2.3", spans_machines=False)

@@ -25,7 +25,7 @@ import pytest
 
 from fedgate.core.messages import RoundOutcome
 from fedgate.core.ports import StoredRun
-from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.store import open_store
 from tests import test_client_resilience as resilience
 from tests.pg import fresh_postgres_database

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fedgate.cli import build_parser
 from fedgate.core.config import MUTABLE_FIELDS, RunConfig
-from fedgate.simulation import SimConfig, serve_arguments
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import serve_arguments
 from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.rest import schemas

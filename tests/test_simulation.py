@@ -11,7 +11,8 @@ import pytest
 
 from fedgate.cli import main
 from fedgate.codecs import CODECS, SparseCodec, frame_codecs, get_codec
-from fedgate.simulation import SimConfig, simulate
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import simulate
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from fedgate.cli import main
-from fedgate.cli_train import TrainSpec, train_centralized
 from fedgate.core.config import RunConfig
 from fedgate.core.data import DATA_DIR_ENV, load_dataset
-from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.factory import build_federation
 from fedgate.core.messages import TrainConfig
+from fedgate.core.trainers import build_trainer
 from fedgate.core.training import evaluate
+from fedgate.run.centralized import train_centralized
+from fedgate.run.train_spec import TrainSpec
 from tests.core.cifar_files import write_cifar10
 
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fedgate.core.strategy import get_strategy, strategy_names
 from fedgate.errors import ConfigError
 
 T = TypeVar("T")
@@ -150,7 +149,21 @@ def settings_of(source: object, declaration: type[Any] | None = None) -> dict[st
     return {name: getattr(source, name) for name in names}
 
 
+# The strategies' names, for the CLI's choices and the REST schema; the strategies
+# themselves (torch) load when a name is checked. fedgate.core.strategy refuses to import
+# if its registry and this tuple disagree, so neither can drift.
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
+
+
+def strategy_names() -> tuple[str, ...]:
+    return STRATEGY_NAMES
+
+
 def _check_strategy(name: str) -> None:
+    if name in STRATEGY_NAMES:
+        return  # a bare name: nothing to parse, no need to load the strategies
+    from fedgate.core.strategy import get_strategy  # noqa: PLC0415 - see STRATEGY_NAMES
+
     get_strategy(name)  # an unknown name or a bad parameter is refused here
 
 

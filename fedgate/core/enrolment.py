@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from fedgate.core.ratelimit import Rate, RateLimiter
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized
 
 KEY_PREFIX = "fgk_"
@@ -36,6 +35,8 @@ MAX_KEY_CLIENTS = 1_000_000
 MAX_KEY_NAME = 128
 MAX_EXPIRY_S = 100 * 365 * 86_400.0
 MAX_SECRET_LENGTH = 256  # longer presented secrets are refused before hashing
+
+MAX_NUM_EXAMPLES = 2**31  # no key may grant more weight than this to one update
 
 
 class EnrolmentMode(enum.StrEnum):

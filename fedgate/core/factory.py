@@ -1,4 +1,4 @@
-"""Build a federation or a client trainer from names: dataset, model, partition, seed."""
+"""Build a federation (server side) from names: dataset, model, run config; resume one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from fedgate.core.config import RunConfig
 from fedgate.core.data import Dataset
 from fedgate.core.federation import Federation
 from fedgate.core.models import build_model
-from fedgate.core.partition import partition
 from fedgate.core.ports import StoredRun
-from fedgate.core.training import EvalResult, LocalTrainer, evaluate, state_dict_copy
+from fedgate.core.training import EvalResult, evaluate, state_dict_copy
 
 
 def build_federation(
@@ -40,29 +39,3 @@ def build_federation(
         return Federation.resumed(resume, evaluator=evaluator, **options)
     initial = build_model(model, dataset.model_spec, seed=config.seed)
     return Federation(state_dict_copy(initial), config, evaluator=evaluator, **options)
-
-
-def build_trainer(
-    dataset: Dataset, model: str, *, spec: str, index: int, of: int, seed: int
-) -> LocalTrainer:
-    """Client ``index`` of ``of``: a trainer on its part of the training split.
-
-    Every client computes the same split from (spec, of, seed) and takes its own part, so
-    clients in separate processes need no coordination to get disjoint data.
-    """
-    if not 0 <= index < of:
-        raise ValueError(f"client index {index} is outside 0..{of - 1}")
-    parts = partition(dataset.y_train.numpy(), of, spec, seed)
-    rows = torch.from_numpy(parts[index])
-    return LocalTrainer(
-        build_model(model, dataset.model_spec),
-        dataset.x_train[rows],
-        dataset.y_train[rows],
-        seed=client_seed(seed, index),
-        augmentation=dataset.augmentation,
-    )
-
-
-def client_seed(seed: int, index: int) -> int:
-    """Client ``index``'s batch-order seed in a run seeded ``seed``."""
-    return seed * 1000 + index

@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.messages import GONE_STATES, ClientState, ClientView, Traffic
 from fedgate.core.ports import ClientEvent, StoredClient
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import ConfigError, Conflict, Unauthorized, UnknownClient
 
 MAX_NAME_LENGTH = 128

@@ -41,6 +41,7 @@ from fedgate.core.aggregation import (
     weighted_mean,
     zeros_accumulator,
 )
+from fedgate.core.config import STRATEGY_NAMES
 from fedgate.core.robust import CoordinateTrimmedMean
 from fedgate.core.server_opt import AdamSettings, adam_step
 from fedgate.errors import ConfigError
@@ -315,6 +316,10 @@ PARAMETERISED: dict[str, Callable[[str], Strategy]] = {
     "fedadam": FedAdam.from_parameter,
     "trimmed-mean": TrimmedMean.from_parameter,
 }
+
+
+if tuple(STRATEGIES) != STRATEGY_NAMES:  # the light list the CLI and schemas read
+    raise ImportError(f"fedgate.core.config.STRATEGY_NAMES must be {tuple(STRATEGIES)}")
 
 
 def strategy_names() -> tuple[str, ...]:

@@ -19,6 +19,9 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 
+# the in-process transport's name (`fedgate.transport.inproc`), as sim and results spell it
+INPROC = "inproc"
+
 
 @dataclass(frozen=True)
 class Session:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.errors import InvalidUpdate, NonFiniteUpdate
 
 
@@ -33,9 +34,6 @@ def check_matches(
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             bad = int((~torch.isfinite(got)).sum())
             raise NonFiniteUpdate(f"tensor {name!r} holds {bad} NaN or infinite values")
-
-
-MAX_NUM_EXAMPLES = 2**31  # no key may grant more weight than this to one update
 
 
 def check_num_examples(num_examples: int, declared: int, limit: int = MAX_NUM_EXAMPLES) -> None:

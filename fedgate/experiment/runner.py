@@ -27,12 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedgate.cli_train import TrainSpec, train_centralized
 from fedgate.errors import ConfigError
 from fedgate.experiment.progress import ExperimentProgress
 from fedgate.experiment.spec import Cell, ExperimentSpec
-from fedgate.results import machine_info, write_json
-from fedgate.simulation import SimConfig, run_simulation
+from fedgate.run.centralized import train_centralized
+from fedgate.run.results import provenance, write_json
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import run_simulation
+from fedgate.run.train_spec import TrainSpec
 
 EXPERIMENT_FILE = "experiment.json"
 CELLS_DIR = "cells"
@@ -195,7 +197,7 @@ def experiment_record(
             }
             for cell in cells
         ],
-        "machine": machine_info(),
+        **provenance(),
     }
 
 

@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from fedgate.cli_train import TrainSpec
 from fedgate.core.data import DATASETS
 from fedgate.core.models import MODELS
 from fedgate.core.partition import partition
 from fedgate.errors import ConfigError, FedgateError
-from fedgate.simulation import SimConfig
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.train_spec import TrainSpec
 
 FEDERATED = "federated"
 CENTRALIZED = "centralized"

@@ -25,7 +25,7 @@ from fedgate.core.ports import RunMeta, StoredRun
 from fedgate.errors import ConfigError
 from fedgate.gateway.access_notes import print_access_notes
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.results import results_document, write_json
+from fedgate.run.results import results_document, write_json
 from fedgate.store import SqlStore, open_store, printable
 from fedgate.transport.servers import Extensions
 from fedgate.web.app import web_extensions

@@ -141,7 +141,9 @@ def sessions_blocks(experiment: Experiment) -> list[Block]:
     headers = ["started (UTC)", "wall time", "cells run", "skipped", "failed", "ended", "load"]
     machine = experiment.machine
     about = ", ".join(
-        f"{key} {machine[key]}" for key in ("platform", "cpus", "python", "torch") if key in machine
+        f"{key} {machine[key]}"
+        for key in ("platform", "cores", "python", "torch")
+        if key in machine
     )
     commands = sorted({str(s.get("command", "")) for s in experiment.sessions} - {""})
     caption = (

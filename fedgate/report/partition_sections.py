@@ -1,7 +1,7 @@
 """How a run's training data was split among its clients: examples and labels per client.
 
 The results document of a simulated run holds the split under ``partition``
-(`fedgate.results.partition_statistics`): per client, its examples and its label
+(`fedgate.run.results.partition_statistics`): per client, its examples and its label
 histogram. Bench rows that carry it (a ``partition`` field, copied from a run's document)
 get this section; `splits_section` draws it for any documents a caller has already read
 (the experiment runner's cells). Each distinct split is drawn once, as stacked bars: a bar

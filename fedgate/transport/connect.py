@@ -1,4 +1,8 @@
-"""Client transports by name."""
+"""Client transports by name.
+
+Each factory imports its adapter when called: a REST client process never loads gRPC, and
+a gRPC one never loads httpx (tests/test_client_imports.py checks what a client loads).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,19 @@ from collections.abc import Callable
 
 from fedgate.core.transport import Transport
 from fedgate.errors import ConfigError
-from fedgate.transport.grpc.client import GrpcTransport
-from fedgate.transport.rest.client import RestTransport
 from fedgate.transport.tls import ClientTls
 
 
 def _rest(server: str, tls: ClientTls | None) -> Transport:
+    from fedgate.transport.rest.client import RestTransport  # noqa: PLC0415 - see the docstring
+
     scheme = "https" if tls is not None else "http"
     return RestTransport(server if "://" in server else f"{scheme}://{server}", tls=tls)
 
 
 def _grpc(server: str, tls: ClientTls | None) -> Transport:
+    from fedgate.transport.grpc.client import GrpcTransport  # noqa: PLC0415 - see the docstring
+
     return GrpcTransport(server.removeprefix("grpc://"), tls=tls)
 
 

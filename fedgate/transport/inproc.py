@@ -14,11 +14,11 @@ from fedgate.core.messages import (
     Update,
     UpdateReceipt,
 )
-from fedgate.core.transport import Session
+from fedgate.core.transport import INPROC, Session
 
 
 class InProcTransport:
-    name = "inproc"
+    name = INPROC
 
     def __init__(self, federation: Federation) -> None:
         self.federation = federation

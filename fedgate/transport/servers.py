@@ -6,7 +6,7 @@ name to a factory of fresh adapters; the gateway, the launcher, `sim` and the te
 iterate it, so a third transport is one module plus one entry here.
 
 The factories import their adapter when called, not here: this module is imported by
-the client side too (`fedgate.simulation`, `fedgate.launch`), and `fedgate client`
+the client side too (`fedgate.run.simulation`, `fedgate.run.launch`), and `fedgate client`
 processes must not pay for loading grpc's server, FastAPI and uvicorn.
 """
 
@@ -15,13 +15,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fedgate.core.service import FederationService
 from fedgate.errors import ConfigError
 from fedgate.transport.connection_limits import ConnectionLimits
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.tls import ServerTls
+
+if TYPE_CHECKING:
+    from fedgate.core.service import FederationService
 
 
 @dataclass(frozen=True)

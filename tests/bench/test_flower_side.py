@@ -28,9 +28,9 @@ from flower_side import (
 )
 
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.core.factory import build_trainer
 from fedgate.core.messages import TrainConfig
 from fedgate.core.models import build_model
+from fedgate.core.trainers import build_trainer
 from fedgate.core.training import evaluate, state_dict_copy
 
 SPEC = FederationSpec("grpc", "raw", clients=3, rounds=2, partition="dirichlet:0.5", seed=7)

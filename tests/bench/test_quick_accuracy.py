@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedgate.benchrun import run_suite
+from benchrun import run_suite
+
 from fedgate.codecs import CODECS
 from fedgate.report import render_report
 

@@ -1,6 +1,6 @@
 """The transports, rounds and flower bench suites, run for real in quick mode.
 
-Each suite runs once (through `fedgate.benchrun.run_suite`, as ``fedgate bench <suite>
+Each suite runs once (through `benchrun.run_suite`, as ``fedgate bench <suite>
 --quick`` does: real server processes, real clients on loopback, real training), so the
 suites cannot rot; the rows are checked for shape and sense, never for speed.
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchrun import run_suite
 from flower_side import VENV_ENV, flower_unavailable, flower_venv
 
-from fedgate.benchrun import run_suite
 from fedgate.codecs import CODECS
 from fedgate.report import render_report
-from fedgate.simulation import NETWORK_TRANSPORTS
+from fedgate.run.sim_config import NETWORK_TRANSPORTS
 
 Row = dict[str, Any]
 TRANSPORTS = set(NETWORK_TRANSPORTS)

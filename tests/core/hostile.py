@@ -15,10 +15,11 @@ import torch
 
 from fedgate.core.client import FederatedClient
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.factory import build_federation
 from fedgate.core.messages import FederationStatus, TrainConfig
+from fedgate.core.trainers import build_trainer
 from fedgate.core.training import Trainer, TrainResult
-from fedgate.simulation import SimConfig
+from fedgate.run.sim_config import SimConfig
 from fedgate.transport.inproc import InProcTransport
 
 SCALE = 100.0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedgate.core.data import CROP_AND_FLIP, DATA_DIR_ENV, load_dataset
-from fedgate.core.factory import build_trainer
+from fedgate.core.trainers import build_trainer
 from fedgate.errors import ConfigError, DataError
 from tests.core.cifar_files import CIFAR10_NAMES, pickled, write_cifar10, write_cifar100
 

@@ -9,6 +9,7 @@ import pytest
 
 from fedgate.core.config import RunConfig
 from fedgate.core.enrolment import (
+    MAX_NUM_EXAMPLES,
     Enrolment,
     EnrolmentMode,
     InMemoryKeyStore,
@@ -19,7 +20,6 @@ from fedgate.core.federation import Federation
 from fedgate.core.messages import ClientState, JoinRequest
 from fedgate.core.ratelimit import Rate, RateLimiter
 from fedgate.core.registry import ClientRegistry
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import (
     ConfigError,
     Conflict,

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from fedgate.core.messages import FederationStatus
-from fedgate.simulation import SimConfig
+from fedgate.run.sim_config import SimConfig
 from tests.core.hostile import ScaledUpdateTrainer, run_in_process
 
 ROUNDS = 15

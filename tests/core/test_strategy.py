@@ -29,7 +29,7 @@ from fedgate.core.strategy import (
     strategy_names,
 )
 from fedgate.errors import ConfigError
-from fedgate.simulation import SimConfig
+from fedgate.run.sim_config import SimConfig
 from tests.core.hostile import run_in_process
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from fedgate.cli_train import TrainSpec
 from fedgate.errors import ConfigError
 from fedgate.experiment import load_spec, parse_spec
 from fedgate.experiment.spec import CENTRALIZED, FEDERATED, MAX_CELLS
-from fedgate.simulation import SimConfig
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.train_spec import TrainSpec
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "bench" / "experiments"
 

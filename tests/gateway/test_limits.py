@@ -25,10 +25,10 @@ from fedgate.core.messages import JoinRequest
 from fedgate.errors import ConfigError, Overloaded
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.client import GrpcTransport
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.server import CHANNEL_OPTIONS
 from tests.conftest import tiny_model
 
 HEAD_TIMEOUT_S = 2.0

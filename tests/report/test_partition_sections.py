@@ -14,8 +14,9 @@ from fedgate.core.partition import partition
 from fedgate.errors import ConfigError
 from fedgate.report import render_report
 from fedgate.report.partition_sections import read_split, splits_section
-from fedgate.results import dataset_partition, partition_statistics
-from fedgate.simulation import SimConfig, simulate
+from fedgate.run.results import dataset_partition, partition_statistics
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import simulate
 
 
 async def test_a_simulated_run_records_each_clients_examples_and_labels() -> None:

@@ -29,9 +29,9 @@ from fedgate.core.ratelimit import Rate
 from fedgate.errors import Forbidden, RateLimited, Unauthorized
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.transport.connect import connect
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.server import CHANNEL_OPTIONS
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
 from fedgate.transport.servers import SERVER_ADAPTERS
 from tests.conftest import tiny_model

@@ -16,7 +16,7 @@ from fedgate.codecs import CODECS, get_codec
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
 from fedgate.core.messages import (
     EncodedModel,
@@ -29,6 +29,7 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.ports import weights_hash
+from fedgate.core.trainers import build_trainer
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import (
     CodecError,

@@ -13,9 +13,9 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest
 from fedgate.core.service import FederationService
-from fedgate.errors import ConfigError
+from fedgate.errors import ConfigError, TransportError
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.launch import served_addresses
+from fedgate.run.launch import served_addresses
 from fedgate.transport.connect import TRANSPORTS, connect
 from fedgate.transport.rest.server import RestServerAdapter
 from fedgate.transport.servers import (
@@ -193,7 +193,8 @@ def test_ports_by_transport_with_the_fields_named_before_the_registry() -> None:
 
 def test_the_launcher_reads_addresses_from_the_ready_file() -> None:
     ready = {"grpc_port": 5, "http_port": 6, "admin_token": "t", "run_id": "r"}
-    assert served_addresses(ready) == {"grpc": "127.0.0.1:5", "rest": "127.0.0.1:6"}
+    with pytest.raises(TransportError, match="names no addresses"):
+        served_addresses(ready)
     addresses = {"grpc": "127.0.0.1:5", "rest": "http://127.0.0.1:6", "line": "127.0.0.1:7"}
     assert served_addresses({**ready, "addresses": addresses}) == addresses
 

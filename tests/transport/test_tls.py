@@ -32,7 +32,7 @@ from fedgate.core.transport import Session, Transport
 from fedgate.errors import ConfigError, TlsError, TransportError
 from fedgate.gateway.serve import ServeOptions, announce, plain_text_warning
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.results import write_json
+from fedgate.run.results import write_json
 from fedgate.transport.connect import TRANSPORTS, connect
 from fedgate.transport.tls import ClientTls, TlsSettings
 from tests.conftest import tiny_model, until

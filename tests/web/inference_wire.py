@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import torch
 
-from fedgate.launch import ServerProcess, start_server
+from fedgate.run.launch import ServerProcess, start_server
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from tests.hostile_wire import Outcome, _outcome, _read_response, _rpc

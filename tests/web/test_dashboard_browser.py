@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from fedgate.core.data import load_dataset
-from fedgate.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

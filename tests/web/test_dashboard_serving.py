@@ -8,8 +8,9 @@ import time
 import httpx
 import pytest
 
-from fedgate.launch import ServerProcess
-from fedgate.simulation import SimConfig, run_simulation
+from fedgate.run.launch import ServerProcess
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import run_simulation
 
 KEEP_SERVING_S = 2.0
 

@@ -21,7 +21,7 @@ from fedgate.core.data import load_dataset
 from fedgate.core.inference import InputSpec
 from fedgate.core.models import build_model
 from fedgate.core.ports import weights_hash
-from fedgate.launch import ServerProcess, start_client, stop_process
+from fedgate.run.launch import ServerProcess, start_client, stop_process
 from fedgate.web.inputs import image_input
 from tests.hostile_wire import Outcome
 from tests.web.images import digit_png

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fedgate.core.data import load_dataset
-from fedgate.launch import ServerProcess
+from fedgate.run.launch import ServerProcess
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from tests.hostile_wire import Outcome, reset_peak_rss, server_rss
 from tests.web.images import bomb_png, digit_png, pickled_npy, truncated_jpeg

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
 from fedgate.core.messages import (
     ClientState,
@@ -33,9 +33,10 @@ from fedgate.core.messages import (
     RoundRecord,
     Traffic,
 )
+from fedgate.core.trainers import build_trainer
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.launch import start_client, start_server, stop_process
-from fedgate.results import results_document
+from fedgate.run.launch import start_client, start_server, stop_process
+from fedgate.run.results import results_document
 from fedgate.transport.connect import connect
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc

@@ -20,9 +20,9 @@ from fedgate.core.messages import (
 from fedgate.core.transport import Session
 from fedgate.errors import FedgateError, Overloaded, TlsError, TransportError
 from fedgate.transport.grpc import serde
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.server import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.status import error_from_rpc
 from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_failure
 

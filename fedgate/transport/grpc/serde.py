@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from fedgate.core.config import MUTABLE_FIELDS, RunConfig, Setting, settings, settings_of
+from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.messages import (
     ClientEvent,
     ClientState,
@@ -34,7 +35,6 @@ from fedgate.core.messages import (
     UpdateHeader,
     UpdateReceipt,
 )
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import BadRequest, ConfigError
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 

@@ -19,6 +19,7 @@ from fedgate.core.service import FederationService
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
 from fedgate.transport.grpc import access, admin_serde, serde
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
@@ -30,12 +31,6 @@ from fedgate.transport.watch import status_stream
 
 log = logging.getLogger("fedgate.grpc")
 
-CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 16 << 20  # a chunk plus headroom; status replies stay far below it
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 TRANSPORT = "grpc"
 
 R = TypeVar("R")

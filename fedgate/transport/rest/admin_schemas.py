@@ -13,11 +13,11 @@ from fedgate.core.enrolment import (
     MAX_EXPIRY_S,
     MAX_KEY_CLIENTS,
     MAX_KEY_NAME,
+    MAX_NUM_EXAMPLES,
     IssuedKey,
     KeyState,
     KeyView,
 )
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.transport.rest.schemas import Body
 
 RoleName = Literal["viewer", "operator", "admin"]  # a Literal keeps the schema inline

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from fedgate.codecs import CODECS, get_codec
+from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.federation import MAX_POLL_S
 from fedgate.core.messages import JoinRequest, UpdateHeader
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 from fedgate.errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownCodec
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.rest import schemas

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from fedgate.core.config import RunConfig, Setting, settings
+from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.messages import (
     ClientEvent,
     ClientState,
@@ -28,7 +29,6 @@ from fedgate.core.messages import (
     TrainConfig,
     UpdateReceipt,
 )
-from fedgate.core.validation import MAX_NUM_EXAMPLES
 
 
 class Body(BaseModel):

@@ -14,9 +14,9 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import RunState
 from fedgate.gateway.server import Gateway, GatewaySettings
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.server import CHANNEL_OPTIONS
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
 from tests.conftest import tiny_model
 from tests.transport.conftest import ADMIN_TOKEN

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
-from fedgate.launch import ServerProcess, start_server
+from fedgate.run.launch import ServerProcess, start_server
 
 EXAMPLES = 600 if os.environ.get("FEDGATE_FUZZ") else 30
 SERVE_ARGS = ["--min-clients", "1", "--rounds", "1000", "--deadline", "600"]

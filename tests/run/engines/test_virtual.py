@@ -1,4 +1,4 @@
-"""Virtual clients (`fedgate.engines.virtual`), without Ray: a `ClientHost` in this event
+"""Virtual clients (`fedgate.run.engines.virtual`), without Ray: a `ClientHost` in this event
 loop, its clients calling an in-process federation. Only the clients selected for a round
 build a model, one at a time per host, and none keeps one after its task."""
 
@@ -10,12 +10,13 @@ import torch
 
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import build_federation, build_trainer
+from fedgate.core.factory import build_federation
 from fedgate.core.messages import TrainConfig
 from fedgate.core.models import build_model
+from fedgate.core.trainers import build_trainer
 from fedgate.core.training import state_dict_copy
 from fedgate.core.transport import Transport
-from fedgate.engines.virtual import ClientHost, Gateway, HostSpec, ModelCount, VirtualTrainer
+from fedgate.run.engines.virtual import ClientHost, Gateway, HostSpec, ModelCount, VirtualTrainer
 from fedgate.transport.inproc import InProcTransport
 
 CLIENTS, PER_ROUND, ROUNDS = 12, 3, 2

@@ -2,10 +2,10 @@
 
 The clients are spread over client hosts, one Ray actor per CPU of the cluster (at most
 one per client), each holding one CPU and running its share of the virtual clients
-(`fedgate.engines.virtual`): client ``i`` on host ``i % hosts``. Over ``grpc``, ``rest``
+(`fedgate.run.engines.virtual`): client ``i`` on host ``i % hosts``. Over ``grpc``, ``rest``
 or ``mixed`` the federation is the real `fedgate serve` that `sim` starts with the local
 engine, and each virtual client is one client of it, with its own connection and session;
-over ``inproc`` it is a Ray actor of its own (`fedgate.engines.ray_actors`).
+over ``inproc`` it is a Ray actor of its own (`fedgate.run.engines.ray_actors`).
 
 Without ``--ray-address``, `ray.init` starts a cluster on this machine (a CPU each host,
 no dashboard, a small object store, no usage reporting) and shuts it down at the end;
@@ -35,7 +35,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from fedgate.core.messages import FederationStatus, RoundRecord
-from fedgate.engines.ray_actors import (
+from fedgate.errors import FedgateError
+from fedgate.run.engines.ray_actors import (
     CLIENT_ACTOR,
     FEDERATION_ACTOR,
     ActorTransport,
@@ -43,18 +44,11 @@ from fedgate.engines.ray_actors import (
     expect,
     node_address,
 )
-from fedgate.engines.virtual import Gateway, HostReport, HostSpec, peak_rss_bytes
-from fedgate.errors import FedgateError
-from fedgate.launch import ServerProcess, start_server
-from fedgate.results import results_document
-from fedgate.simulation import (
-    Serving,
-    SimConfig,
-    _follow,
-    _log,
-    network_partition,
-    serve_arguments,
-)
+from fedgate.run.engines.virtual import Gateway, HostReport, HostSpec, peak_rss_bytes
+from fedgate.run.launch import ServerProcess, start_server
+from fedgate.run.results import results_document
+from fedgate.run.sim_config import SimConfig
+from fedgate.run.simulation import Serving, _follow, _log, network_partition, serve_arguments
 from fedgate.transport.servers import host_port
 
 log = logging.getLogger("fedgate.sim")

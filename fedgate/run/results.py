@@ -7,18 +7,20 @@ import math
 import os
 import platform
 import secrets
-import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 import fedgate
-from fedgate.core.data import Dataset
 from fedgate.core.messages import FederationStatus, RoundRecord, Traffic
 from fedgate.core.partition import partition as split
+
+if TYPE_CHECKING:
+    from fedgate.core.data import Dataset  # torch: not for a CLI that only writes JSON
 
 
 def results_document(
@@ -58,7 +60,7 @@ def results_document(
         ],
         "partition": partition,
         "duration_s": round(duration_s, 3),
-        "machine": machine_info(),
+        **provenance(),
     }
 
 
@@ -120,16 +122,56 @@ def round_entry(record: RoundRecord) -> dict[str, Any]:
     }
 
 
-def machine_info() -> dict[str, Any]:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpus": cpus,
-        "torch": torch.__version__,
-        "fedgate": fedgate.__version__,
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """Where and when a document was made (and by which command, where one is known): the
+    same fields in run results, experiment cells, the centralized baseline and bench results."""
+    stamp: dict[str, Any] = {
+        "machine": machine_info(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    return stamp if command is None else {**stamp, "command": command}
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run or a bench suite ran on, as reports print it (one set of keys for
+    results documents, experiment cells, the centralized baseline and bench suites)."""
+    return {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "memory_gb": memory_gb(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": _version("torch"),
+        "fedgate": fedgate.__version__,
+        "pytest_benchmark": _version("pytest-benchmark"),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def traffic_table(table: dict[str, Traffic]) -> dict[str, dict[str, int]]:

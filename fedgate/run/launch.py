@@ -23,11 +23,9 @@ import httpx
 
 from fedgate.core.messages import FederationStatus
 from fedgate.errors import ConfigError, FedgateError, TransportError
-from fedgate.gateway.server import PORT_FIELDS
-from fedgate.runner import KEY_ENV
+from fedgate.run.client_options import KEY_ENV
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.admin_client import AdminClient
-from fedgate.transport.servers import SERVER_ADAPTERS
 
 READY_TIMEOUT_S = 120.0
 LAUNCH_KEY_CLIENTS = 64  # clients at once under the launcher's key, unless told
@@ -153,15 +151,11 @@ def start_server(
 
 
 def served_addresses(ready: dict[str, Any]) -> dict[str, str]:
-    """Each transport's address from a ready file: its ``addresses``, or, from a server
-    that writes only ports, the gateway's port fields (on loopback, where it listens)."""
-    if isinstance(ready.get("addresses"), dict):
-        return {str(name): str(address) for name, address in ready["addresses"].items()}
-    return {
-        name: f"127.0.0.1:{ready[port_field]}"
-        for name, port_field in PORT_FIELDS.items()
-        if name in SERVER_ADAPTERS and port_field in ready
-    }
+    """Each transport's address, as the server's ready file names them."""
+    addresses = ready.get("addresses")
+    if not isinstance(addresses, dict) or not addresses:
+        raise TransportError("the server's ready file names no addresses (is it a fedgate serve?)")
+    return {str(name): str(address) for name, address in addresses.items()}
 
 
 def create_launch_key(server: ServerProcess, max_clients: int) -> str:

@@ -1,7 +1,9 @@
 """Run a bench suite under pytest-benchmark and write fedgate's results JSON.
 
-``fedgate bench <suite>`` runs ``python -m pytest bench/test_<suite>.py --benchmark-json=…``
-in a subprocess and converts pytest-benchmark's document into fedgate's, which
+This file is the bench runner of a source checkout (``fedgate bench`` loads it from here;
+it is not installed with the package). ``fedgate bench <suite>`` runs
+``python -m pytest bench/test_<suite>.py --benchmark-json=…`` in a subprocess and
+converts pytest-benchmark's document into fedgate's, which
 ``fedgate report`` renders::
 
     {"machine": {...}, "command": "fedgate bench codecs --out r.json", "created": "…",
@@ -29,23 +31,18 @@ import argparse
 import collections
 import importlib.util
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-import fedgate
 from fedgate.core.models import MODELS
 from fedgate.errors import ConfigError, FedgateError
+from fedgate.run.results import provenance, write_json
 
-SUITES = ("codecs", "transports", "rounds", "accuracy", "flower")
 MB = 1_000_000
 REFERENCE_CODECS = ("json", "raw")
 CODEC_FIELDS = ("codec", "wire_codec")  # wire_codec: what a codec's bytes travelled in
@@ -62,23 +59,21 @@ class BenchFailed(FedgateError):
 
 
 def repository_root() -> Path:
-    """The checkout fedgate runs from: ``bench/`` is not installed, it sits beside the package."""
-    return Path(fedgate.__file__).resolve().parent.parent
+    """The checkout this runner belongs to (``bench/``'s parent)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def suite_names() -> list[str]:
+    """The suites: every ``bench/test_<suite>.py`` (a new suite needs no change here)."""
+    bench = repository_root() / "bench"
+    return sorted(path.stem.removeprefix("test_") for path in bench.glob("test_*.py"))
 
 
 def suite_file(suite: str) -> Path:
     """``bench/test_<suite>.py``, or a `ConfigError` saying why it cannot be run."""
-    if suite not in SUITES:
-        raise ConfigError(f"unknown bench suite {suite!r}; available: {', '.join(SUITES)}")
-    bench = repository_root() / "bench"
-    if not bench.is_dir():
-        raise ConfigError(
-            f"bench suites live in bench/ of a fedgate source checkout, and {bench} does not "
-            "exist (is fedgate installed without its repository?)"
-        )
-    path = bench / f"test_{suite}.py"
+    path = repository_root() / "bench" / f"test_{suite}.py"
     if not path.is_file():
-        raise ConfigError(f"bench suite {suite!r} is not available yet: {path} does not exist")
+        raise ConfigError(f"unknown bench suite {suite!r}; available: {', '.join(suite_names())}")
     return path
 
 
@@ -129,7 +124,7 @@ def run_suite(
     path = suite_file(suite)
     names = check_models(models)
     if importlib.util.find_spec("pytest_benchmark") is None:
-        raise ConfigError("bench suites need pytest-benchmark: pip install -e '.[dev]'")
+        raise ConfigError("bench suites need pytest-benchmark: pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as tmp:
         json_path = Path(tmp) / "benchmark.json"
         argv = pytest_argv(path, json_path, names, quick)
@@ -140,7 +135,7 @@ def run_suite(
     document = results_document(
         convert(raw, suite), command or bench_command(suite, names, quick, out), skipped
     )
-    write_results(document, out)
+    write_json(out, document)
     return document
 
 
@@ -153,7 +148,7 @@ def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> list[
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     skipped: list[str] = []
     # argv is this interpreter running pytest on a suite file from our own checkout.
-    with subprocess.Popen(  # noqa: S603
+    with subprocess.Popen(
         argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         assert process.stdout is not None
@@ -172,19 +167,8 @@ def run_pytest(argv: Sequence[str], cwd: Path, progress: TextIO | None) -> list[
     return skipped
 
 
-def write_results(document: Mapping[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2) + "\n")
-
-
 def results_document(rows: list[Row], command: str, skipped: Sequence[str] = ()) -> dict[str, Any]:
-    return {
-        "machine": machine_info(),
-        "command": command,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "skipped": list(skipped),
-        "results": rows,
-    }
+    return {**provenance(command), "skipped": list(skipped), "results": rows}
 
 
 def convert(raw: Mapping[str, Any], suite: str) -> list[Row]:
@@ -260,61 +244,6 @@ def add_reductions(rows: Sequence[Row]) -> None:
         for codec, reference in references.get(_dimensions(row), {}).items():
             if reference > 0:
                 row.setdefault(f"reduction_vs_{codec}_pct", 100.0 * (1.0 - size / reference))
-
-
-def machine_info() -> dict[str, Any]:
-    """The machine the suite ran on, as a report prints it."""
-    return {
-        "cpu": cpu_model(),
-        "cores": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "memory_gb": memory_gb(),
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "fedgate": fedgate.__version__,
-        "pytest_benchmark": _version("pytest-benchmark"),
-        "platform": platform.platform(),
-    }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def memory_gb() -> float | None:
-    try:
-        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fedgate bench SUITE [--models M ...] [--quick] --out results.json``."""
-    parser.add_argument("suite", choices=SUITES, help="bench/test_<suite>.py to run")
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        metavar="MODEL",
-        help=f"models to cover (space- or comma-separated): {', '.join(MODELS)}; "
-        "default: the suite's own (all, or cnn with --quick)",
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run: cnn only, short budgets")
-    parser.add_argument("--out", type=Path, required=True, help="write the results JSON here")
 
 
 def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The Ray actors of ``--engine ray``: client hosts, and the federation of ``inproc``.
 
-`ClientActor` is a `ClientHost` (`fedgate.engines.virtual`) as a Ray actor: its virtual
+`ClientActor` is a `ClientHost` (`fedgate.run.engines.virtual`) as a Ray actor: its virtual
 clients reach the gateway over gRPC or REST, or, with ``--transport inproc``, the
 `FederationHost` actor.
 
@@ -42,8 +42,8 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.transport import Session, Transport
-from fedgate.engines.virtual import ClientHost, Gateway, HostReport, HostSpec
 from fedgate.errors import FedgateError, TransportError
+from fedgate.run.engines.virtual import ClientHost, Gateway, HostReport, HostSpec
 from fedgate.transport.connect import connect
 from fedgate.transport.inproc import InProcTransport
 

@@ -11,40 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from fedgate.core.client import ClientReport, FederatedClient
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import build_trainer
 from fedgate.core.retry import Backoff
+from fedgate.core.trainers import build_trainer
 from fedgate.errors import Forbidden, Unauthorized, error_from_code
+from fedgate.run.client_options import KEY_ENV, ClientOptions
 from fedgate.transport.connect import connect
-from fedgate.transport.tls import ClientTls
-
-KEY_ENV = "FEDGATE_ENROLMENT_KEY"  # where `fedgate client` finds its key by default
-
-
-@dataclass(frozen=True)
-class ClientOptions:
-    server: str
-    transport: str
-    codec: str
-    index: int
-    of: int
-    dataset: str = "digits"
-    model: str = "cnn"
-    partition: str = "iid"
-    seed: int = 0
-    name: str = ""
-    threads: int = 0  # torch threads; 0 keeps torch's default
-    deltas: bool | None = None  # None: deltas when the codec is lossy
-    tls: ClientTls | None = None  # None: plain text (REST: unless the server URL is https://)
-    key: str = field(default="", repr=False)  # the enrolment key (fgk_...); "": none
-    give_up_after_s: float | None = None  # without an answer from the server; None: never
-    data_dir: Path | None = None  # cifar10, cifar100, imagefolder; None: $FEDGATE_DATA_DIR
 
 
 async def run_client(options: ClientOptions) -> ClientReport:

@@ -15,7 +15,7 @@ residual of error feedback (lossy codecs then drop what they lose instead of car
 to the next round; the upload is still a delta where the codec asks for one). Both are
 the size of the model, per client: holding them is what virtual clients must not do.
 
-No Ray here: `fedgate.engines.ray_sim` makes `ClientHost` a Ray actor.
+No Ray here: `fedgate.run.engines.ray_sim` makes `ClientHost` a Ray actor.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from torch import nn
 from fedgate.core.augment import Augmentation
 from fedgate.core.client import FederatedClient
 from fedgate.core.data import load_dataset
-from fedgate.core.factory import client_seed
 from fedgate.core.messages import Task, TrainConfig
 from fedgate.core.models import ModelSpec, build_model
 from fedgate.core.partition import partition
+from fedgate.core.trainers import client_seed
 from fedgate.core.training import LocalTrainer, TrainResult
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import FedgateError

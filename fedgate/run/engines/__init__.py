@@ -2,9 +2,9 @@
 
 - ``local`` (the default): one `fedgate client` process per client over a network
   transport, or every client as a coroutine of this process over ``inproc``
-  (`fedgate.simulation`).
+  (`fedgate.run.simulation`).
 - ``ray``: virtual clients on a Ray cluster, a local one or one at ``--ray-address``
-  (`fedgate.engines.ray_sim`). Ray is the optional extra ``fedgate[ray]``: this package
+  (`fedgate.run.engines.ray_sim`). Ray is the optional extra ``fedgate[ray]``: this package
   imports it only when that engine runs, so importing fedgate never does.
 """
 
@@ -17,8 +17,9 @@ from fedgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedgate.core.messages import RoundRecord
-    from fedgate.launch import ServerProcess
-    from fedgate.simulation import Serving, SimConfig
+    from fedgate.run.launch import ServerProcess
+    from fedgate.run.sim_config import SimConfig
+    from fedgate.run.simulation import Serving
 
 LOCAL = "local"
 RAY = "ray"
@@ -32,10 +33,10 @@ def run_on_ray(
     on_server: Callable[[ServerProcess], None] | None,
     serving: Serving,
 ) -> dict[str, Any]:
-    """`fedgate.engines.ray_sim.simulate_on_ray`, or a ConfigError saying how to install
+    """`fedgate.run.engines.ray_sim.simulate_on_ray`, or a ConfigError saying how to install
     Ray when it is missing."""
     try:
-        from fedgate.engines import ray_sim  # noqa: PLC0415 - Ray loads only when asked for
+        from fedgate.run.engines import ray_sim  # noqa: PLC0415 - Ray loads only when asked for
     except ImportError as error:
         if error.name is not None and error.name.split(".")[0] == "ray":
             raise ConfigError(RAY_MISSING) from None

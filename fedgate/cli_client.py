@@ -1,0 +1,83 @@
+"""`fedgate client`: its options here; the client runner (torch, the trainer, the transport
+the client asked for) is imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from fedgate.cli_tls import add_client_tls_options, client_tls
+from fedgate.cli_train import add_data_dir_option
+from fedgate.cli_types import CODEC_HELP, codec_name
+from fedgate.run.client_options import DELTAS, KEY_ENV, ClientOptions
+from fedgate.transport.connect import TRANSPORTS
+
+
+def add_client_command(commands: Any) -> None:
+    client = commands.add_parser("client", help="join a federation and train on local data")
+    client.add_argument("--server", required=True, help="HOST:PORT (REST also takes a URL)")
+    client.add_argument("--transport", required=True, choices=sorted(TRANSPORTS))
+    client.add_argument("--codec", default="raw", type=codec_name, help=CODEC_HELP)
+    client.add_argument("--dataset", default="digits")
+    client.add_argument("--model", default="cnn")
+    add_data_dir_option(client)
+    client.add_argument("--partition", default="iid")
+    client.add_argument("--index", type=int, default=0, help="this client's part of the split")
+    client.add_argument("--of", type=int, default=1, help="parts the data is split into")
+    client.add_argument("--seed", type=int, default=0)
+    client.add_argument("--name", default="")
+    client.add_argument(
+        "--key",
+        default=os.environ.get(KEY_ENV, ""),
+        help=f"the enrolment key, fgk_... (default: ${KEY_ENV}, which other users cannot "
+        "read in the process list)",
+    )
+    client.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    client.add_argument(
+        "--give-up-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="exit if the server stays unreachable this long (0, the default: never; a "
+        "server restart, or a lost session, never ends the client)",
+    )
+    client.add_argument(
+        "--deltas",
+        choices=sorted(DELTAS),
+        default="auto",
+        help="send and receive model differences (auto: for lossy codecs)",
+    )
+    add_client_tls_options(client)
+    client.set_defaults(handler=run_client_command)
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    options = ClientOptions(
+        server=args.server,
+        transport=args.transport,
+        codec=args.codec,
+        index=args.index,
+        of=args.of,
+        dataset=args.dataset,
+        model=args.model,
+        partition=args.partition,
+        seed=args.seed,
+        name=args.name,
+        threads=args.threads,
+        deltas=DELTAS[args.deltas],
+        tls=client_tls(args),
+        key=args.key,
+        give_up_after_s=args.give_up_after or None,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
+    from fedgate.run.client_runner import run_client  # noqa: PLC0415 - torch loads here
+
+    report = asyncio.run(run_client(options))
+    print(
+        f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.dropped)} tasks "
+        f"dropped, {report.rejoins} rejoins; {report.ended or 'interrupted'}"
+    )
+    return 0
