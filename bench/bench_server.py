@@ -53,6 +53,7 @@ from fedgate.core.ports import (
     ModelInfo,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunSnapshot,
     RunStore,
@@ -99,6 +100,13 @@ class TimedStore:
             self.inner.commit_round(commit)
         finally:
             self.commits_s.append(self._timed(started))
+
+    def record_evaluation(self, run_id: str, evaluation: RoundEvaluation) -> None:
+        started = time.perf_counter()
+        try:
+            self.inner.record_evaluation(run_id, evaluation)
+        finally:
+            self._timed(started)
 
     def save_clients(
         self,

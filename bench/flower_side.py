@@ -9,22 +9,26 @@ Flower runs in processes of its own under ``.venv-flower``'s Python (``make flow
   initial weights, the same clients' parts of the same split (taken with fedgate's
   `build_trainer`, as ``fedgate client --index i`` takes them), the same held-out split,
   hyper-parameters and batch-order seeds;
-- `FlowerFederation`: ``start`` runs the server and returns once it listens (untimed),
-  ``run`` runs one process per client and returns the server's round log once every
-  process has exited (the call pytest-benchmark times).
+- `FlowerFederation` (legacy: ``start_server`` / ``start_client``) and `FlowerDeployment`
+  (``flower-superlink``, ``flower-supernode`` per client, ``flwr run`` of the Flower App in
+  ``flower/``): ``start`` runs the long-lived part and returns once it is ready
+  (untimed), ``run`` runs the federation and returns the strategy's round log once the
+  run is over (the call pytest-benchmark times).
 
 `Processes` (spawn, wait, kill, log tails) serves fedgate's side of the suite as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,16 @@ MAKE_TARGET = "make flower-env"
 PROBE = "import flwr.client, flwr.server, numpy, torch"
 PROBE_LIMIT_S = 120.0  # importing flwr and torch on a busy 2-core machine takes seconds
 POLL_S = 0.02
+STOP_GRACE_S = 10.0
+# A whole federation, 10 clients x 10 rounds, on a loaded machine: Flower's deployment
+# starts a ClientApp process (torch imported anew) per client and round. Below the suite's
+# pytest timeout, so that a hang fails here, with the processes' logs.
+RUN_LIMIT_S = 3000.0
+LEGACY, DEPLOYMENT = "legacy", "deployment"  # the two ways the suite runs Flower
+SUPERLINK = "fedgate-bench"  # flwr run's name for the SuperLink connection
+NO_INSTALL = "--disable-runtime-dependency-installation"
+NODE_ID = "SuperNode ID:"  # a SuperNode logs it once registered with the SuperLink
+RUN_FINISHED = "Finished task"  # the SuperLink logs it once the ServerApp's process is done
 
 
 def flower_venv() -> Path:
@@ -144,11 +158,12 @@ class Processes:
         self.running[name] = process
         return process
 
-    def wait_all(self, limit_s: float = WAIT_LIMIT_S) -> None:
-        """Until every process has exited; one failing, or outliving the limit, fails it."""
+    def wait_all(self, limit_s: float = RUN_LIMIT_S, names: Sequence[str] = ()) -> None:
+        """Until every process (or those ``names``) has exited; one failing, or outliving
+        the limit, fails it."""
         give_up = time.monotonic() + limit_s
         while True:
-            late = [name for name in self.running if not self.check(name, exited_ok=True)]
+            late = [n for n in names or self.running if not self.check(n, exited_ok=True)]
             if not late:
                 return
             if time.monotonic() > give_up:
@@ -164,10 +179,21 @@ class Processes:
         return code is not None
 
     def kill_all(self) -> None:
+        # SIGTERM first: Flower's SuperLink and SuperNodes stop the SuperExec they started;
+        # SIGKILL if that hangs. Their grandchildren (SuperExec, ServerApp, ClientApps;
+        # some in sessions of their own) outlive them when cut off mid-run, so they are
+        # noted first and stopped after, by process id.
+        spawned = descendants([p.pid for p in self.running.values() if p.poll() is None])
         for process in self.running.values():
             if process.poll() is None:
+                process.terminate()
+        for process in self.running.values():
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        stop_processes(spawned)
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -178,7 +204,7 @@ class Processes:
 
 
 class FlowerFederation:
-    """Flower's server and one process per client, on loopback with Flower's gRPC."""
+    """Flower's legacy server and one process per client, on loopback with Flower's gRPC."""
 
     def __init__(self, venv: Path, inputs: Path, workdir: Path, clients: int) -> None:
         self.python, self.inputs, self.clients = venv / "bin" / "python", inputs, clients
@@ -195,12 +221,10 @@ class FlowerFederation:
         self.port = free_port()
         argv = self._argv("server", "--out", str(self.out))
         self.processes.spawn("flower-server", argv, flower_env())
-        ready, give_up = flower_app.ready_file(self.out), time.monotonic() + WAIT_LIMIT_S
-        while not ready.exists():
-            self.processes.check("flower-server")
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"Flower's server never got ready:\n{self._server_log()}")
-            time.sleep(POLL_S)
+        ready = flower_app.ready_file(self.out)
+        wait_until(
+            ready.exists, "Flower's server never got ready", self.processes, ["flower-server"]
+        )
 
     def run(self) -> dict[str, Any]:
         """The clients, until the server has let them go; the server's round log."""
@@ -210,8 +234,7 @@ class FlowerFederation:
         self.processes.wait_all()
         if not self.out.exists():
             raise RuntimeError(f"Flower's server left no round log:\n{self._server_log()}")
-        document: dict[str, Any] = json.loads(self.out.read_text())
-        return document
+        return read_log(self.out)
 
     def abort(self) -> None:
         self.processes.kill_all()
@@ -220,10 +243,172 @@ class FlowerFederation:
         return self.processes.tail("flower-server")
 
 
+class FlowerDeployment:
+    """Flower as its users deploy it: ``flower-superlink``, one ``flower-supernode`` per
+    client (``--node-config partition-id=<i>``) and ``flwr run`` of the Flower App in
+    ``flower/`` (``deployment_app.py``, ``pyproject.toml``), all insecure on loopback.
+
+    ``start`` (untimed) starts the SuperLink and the SuperNodes and returns once every
+    SuperNode has registered (its log names its node id); ``run`` submits the run with
+    ``flwr run`` and returns the ServerApp's round log once written (after its last round)
+    and the SuperLink has logged the ServerApp's task finished: as a legacy run ends when
+    the server's process has exited.
+    Every process runs with ``FLWR_HOME`` in the work directory: ``flwr run`` finds the
+    SuperLink there (``config.toml``), the SuperLink and SuperNodes install the app there.
+    """
+
+    def __init__(self, venv: Path, inputs: Path, workdir: Path, clients: int) -> None:
+        self.bin, self.inputs, self.clients = venv / "bin", inputs, clients
+        self.processes = Processes(workdir)
+        self.out = workdir / "flower-rounds.json"
+        self.home = workdir / "flwr-home"
+        self.port = 0
+
+    def env(self) -> dict[str, str]:
+        # The SuperLink and SuperNodes start ``flower-superexec`` and the app processes by
+        # name, from PATH: the virtualenv's.
+        path = os.pathsep.join([str(self.bin), os.environ.get("PATH", "")])
+        return {**flower_env(), "FLWR_HOME": str(self.home), "PATH": path}
+
+    def superlink_argv(self) -> list[str]:
+        # The SuperLink would `uv sync` the app's dependencies: nothing downloads here,
+        # and .venv-flower holds them already.
+        where = ["--host", "127.0.0.1", "--port", str(self.port)]
+        return [str(self.bin / "flower-superlink"), "--insecure", *where, NO_INSTALL]
+
+    def supernode_argv(self, index: int, port: int) -> list[str]:
+        node = ["--node-config", f"partition-id={index} num-partitions={self.clients}"]
+        link = ["--superlink", f"127.0.0.1:{self.port}"]
+        own = ["--host", "127.0.0.1", "--port", str(port)]  # its ClientApps' runtime API
+        return [str(self.bin / "flower-supernode"), "--insecure", *link, *own, *node]
+
+    def run_argv(self) -> list[str]:
+        config = f"inputs={json.dumps(str(self.inputs))} out={json.dumps(str(self.out))}"
+        return [str(self.bin / "flwr"), "run", str(APP.parent), SUPERLINK, "--run-config", config]
+
+    def connection(self) -> str:
+        """``flwr run``'s SuperLink connection, as ``$FLWR_HOME/config.toml`` holds it."""
+        address = f"127.0.0.1:{self.port}"
+        return (
+            f'[superlink]\ndefault = "{SUPERLINK}"\n\n'
+            f'[superlink.{SUPERLINK}]\naddress = "{address}"\ninsecure = true\n'
+        )
+
+    def start(self) -> None:
+        self.port, *node_ports = free_ports(1 + self.clients)
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(self.connection())
+        self.processes.spawn("flower-superlink", self.superlink_argv(), self.env())
+        nodes = [f"flower-supernode-{index}" for index in range(self.clients)]
+        for index, name in enumerate(nodes):
+            self.processes.spawn(name, self.supernode_argv(index, node_ports[index]), self.env())
+
+        def registered() -> bool:
+            return all(NODE_ID in self.processes.log(name).read_text() for name in nodes)
+
+        wait_until(registered, "SuperNodes not registered", self.processes, self.daemons)
+
+    @property
+    def daemons(self) -> list[str]:
+        return [name for name in self.processes.running if name != "flwr-run"]
+
+    def run(self) -> dict[str, Any]:
+        self.processes.spawn("flwr-run", self.run_argv(), self.env())
+        self.processes.wait_all(names=["flwr-run"])  # returns once the run is submitted
+        link_log = self.processes.log("flower-superlink")
+
+        def finished() -> bool:  # the log written, and the ServerApp's task over
+            return self.out.exists() and RUN_FINISHED in link_log.read_text(errors="replace")
+
+        failure = "the ServerApp did not finish"
+        wait_until(finished, failure, self.processes, self.daemons, RUN_LIMIT_S)
+        return read_log(self.out)
+
+    def abort(self) -> None:
+        self.processes.kill_all()
+
+
+def read_log(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def wait_until(
+    done: Callable[[], bool],
+    failure: str,
+    processes: Processes,
+    alive: Sequence[str],
+    limit_s: float = WAIT_LIMIT_S,
+) -> None:
+    """Poll ``done`` while the processes ``alive`` must keep running."""
+    give_up = time.monotonic() + limit_s
+    while not done():
+        for name in alive:
+            processes.check(name)
+        if time.monotonic() > give_up:
+            tails = "\n".join(f"{name}:\n{processes.tail(name)}" for name in alive[:2])
+            raise RuntimeError(f"{failure} within {limit_s:.0f} s; logs end:\n{tails}")
+        time.sleep(POLL_S)
+
+
+def descendants(roots: Sequence[int]) -> dict[int, str]:
+    """Every process below ``roots`` (Linux ``/proc``; none elsewhere), by process id,
+    with its start time (to know it again: ids are reused)."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)  # fields[1]: the parent's id
+        started[pid] = fields[19]  # field 22 of stat: start time since boot
+    found: dict[int, str] = {}
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started[child]
+                todo.append(child)
+    return found
+
+
+def stop_processes(spawned: Mapping[int, str]) -> None:
+    """SIGTERM, then after a grace SIGKILL, to each of ``spawned`` still running as noted."""
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid in spawned if still_running(pid, spawned[pid])]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal_number)
+        give_up = time.monotonic() + STOP_GRACE_S
+        while alive and time.monotonic() < give_up:
+            time.sleep(POLL_S * 5)
+            alive = [pid for pid in alive if still_running(pid, spawned[pid])]
+        if not alive:
+            return
+
+
+def still_running(pid: int, started: str) -> bool:
+    """Whether ``pid`` still runs, as the process started at ``started`` (not a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
 def free_port() -> int:
-    # start_server takes an address and does not report the port it bound, so ask the OS
-    # for a free one first (another process could take it in between: then the run fails).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    [port] = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    # Flower's servers take an address and do not report the port they bound, so ask the
+    # OS for free ones first, all held open at once so that they differ (another process
+    # could take one before Flower binds it: then the run fails).
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]

@@ -1,40 +1,49 @@
-"""Flower suite: one federation run by Flower (its gRPC transport) and by fedgate (gRPC,
-REST), side by side, in one run.
+"""Flower suite: one federation run by Flower (both ways Flower runs) and by fedgate
+(gRPC, REST), side by side, in one run, at 4 and at 10 clients.
 
 The same model (digits CNN, the initial weights fedgate's server builds with seed 0),
 data (digits, the same seeded train/test split), partition (``dirichlet:0.5``, seed 0,
 client i taking part i as ``fedgate client --index i`` does), trainer recipe (SGD with
 momentum 0.9, lr 0.1, 1 epoch, batch 32, the same per-client batch-order seeds, one torch
-thread per client), client count (4; ``--fedgate-quick``: 2, without the REST run) and
-rounds (10; quick: 3), every client in every round, FedAvg weighted by examples, the
+thread per client), client count (4 and 10; ``--fedgate-quick``: 4, without the REST run)
+and rounds (10; quick: 3), every client in every round, FedAvg weighted by examples, the
 server evaluating the new model on the held-out split after each round.
 
 Both frameworks run as a server process and one process per client, on loopback:
 
-- Flower: ``flwr.server.start_server`` and ``flwr.client.start_client`` (gRPC,
-  ``grpc-bidi``) under ``.venv-flower``'s Python (``make flower-env``; `flower_side.py`,
-  ``flower/flower_app.py``). Where that virtualenv is missing (or
-  ``$FEDGATE_FLOWER_VENV`` points elsewhere) or cannot import flwr, Flower's benchmark is
-  skipped with a message naming ``make flower-env``, and fedgate's still run.
+- Flower, under ``.venv-flower``'s Python (``make flower-env``; `flower_side.py`,
+  ``flower/``), two ways (the row's ``mode``):
+  ``legacy``: ``flwr.server.start_server`` and ``flwr.client.start_client`` (gRPC,
+  ``grpc-bidi``); ``deployment``: ``flower-superlink``, one ``flower-supernode`` per client
+  and ``flwr run`` of the Flower App in ``flower/`` (insecure, loopback; the SuperNodes
+  reach the SuperLink's Fleet API over HTTP), as Flower 1.x is deployed. Both run the
+  same client and strategy (``flower/flower_app.py``). Where the virtualenv is missing
+  (or ``$FEDGATE_FLOWER_VENV`` points elsewhere) or cannot import flwr, Flower's
+  benchmarks are skipped with a message naming ``make flower-env``, and fedgate's still
+  run.
 - fedgate: the bench server process (a real Gateway; warmed up once, untimed) and
   ``fedgate client --threads 1 --codec raw --deltas auto`` processes (no deltas for raw);
   ``raw`` is the codec closest to Flower's ``np.save`` buffers, so bytes compare like for
   like. One more fedgate run, over gRPC with ``int8-zstd`` (model deltas both ways, the
   codec's default), shows what fedgate's codecs save on the same federation.
 
-pytest-benchmark times one whole federation as its one round: from starting the client
-processes to every process having exited and the results being read (client start-up,
-a few seconds of importing torch apiece, included on both sides). The server is started
-before it, untimed. Per-round figures come from each server's own record, taken the same
-way on both sides: a round runs from the server handing out the round's work (instructions
-built; the clients connected) to the aggregated model having been evaluated.
+pytest-benchmark times one whole federation as its one round. fedgate and legacy Flower:
+from starting the client processes to every process having exited and the results being
+read (client start-up, a few seconds of importing torch apiece, included); the server is
+started before it, untimed. Flower's deployment: from ``flwr run`` to the ServerApp's
+round log written and its task finished; the SuperLink and SuperNodes are started before
+it, untimed (they are long-lived; the ClientApp processes they start per message are in
+it). Per-round figures come from each server's own record, taken the same way on all
+sides: a round runs from the server handing out the round's work (instructions built;
+the clients connected) to the aggregated model having been evaluated.
 
-Row fields (``suite="flower"``): ``framework``, ``transport``, ``payload``, ``partition``,
-``clients``, ``rounds``, ``runtime`` (framework and torch versions); ``round_wall_s``
-(median round), ``round_wall_mean_s`` / ``_min_s`` / ``_max_s`` / ``_stddev_s`` /
-``_rounds``, ``round_latencies_s`` (every round); ``bytes_per_round`` (payload bytes both
-ways, mean over rounds), ``bytes_up_per_round``, ``bytes_down_per_round``; ``accuracy``
-(after the last round), ``accuracy_per_round``; ``federation_s`` (the timed call).
+Row fields (``suite="flower"``): ``framework``, ``mode`` (Flower's rows: ``legacy`` or
+``deployment``), ``transport``, ``payload``, ``partition``, ``clients``, ``rounds``,
+``runtime`` (framework and torch versions); ``round_wall_s`` (median round),
+``round_wall_mean_s`` / ``_min_s`` / ``_max_s`` / ``_stddev_s`` / ``_rounds``,
+``round_latencies_s`` (every round); ``bytes_per_round`` (payload bytes both ways, mean
+over rounds), ``bytes_up_per_round``, ``bytes_down_per_round``; ``accuracy`` (after the
+last round), ``accuracy_per_round``; ``federation_s`` (the timed call).
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ import pytest
 from benchkit import BenchServer, EventLoop, Hosted
 from federations import FederationSpec, warm_up
 from flower_side import (
+    DEPLOYMENT,
+    LEGACY,
+    FlowerDeployment,
     FlowerFederation,
     Processes,
     flower_unavailable,
@@ -60,22 +72,24 @@ import fedgate
 from fedgate.core.data import Dataset, load_dataset
 from fedgate.run.launch import fedgate_command
 
-CLIENTS = {False: 4, True: 2}
+CLIENTS = {False: (4, 10), True: (4,)}
 ROUNDS = {False: 10, True: 3}
 PARTITION = "dirichlet:0.5"
 FLOWER_PAYLOAD = "np.save buffers"
-# (framework, transport, codec): Flower's payload is its own; fedgate's raw is closest to it.
+# (framework, mode, transport, codec): Flower's two ways of running (its payload is its own:
+# np.save buffers), over its own transports; fedgate's raw is closest to Flower's payload.
 RUNS = [
-    ("flower", "grpc", "raw"),
-    ("fedgate", "grpc", "raw"),
-    ("fedgate", "rest", "raw"),
-    ("fedgate", "grpc", "int8-zstd"),
+    ("flower", LEGACY, "grpc", "raw"),  # start_server / start_client: grpc-bidi
+    ("flower", DEPLOYMENT, "http", "raw"),  # SuperLink / SuperNodes: Fleet API over HTTP
+    ("fedgate", None, "grpc", "raw"),
+    ("fedgate", None, "rest", "raw"),
+    ("fedgate", None, "grpc", "int8-zstd"),
 ]
 # --fedgate-quick leaves out fedgate over REST (the rounds suite runs it) to stay within a
-# minute: each run here starts its own processes, seconds of torch import apiece.
-QUICK_RUNS = [run for run in RUNS if run[1] != "rest"]
+# minute or so a run: each run here starts its own processes, seconds of torch import apiece.
+QUICK_RUNS = [run for run in RUNS if run[2] != "rest"]
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = pytest.mark.timeout(3600)
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,9 @@ def warmed(bench_server: BenchServer, digits: Dataset) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function.__name__ == "test_flower_vs_fedgate":
         quick = bool(metafunc.config.getoption("fedgate_quick"))
-        metafunc.parametrize(("framework", "transport", "codec"), QUICK_RUNS if quick else RUNS)
+        cases = [(*run, n) for n in CLIENTS[quick] for run in (QUICK_RUNS if quick else RUNS)]
+        ids = ["-".join(str(part) for part in case if part is not None) for case in cases]
+        metafunc.parametrize(("framework", "mode", "transport", "codec", "clients"), cases, ids=ids)
 
 
 def figures(rounds: list[Measured]) -> dict[str, Any]:
@@ -130,20 +146,22 @@ def figures(rounds: list[Measured]) -> dict[str, Any]:
 
 
 def measure_flower(
-    benchmark: Any, spec: FederationSpec, dataset: Dataset, workdir: Path
+    benchmark: Any, spec: FederationSpec, dataset: Dataset, workdir: Path, mode: str
 ) -> tuple[list[Measured], str]:
-    """Flower's federation, timed whole; its rounds as Flower's server logged them."""
+    """Flower's federation run in ``mode``, timed whole; its rounds as its strategy logged
+    them."""
     venv = flower_venv()
     reason = flower_unavailable(venv)
     if reason is not None:
         pytest.skip(skip_message(reason))
     inputs = workdir / "flower-inputs"
     write_inputs(spec, dataset, inputs)
-    federation = FlowerFederation(venv, inputs, workdir, spec.clients)
+    kind = FlowerDeployment if mode == DEPLOYMENT else FlowerFederation
+    federation = kind(venv, inputs, workdir, spec.clients)
     try:
         log = benchmark.pedantic(federation.run, setup=federation.start, rounds=1, iterations=1)
     finally:
-        federation.abort()  # whatever still runs when the run failed; nothing otherwise
+        federation.abort()  # what still runs: all of a deployment, nothing of a legacy run
     rounds = log["rounds"]
     assert len(rounds) == spec.rounds, f"Flower ran {len(rounds)} of {spec.rounds} rounds"
     for entry in rounds:
@@ -216,19 +234,23 @@ def test_flower_vs_fedgate(
     digits: Dataset,
     tmp_path: Path,
     framework: str,
+    mode: str | None,
     transport: str,
     codec: str,
+    clients: int,
     quick: bool,
     warmed: None,
 ) -> None:
-    spec = FederationSpec(transport, codec, CLIENTS[quick], ROUNDS[quick], partition=PARTITION)
+    spec = FederationSpec(transport, codec, clients, ROUNDS[quick], partition=PARTITION)
     benchmark.group = "flower vs fedgate"
     if framework == "flower":
-        rounds, runtime = measure_flower(benchmark, spec, digits, tmp_path)
+        assert mode is not None
+        rounds, runtime = measure_flower(benchmark, spec, digits, tmp_path, mode)
     else:
         rounds, runtime = measure_fedgate(benchmark, bench_server, spec, tmp_path)
     benchmark.extra_info.update(
         framework=framework,
+        **({} if mode is None else {"mode": mode}),
         transport=transport,
         payload=codec if framework == "fedgate" else FLOWER_PAYLOAD,
         partition=spec.partition,

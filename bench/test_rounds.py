@@ -51,17 +51,22 @@ transport x codec tables.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import startup
 import torch
 from benchkit import BenchServer, EventLoop
 from federations import FederationSpec, figures_info, median, run_timed, warm_up
+from stall_probe import StallRun, probed_server, run_probed, stall_info, stall_spec
 
 from fedgate.codecs import CODECS
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.run.sim_config import NETWORK_TRANSPORTS
+from fedgate.run.forkserver import ForkServer
+from fedgate.run.sim_config import CLIENT_STARTS, EXEC, FORK, NETWORK_TRANSPORTS, SimConfig
 
 TRANSPORTS = NETWORK_TRANSPORTS
 CLIENTS = {False: (1, 4, 16), True: (2,)}
@@ -165,3 +170,128 @@ def test_store_overhead(
         store_write_s=stored["writes_s"] / spec.rounds,
         **figures_info(figures),
     )
+
+
+# ---- issue 12: clients that start in a blink (helpers and row fields: bench/startup.py) ----
+
+STARTUP_TRIES = 3  # client starts per row; the row keeps each, and their median
+WHOLE_RUN = SimConfig(clients=10, rounds=20, partition="dirichlet:0.5", codec="raw", seed=0)
+WHOLE_RUN_ROUNDS = {False: 20, True: 5}
+# (transport, client start): the framework-free reference, in-process, then processes
+WHOLE_RUNS = [
+    ("reference", ""),
+    ("inproc", ""),
+    *((t, s) for s in CLIENT_STARTS for t in NETWORK_TRANSPORTS),
+]
+
+
+@pytest.mark.parametrize("client_start", CLIENT_STARTS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_client_startup(benchmark: Any, transport: str, client_start: str, tmp_path: Path) -> None:
+    """``fedgate client --help``, and a client's time from its start to its first request
+    (exec'd, or forked by a fork server that is ready)."""
+    tries: list[float] = []
+    forks = ForkServer(tmp_path / "forkserver.log") if client_start == FORK else None
+    try:
+        if forks is not None:
+            forks.wait_ready()
+
+        def start_one() -> None:
+            tries.append(startup.first_request_s(transport, tmp_path / "client.log", forks))
+
+        benchmark.pedantic(start_one, rounds=STARTUP_TRIES)
+    finally:
+        if forks is not None:
+            forks.close()
+    benchmark.group = "client startup"
+    benchmark.extra_info.update(
+        transport=transport,
+        client_start=client_start,
+        timing="client_start",  # the whole call: start, first request, stop
+        first_request_s=median(tries),
+        first_requests_s=tries,
+        help_s=startup.help_wall_s(),
+    )
+
+
+@pytest.fixture(scope="module")
+def whole_run_config(quick: bool) -> SimConfig:
+    return dataclasses.replace(WHOLE_RUN, rounds=WHOLE_RUN_ROUNDS[quick])
+
+
+@pytest.fixture(scope="module")
+def reference_s(whole_run_config: SimConfig) -> float:
+    return startup.reference_run(whole_run_config)[0]
+
+
+@pytest.mark.parametrize(("run", "client_start"), WHOLE_RUNS)
+def test_whole_run(
+    benchmark: Any,
+    run: str,
+    client_start: str,
+    whole_run_config: SimConfig,
+    reference_s: float,
+) -> None:
+    """10 clients x 20 rounds on digits, dirichlet:0.5, raw codec: a whole simulation's
+    wall time against the same arithmetic in a plain loop (``ratio``: run / reference)."""
+    config = dataclasses.replace(
+        whole_run_config,
+        transport="inproc" if run == "reference" else run,
+        client_start=client_start or EXEC,
+    )
+    figures: dict[str, Any] = {}
+
+    def once() -> None:
+        if run == "reference":
+            figures["wall_s"], figures["final_accuracy"] = startup.reference_run(config)
+        else:
+            figures["wall_s"], document = startup.whole_run_s(config)
+            figures["final_accuracy"] = document["final_accuracy"]
+
+    benchmark.pedantic(once, rounds=1)
+    benchmark.group = "whole run"
+    named = {"transport": config.transport, "client_start": client_start} if client_start else {}
+    benchmark.extra_info.update(
+        run=run,
+        **(named if run != "reference" else {}),
+        clients=config.clients,
+        rounds=config.rounds,
+        partition=config.partition,
+        codec=config.codec,
+        timing="whole_run",
+        reference_s=reference_s,
+        ratio=figures["wall_s"] / reference_s,
+        **figures,
+    )
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["processes", "threads"])
+def test_codec_stall(
+    request: pytest.FixtureRequest,
+    loop: EventLoop,
+    digits: Dataset,
+    quick: bool,
+    offload: bool,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue 12: a JSON client beside healthy raw ones on ResNet-18; the server's worst
+    event-loop stall and the clients it marked failed, with GIL-bound codecs in worker
+    processes or, as before, on threads (`stall_probe.py`). Quick: the CNN with every JSON
+    payload offloaded, no comparison and no row: the path runs; figures would mean nothing."""
+    spec = stall_spec(quick)
+    limit_s = 300.0 if quick else 1200.0
+    with probed_server(tmp_path_factory.mktemp("stall") / "server.log") as server:
+        if quick:
+            if not offload:
+                pytest.skip("quick: the comparison with threads is for full runs")
+            run = run_probed(server, loop, spec, digits, offload, limit_s, min_bytes=0)
+            assert run.echo_updates >= 1 and run.stall["ticks"] > 0
+            return
+        benchmark = request.getfixturevalue("benchmark")
+        benchmark.group = "codec stall"
+        runs: list[StallRun] = []
+        benchmark.pedantic(
+            lambda: runs.append(run_probed(server, loop, spec, digits, offload, limit_s)),
+            rounds=1,
+        )
+    benchmark.extra_info.update(stall_info(runs[0], spec, offload))

@@ -27,6 +27,11 @@ with one connection per transport kept open, as a client keeps its own.
   aggregation costs (JSON decode of ResNet-50 takes tens of seconds and would swamp the
   transfer); the rounds suite times the full accepted path inside real rounds.
 
+A ``tcp`` row per model and direction is the ceiling, measured in the same run: the raw
+codec's bytes over plain loopback TCP between this process and a server process of its
+own, from one preallocated buffer into another (``bench/tcp_ceiling.py``); the report
+states each transport's raw throughput as a share of it.
+
 Rows (one per model x codec x transport x direction): ``wall_s`` (median; also
 ``wall_min_s`` ... ``wall_rounds``), ``bytes`` (encoded bytes on the wire, the payload),
 ``fp32_bytes`` (the state dict as fp32 tensors), ``mb_s`` = bytes / wall (MB/s of encoded
@@ -45,6 +50,7 @@ from typing import Any, TypeVar
 
 import pytest
 from benchkit import BenchServer, EventLoop, Hosted, fp32_bytes, rate_mb_s
+from tcp_ceiling import TcpCeiling
 
 from fedgate.codecs import CODECS, TensorDict
 from fedgate.core.config import RunConfig
@@ -55,6 +61,7 @@ from fedgate.run.sim_config import NETWORK_TRANSPORTS
 from fedgate.transport.connect import connect
 
 TRANSPORTS = NETWORK_TRANSPORTS  # the server registry's, that clients can reach
+CEILING = "tcp"  # plain loopback TCP moving the raw codec's bytes (bench/tcp_ceiling.py)
 BUDGET_S = {False: 1.0, True: 0.2}
 MAX_ROUNDS = {False: 10, True: 5}
 # One round, opened by two clients, open for a day: the uploads happen inside it.
@@ -237,6 +244,48 @@ def test_transfer(
         bytes=len(sent),
         fp32_bytes=host.fp32_bytes,
         **throughput(benchmark, len(sent), host.fp32_bytes),
+    )
+
+
+@pytest.fixture(scope="module")
+def tcp() -> Iterator[TcpCeiling]:
+    ceiling = TcpCeiling()
+    try:
+        yield ceiling
+    finally:
+        ceiling.close()
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_tcp_ceiling(
+    benchmark: Any,
+    bench: Bench,
+    tcp: TcpCeiling,
+    model_name: str,
+    direction: str,
+    quick: bool,
+) -> None:
+    host = bench.host_for(model_name)
+    payload = memoryview(host.payloads.get("raw") or CODECS["raw"].encode(host.weights))
+
+    def call() -> None:
+        tcp.up(payload) if direction == "up" else tcp.down(len(payload))
+
+    _, warm_s = timed(call)  # the connection's first use of this size, untimed
+    rounds = rounds_for(call, warm_s, quick)
+    benchmark.group = f"{model_name} {direction}"
+    benchmark.pedantic(call, rounds=rounds, iterations=1)
+    benchmark.extra_info.update(
+        model=model_name,
+        codec="raw",
+        wire_codec="raw",
+        transport=CEILING,
+        direction=direction,
+        lossy=False,
+        timing="wall",
+        bytes=len(payload),
+        fp32_bytes=host.fp32_bytes,
+        **throughput(benchmark, len(payload), host.fp32_bytes),
     )
 
 

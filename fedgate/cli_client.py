@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -54,25 +55,20 @@ def add_client_command(commands: Any) -> None:
     client.set_defaults(handler=run_client_command)
 
 
+def client_options(args: argparse.Namespace) -> ClientOptions:
+    """`ClientOptions` from the flags: one flag per field, named alike, but for these."""
+    derived: dict[str, Any] = {
+        "deltas": DELTAS[args.deltas],
+        "tls": client_tls(args),
+        "give_up_after_s": args.give_up_after or None,
+        "data_dir": Path(args.data_dir) if args.data_dir else None,
+    }
+    names = [field.name for field in dataclasses.fields(ClientOptions)]
+    return ClientOptions(**{n: derived[n] if n in derived else getattr(args, n) for n in names})
+
+
 def run_client_command(args: argparse.Namespace) -> int:
-    options = ClientOptions(
-        server=args.server,
-        transport=args.transport,
-        codec=args.codec,
-        index=args.index,
-        of=args.of,
-        dataset=args.dataset,
-        model=args.model,
-        partition=args.partition,
-        seed=args.seed,
-        name=args.name,
-        threads=args.threads,
-        deltas=DELTAS[args.deltas],
-        tls=client_tls(args),
-        key=args.key,
-        give_up_after_s=args.give_up_after or None,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-    )
+    options = client_options(args)
     from fedgate.run.client_runner import run_client  # noqa: PLC0415 - torch loads here
 
     report = asyncio.run(run_client(options))

@@ -16,7 +16,7 @@ from fedgate.core.messages import RoundRecord
 from fedgate.run.client_options import DELTAS
 from fedgate.run.engines import ENGINES
 from fedgate.run.results import write_json
-from fedgate.run.sim_config import MIXED, TRANSPORT_CHOICES, SimConfig
+from fedgate.run.sim_config import CLIENT_STARTS, MIXED, TRANSPORT_CHOICES, SimConfig
 
 if TYPE_CHECKING:
     from fedgate.run.launch import ServerProcess
@@ -117,6 +117,14 @@ def add_engine_options(parser: argparse.ArgumentParser, defaults: SimConfig) -> 
         metavar="ADDRESS",
         help="with --engine ray: the cluster to join (as ray.init takes it: HOST:PORT, "
         "auto, ray://...); default: start one on this machine for the run",
+    )
+    group.add_argument(
+        "--client-start",
+        choices=CLIENT_STARTS,
+        default=defaults.client_start,
+        help="local engine, network transports: fork each client process from a server "
+        "that has imported torch and the client once (fast), or exec `python -m fedgate "
+        "client` for each (as a client owner runs it)",
     )
 
 

@@ -57,6 +57,19 @@ FORBIDDEN = {
         "fedgate.transport.rest.server",
         "fedgate.transport.rest.app",
     },
+    # the server process: what drives federations (run, experiment) and reports sits above
+    # it; it writes a run's results document with `fedgate.run.results`, a leaf on the core
+    "gateway": {
+        "matplotlib",
+        "fedgate.cli",
+        "fedgate.experiment",
+        "fedgate.report",
+        "fedgate.run.simulation",
+        "fedgate.run.launch",
+        "fedgate.run.client_runner",
+        "fedgate.run.engines",
+        "fedgate.run.centralized",
+    },
     "store": {
         "grpc",
         "fastapi",

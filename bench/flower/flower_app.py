@@ -1,5 +1,6 @@
-"""Flower's half of the flower bench suite: Flower's server, or one Flower client, as a
-process of its own under ``.venv-flower/bin/python`` (``make flower-env``).
+"""Flower's half of the flower bench suite: Flower's legacy server, or one legacy Flower
+client, as a process of its own under ``.venv-flower/bin/python`` (``make flower-env``),
+and the client and strategy the Flower App (``deployment_app.py``) runs too.
 
 Why another virtualenv: flwr 1.41 needs protobuf < 7 and exact fastapi / uvicorn /
 starlette minors, while fedgate's generated gRPC code needs protobuf >= 7.35 and fedgate
@@ -10,20 +11,29 @@ comes in files the benchmark process writes
 (`flower_side.write_inputs`, in fedgate's ``.venv``), in the format defined here:
 ``setup.json`` (`Setup`), ``initial.npz`` (the model fedgate's server starts from),
 ``test.npz`` (the held-out split) and ``client-<i>.npz`` (client i's part of the training
-split, as ``fedgate client --index i`` takes it). The server writes what it measured to a
-JSON file the benchmark process reads (`RoundLog.document`).
+split, as ``fedgate client --index i`` takes it). The strategy writes what it measured to
+a JSON file the benchmark process reads (`RoundLog.document`), once the last round is
+evaluated.
 
-Why flwr's legacy ``flwr.server.start_server`` / ``flwr.client.start_client``: 1.41.0
-still ships them (deprecated since 1.13, under ``flwr.compat``), and they run what the
-suite compares: a server process and one process per client, joined by Flower's gRPC
-transport (``grpc-bidi``: one bidirectional stream per client, on which the server
-pushes each instruction), with the `Strategy` (FedAvg) in the server process, where
-rounds can be timed and payloads counted. The supported way, ``flower-superlink`` +
-``flower-supernode`` + ``flwr run`` of a packaged Flower App, passes every message
-through the SuperLink's store and its SuperNode waits for replies to push in 0.5 s sleeps
-(``flwr/supernode/start_client_internal.py``); with rounds of a few hundred milliseconds
-that would time Flower's polling more than its transport. 1.41.0 rather than the newest,
-1.42.0: see ``requirements.txt`` (same legacy API, Server and FedAvg code).
+Two ways of running Flower, both measured (``flower_side``):
+
+- legacy: ``flwr.server.start_server`` / ``flwr.client.start_client``, run by `main`
+  here. 1.41.0 still ships them (deprecated since 1.13, under ``flwr.compat``): a server
+  process and one process per client, joined by Flower's gRPC transport (``grpc-bidi``:
+  one bidirectional stream per client, on which the server pushes each instruction).
+- deployment, the way Flower 1.x is deployed today: ``flower-superlink``, one
+  ``flower-supernode`` per client and ``flwr run`` of the Flower App in this directory
+  (``deployment_app.py``, ``pyproject.toml``). Every message passes through the
+  SuperLink's store; each SuperNode polls the SuperLink's Fleet API (HTTP in 1.41), sleeps
+  3 s when it found no message and 0.5 s steps while waiting for a reply to push, and
+  starts a ``flwr-clientapp`` process for each message
+  (``flwr/supernode/start_client_internal.py``): with rounds of a few hundred
+  milliseconds that times Flower's polling and process start-up more than its transport,
+  which is what its users get.
+
+Both run the same client (`bench_client`) and strategy (`bench_strategy`), so rounds are
+timed and payloads counted in the same places. 1.41.0 rather than the newest, 1.42.0: see
+``requirements.txt``.
 
 What the server measures, per round (`CountingFedAvg`):
 
@@ -67,9 +77,10 @@ from fedgate.core.training import LocalTrainer, evaluate
 Array = npt.NDArray[Any]
 TensorDict = dict[str, torch.Tensor]
 SETUP_FILE, INITIAL_FILE, TEST_FILE = "setup.json", "initial.npz", "test.npz"
-# Flower reports usage to its developers unless told not to; a benchmark calls no one.
-# Read when flwr is imported, so set before any flwr import.
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0"}
+# Flower reports usage to its developers, and its SuperLink / SuperNode look for a newer
+# flwr online, unless told not to; a benchmark calls no one. Read when flwr is imported,
+# so set before any flwr import.
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
 @dataclass(frozen=True)
@@ -142,12 +153,12 @@ def client_trainer(inputs: Path, index: int) -> LocalTrainer:
     return LocalTrainer(setup.build(), x, y, setup.client_seeds[index])
 
 
-# ---- a client process -----------------------------------------------------------------
+# ---- a client ------------------------------------------------------------------------
 
 
-def run_client(inputs: Path, index: int, address: str) -> None:
-    """Flower client ``index``: connect to ``address``, train when told, until let go."""
-    from flwr.client import NumPyClient, start_client  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+def bench_client(inputs: Path, index: int) -> Any:
+    """Flower client ``index`` (a `flwr.client.Client`): trains when told, as fedgate's do."""
+    from flwr.client import NumPyClient  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
     torch.set_num_threads(1)  # as fedgate's client processes (--threads 1)
     setup = Setup.load(inputs)
@@ -165,16 +176,25 @@ def run_client(inputs: Path, index: int, address: str) -> None:
             result = trainer.train(to_state(setup.names, parameters), this_round)
             return to_arrays(result.weights), result.num_examples, {"train_loss": result.loss}
 
-    start_client(server_address=address, client=BenchClient().to_client(), insecure=True)
+    return BenchClient().to_client()
+
+
+def run_client(inputs: Path, index: int, address: str) -> None:
+    """Legacy Flower client ``index``: connect to ``address``, train when told, until let go."""
+    from flwr.client import start_client  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    start_client(server_address=address, client=bench_client(inputs, index), insecure=True)
 
 
 # ---- the server process ---------------------------------------------------------------
 
 
 class RoundLog:
-    """What the strategy saw, per round: when it started and ended, bytes, loss, accuracy."""
+    """What the strategy saw, per round: when it started and ended, bytes, loss, accuracy;
+    written to ``out`` once the last round has been evaluated."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path, last_round: int) -> None:
+        self.out, self.last_round = out, last_round
         self.rounds: dict[int, dict[str, float]] = {}
 
     def at(self, number: int) -> dict[str, float]:
@@ -187,8 +207,14 @@ class RoundLog:
         versions = {name: metadata.version(name) for name in ("flwr", "torch", "numpy")}
         return {"versions": versions, "rounds": rounds}
 
+    def save(self) -> None:
+        # Renamed into place: the benchmark process may be polling for the file.
+        partial = self.out.with_name(self.out.name + ".partial")
+        partial.write_text(json.dumps(self.document(), indent=2))
+        partial.replace(self.out)
 
-def counting_fedavg(log: RoundLog, ready: Path, **options: Any) -> Any:
+
+def counting_fedavg(log: RoundLog, ready: Path | None, **options: Any) -> Any:
     """Flower's FedAvg, noting each round's start, end, payload bytes and failures."""
     from flwr.server.strategy import FedAvg  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
@@ -210,22 +236,25 @@ def counting_fedavg(log: RoundLog, ready: Path, **options: Any) -> Any:
         def evaluate(self, server_round: int, parameters: Any) -> Any:
             outcome = super().evaluate(server_round, parameters)
             log.at(server_round)["ended"] = time.perf_counter()
-            if server_round == 0:  # the initial model: the server listens, clients may come
+            if server_round == 0 and ready is not None:  # the server listens, clients may come
                 ready.touch()
+            if server_round == log.last_round:
+                log.save()
             return outcome
 
     return CountingFedAvg(**options)
 
 
-def run_server(inputs: Path, port: int, out: Path) -> None:
-    """Flower's server on 127.0.0.1:``port``; writes the round log to ``out`` at the end."""
+def bench_strategy(inputs: Path, out: Path, ready: Path | None = None) -> tuple[Any, Setup]:
+    """The strategy both ways of running Flower use: FedAvg over every client, evaluating
+    on the held-out split after each round, its round log written to ``out`` at the end
+    (``ready`` touched once the initial model is evaluated)."""
     from flwr.common import ndarrays_to_parameters  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-    from flwr.server import ServerConfig, start_server  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
     setup = Setup.load(inputs)
     initial = load_arrays(inputs / INITIAL_FILE)
     x_test, y_test = load_xy(inputs / TEST_FILE)
-    eval_model, log = setup.build(), RoundLog()
+    eval_model, log = setup.build(), RoundLog(out, setup.rounds)
 
     def evaluate_fn(
         server_round: int, arrays: list[Array], config: dict[str, Any]
@@ -236,7 +265,7 @@ def run_server(inputs: Path, port: int, out: Path) -> None:
 
     strategy = counting_fedavg(
         log,
-        ready_file(out),
+        ready,
         fraction_fit=1.0,  # every client in every round, as fedgate's runs
         fraction_evaluate=0.0,  # no federated evaluation: fedgate has none
         min_fit_clients=setup.clients,
@@ -245,12 +274,19 @@ def run_server(inputs: Path, port: int, out: Path) -> None:
         on_fit_config_fn=lambda server_round: {"round": server_round},
         initial_parameters=ndarrays_to_parameters([initial[name] for name in setup.names]),
     )
+    return strategy, setup
+
+
+def run_server(inputs: Path, port: int, out: Path) -> None:
+    """Flower's legacy server on 127.0.0.1:``port``; its round log goes to ``out``."""
+    from flwr.server import ServerConfig, start_server  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    strategy, setup = bench_strategy(inputs, out, ready_file(out))
     start_server(
         server_address=f"127.0.0.1:{port}",
         config=ServerConfig(num_rounds=setup.rounds),
         strategy=strategy,
     )
-    out.write_text(json.dumps(log.document(), indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

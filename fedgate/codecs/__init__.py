@@ -16,10 +16,12 @@ from fedgate.codecs.base import (
     BoundedCodec,
     Codec,
     DecodeLimits,
+    GilBoundCodec,
     InvalidCodecParameter,
     SparseCodec,
     TensorDict,
     TensorLayout,
+    holds_gil,
 )
 from fedgate.codecs.bf16_zstd import Bf16ZstdCodec
 from fedgate.codecs.frame_codec import FrameCodec
@@ -106,6 +108,7 @@ __all__ = [
     "Codec",
     "DecodeLimits",
     "FrameCodec",
+    "GilBoundCodec",
     "InvalidCodecParameter",
     "SparseCodec",
     "TensorDict",
@@ -115,4 +118,5 @@ __all__ = [
     "codecs_with",
     "frame_codecs",
     "get_codec",
+    "holds_gil",
 ]

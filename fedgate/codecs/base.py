@@ -166,6 +166,26 @@ class SparseCodec(Codec, Protocol):
     def downlink_codec(self) -> str: ...
 
 
+@runtime_checkable
+class GilBoundCodec(Codec, Protocol):
+    """A codec whose encode and decode hold the GIL for their whole run (pure-Python work:
+    parsing text into lists, building lists from tensors), so a thread does not keep them
+    off a server's event loop: a large payload would hold the loop for seconds.
+
+    An optional capability: a codec that declares ``gil_bound`` True is run by servers in
+    a worker process for large payloads (`fedgate.core.offload`); codecs whose work is
+    numpy, torch or zstd calls (which release the GIL) leave it out and stay on threads.
+    """
+
+    @property
+    def gil_bound(self) -> bool: ...
+
+
+def holds_gil(codec: Codec) -> bool:
+    """Whether ``codec`` declares itself GIL-bound (`GilBoundCodec`, ``gil_bound`` True)."""
+    return isinstance(codec, GilBoundCodec) and bool(codec.gil_bound)
+
+
 class InvalidCodecParameter(UnknownCodec, ConfigError):
     """A codec name whose ``:parameter`` the codec refuses (or a codec that takes none).
 

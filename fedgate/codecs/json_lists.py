@@ -21,6 +21,10 @@ class JsonCodec:
     name: str = "json"
     media_type: str = "application/vnd.fedgate.tensors+json"
     lossy: bool = False
+    # json.loads / dumps and list <-> tensor conversions hold the GIL throughout: on ResNet-18
+    # (2 busy cores) decoding took 25 s, a thread beside it stalled up to 16 s at a stretch;
+    # encoding 47 s, up to 29 s (`GilBoundCodec`: servers run it in worker processes).
+    gil_bound: bool = True
 
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
         # json.dumps' default separators (", ", ": "): the baseline as people write it

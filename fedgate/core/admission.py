@@ -5,7 +5,7 @@ are known: `admit` runs on the event loop from the update's header alone (who se
 for which round and model, with what weight, in which codec) and hands out a `Permit`
 that says how many body bytes may follow; `decode_and_fold` runs in a worker thread on
 the body, decodes it within limits derived from the model's own layout, checks the
-tensors and folds them in.
+tensors and folds them in (`check_and_fold`, when the body was decoded in a worker process).
 """
 
 from __future__ import annotations
@@ -81,17 +81,28 @@ def admit(
 
 def decode_and_fold(permit: Permit, payload: bytes) -> float:
     """Worker thread: decode within the model's layout, check, fold into the round;
-    returns the seconds decoding and checking took (for the federation's observers).
+    returns the seconds decoding and checking took (for the federation's observers)."""
+    started = time.perf_counter()
+    tensors = get_codec(permit.header.codec).decode(payload, update_limits(permit))
+    return check_and_fold(permit, tensors, started)
+
+
+def update_limits(permit: Permit) -> DecodeLimits:
+    """What an update's body may decode to: exactly the layout of the model it trains."""
+    return DecodeLimits.for_model(permit.reference)
+
+
+def check_and_fold(permit: Permit, tensors: TensorDict, started: float) -> float:
+    """Worker thread: check an update's decoded tensors (decoded here or in a worker
+    process, within `update_limits`) and fold them into the round; returns the seconds
+    from ``started`` to the end of the check.
 
     A delta is checked before it is added to its base, and the sum again (a finite delta
     on a finite base can still overflow).
     """
-    header = permit.header
-    limits = DecodeLimits.for_model(permit.reference)
-    started = time.perf_counter()
-    tensors = get_codec(header.codec).decode(payload, limits)
     check_matches(tensors, permit.reference)
     decode_s = time.perf_counter() - started
+    header = permit.header
     if permit.base is not None:
         tensors = delta.apply(permit.base, tensors)
         check_matches(tensors, permit.reference)

@@ -1,5 +1,9 @@
 """The client loop: join, take tasks, train, send updates, heartbeat, leave.
 
+A round costs one request down and one up where the transport can carry a TRAIN task's
+model with the task (`ModelOnTask`); a task that comes without its model (an older
+server, a transport with only the six calls) is completed by fetching it.
+
 It runs over any `Transport` and ends on its own only where going on cannot help:
 
 - a STOP task, or a join refused because the run has ended: `run` returns;
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,10 +34,10 @@ from typing import TypeVar
 
 from fedgate.codecs import TensorDict, get_codec
 from fedgate.core import delta
-from fedgate.core.messages import JoinRequest, Task, TaskKind, Update
+from fedgate.core.messages import EncodedModel, JoinRequest, ModelWant, Task, TaskKind, Update
 from fedgate.core.retry import Backoff, Link
 from fedgate.core.training import Trainer
-from fedgate.core.transport import Session, Transport
+from fedgate.core.transport import ModelOnTask, Session, Transport
 from fedgate.errors import (
     BadRequest,
     CodecError,
@@ -138,6 +143,9 @@ class FederatedClient:
         self._session_answered = False  # has the server taken a call on this session yet
         self._heartbeat_s = 2.0
         self._held: HeldModel | None = None
+        # the model the last task came with, kept apart from the task (it may be large)
+        # until training takes it
+        self._offered: EncodedModel | None = None
         self._residual: TensorDict = {}
 
     async def run(self) -> ClientReport:
@@ -168,15 +176,27 @@ class FederatedClient:
                 await self._forget(session, exc)
 
     async def _next_task(self, session: Session) -> Task:
+        self._offered = None
         try:
-            task = await self._reaching(lambda: self.transport.next_task(session, self.poll_s))
+            task = await self._reaching(self._task_request(session))
         except (*SESSION_LOST, *FATAL):
             raise
         except FedgateError as exc:  # not expected of a task request: wait, then ask again
             await asyncio.sleep(self.link.failed("the server refuses task requests", exc))
             return Task(TaskKind.WAIT)
         self._session_answered = True
+        if task.model is not None:
+            self._offered, task = task.model, dataclasses.replace(task, model=None)
         return task
+
+    def _task_request(self, session: Session) -> Callable[[], Awaitable[Task]]:
+        """The call that asks for the next task: with a TRAIN task's model on it where the
+        transport can carry it (one request down a round), else the task alone."""
+        transport = self.transport
+        if not isinstance(transport, ModelOnTask):
+            return lambda: transport.next_task(session, self.poll_s)
+        want = ModelWant(self.codec.name, self._have_ref())
+        return lambda: transport.next_task_with_model(session, self.poll_s, want)
 
     async def _take(self, session: Session, task: Task) -> None:
         """Train ``task``; if it went stale on the way, drop it (never replay it)."""
@@ -194,7 +214,7 @@ class FederatedClient:
 
     async def _train(self, session: Session, task: Task) -> None:
         assert task.train is not None
-        start = await self._fetch(session, task.model_version)
+        start = await self._start(session, task)
         result = await asyncio.to_thread(self.trainer.train, start.weights, task.train)
         payload, residual = await asyncio.to_thread(self._encode, result.weights, start)
         update = Update(
@@ -214,23 +234,43 @@ class FederatedClient:
         self.report.rounds.append(task.round)
         log.info("%s: round %d sent (loss %.4f)", self.name, task.round, result.loss)
 
+    async def _start(self, session: Session, task: Task) -> HeldModel:
+        """The model to train ``task`` from: the one that came with it, else fetched."""
+        offered, self._offered = self._offered, None
+        if offered is not None and offered.version == task.model_version:
+            held = await self._hold(offered)
+            if held is not None:
+                return held
+        return await self._fetch(session, task.model_version)
+
     async def _fetch(self, session: Session, version: int) -> HeldModel:
         """The model to train from: a delta to what this client holds, or in full."""
-        have = self._held.ref if self.deltas and self._held is not None else ""
+        have = self._have_ref()
         model = await self._reaching(
             lambda: self.transport.fetch_model(session, version, self.codec.name, have)
         )
+        held = await self._hold(model)
+        # a delta to a model not held here: `_hold` forgot what is held, so this is in full
+        return held if held is not None else await self._fetch(session, version)
+
+    async def _hold(self, model: EncodedModel) -> HeldModel | None:
+        """Decode ``model`` and hold it; None if it is a delta to a model not held here."""
         self.report.bytes_down += len(model.payload)
+        if model.base_ref and (self._held is None or model.base_ref != self._held.ref):
+            log.warning("%s: got a delta to a model not held here; fetching in full", self.name)
+            self._held = None
+            return None
         # the server names the codec it used: a whole model may come in a dense one
         decoded = await asyncio.to_thread(get_codec(model.codec).decode, model.payload)
         if model.base_ref:
-            if self._held is None or model.base_ref != self._held.ref:
-                log.warning("%s: got a delta to a model not held here; fetching in full", self.name)
-                self._held = None
-                return await self._fetch(session, version)
+            assert self._held is not None
             decoded = await asyncio.to_thread(delta.apply, self._held.weights, decoded)
         self._held = HeldModel(model.ref, decoded)
         return self._held
+
+    def _have_ref(self) -> str:
+        """The model to ask for a delta to: the one held, with deltas on."""
+        return self._held.ref if self.deltas and self._held is not None else ""
 
     def _encode(self, trained: TensorDict, start: HeldModel) -> tuple[bytes, TensorDict]:
         """Worker thread: the payload to send, and the residual to carry (error feedback)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import random
 import secrets
@@ -28,7 +29,7 @@ import torch
 
 from fedgate.codecs import get_codec
 from fedgate.core.accounts import Accounts
-from fedgate.core.admission import Permit, admit, decode_and_fold
+from fedgate.core.admission import Permit, admit, check_and_fold, decode_and_fold, update_limits
 from fedgate.core.budget import UploadBudget
 from fedgate.core.changes import Changes
 from fedgate.core.config import RunConfig
@@ -41,6 +42,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     RoundRecord,
     RunState,
     Task,
@@ -51,6 +53,7 @@ from fedgate.core.messages import (
 )
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.observer import Observer, Observers
+from fedgate.core.offload import CodecOffload
 from fedgate.core.ports import ModelVersion, RoundCommit, RunMeta, RunStore, StoredRun
 from fedgate.core.recorder import Recorder
 from fedgate.core.registry import ClientRecord, ClientRegistry
@@ -59,7 +62,9 @@ from fedgate.core.run import Run
 from fedgate.core.scheduler import Evaluator, Scheduler
 from fedgate.core.tasks import task_for
 from fedgate.core.traffic import TrafficLedger
-from fedgate.errors import Overloaded, RunNotActive
+from fedgate.errors import FedgateError, Overloaded, RunNotActive
+
+log = logging.getLogger("fedgate.federation")
 
 MAX_POLL_S = 30.0  # longest a next-task long-poll is held open
 RESUMED = "the server restarted; waiting for the client to come back"
@@ -85,6 +90,7 @@ class Federation:
         meta: RunMeta | None = None,
         resume: StoredRun | None = None,
         observer: Observer | None = None,
+        offload: CodecOffload | None = None,
     ) -> None:
         # Enrolment is open unless asked: in-process federations (tests, `sim --transport
         # inproc`) have no one to keep out. `fedgate serve` asks for keys by default.
@@ -122,6 +128,9 @@ class Federation:
         # who measures the run (metrics; `fedgate.core.observer`): more join before it starts
         self.observers = Observers(observer)
         self.traffic.observer = self.models.observer = self.observers
+        # GIL-bound codecs' work on large payloads goes to worker processes (`offload`,
+        # the federation's own: `close` stops them; ``CodecOffload(workers=0)``: threads)
+        self.offload = self.models.offload = offload or CodecOffload()
         self.uploads = UploadBudget(self.models)
         self.scheduler = Scheduler(
             self._run,
@@ -204,14 +213,25 @@ class Federation:
             heartbeat_interval_s=self.config.heartbeat_interval_s,
         )
 
-    async def next_task(self, client_id: str, token: str, wait_s: float = MAX_POLL_S) -> Task:
-        """The client's next task, waiting up to ``wait_s`` for one (long-poll)."""
+    async def next_task(
+        self,
+        client_id: str,
+        token: str,
+        wait_s: float = MAX_POLL_S,
+        want: ModelWant | None = None,
+    ) -> Task:
+        """The client's next task, waiting up to ``wait_s`` for one (long-poll).
+
+        With ``want``, a TRAIN task comes with its model as `fetch_model` would send it
+        (so a round costs one request down): that codec and delta base, counted alike."""
         record = self.clients.authenticate(client_id, token)
+        if want is not None:
+            get_codec(want.codec or record.codec)  # refused before a task is taken
         give_up = self.clock() + max(0.0, min(wait_s, MAX_POLL_S))
         while True:
             task = task_for(self._run, record, self.clock())
             if task is not None:
-                return task
+                return await self._with_model(record, task, want)
             remaining = give_up - self.clock()
             if remaining <= 0:
                 return Task(TaskKind.WAIT)
@@ -229,10 +249,31 @@ class Federation:
         """A model version in ``codec`` (default: the client's), as a delta to ``have_ref``
         when the server still knows that model, else in full."""
         record = self.clients.authenticate(client_id, token)
-        codec_name = codec or record.codec
+        return await self._hand_out(record, version, codec or record.codec, have_ref)
+
+    async def _hand_out(
+        self, record: ClientRecord, version: int, codec_name: str, have_ref: str
+    ) -> EncodedModel:
+        """A model as a client gets it, counted in the byte ledgers as it leaves."""
         model = await self.models.encoded(version, codec_name, have_ref)
         self.traffic.count(record, codec_name, self.round, down=len(model.payload))
         return model
+
+    async def _with_model(self, record: ClientRecord, task: Task, want: ModelWant | None) -> Task:
+        """``task`` with its model attached, if it is a TRAIN task and the client asked.
+
+        The task is already the client's: should its model fail to encode, the task goes
+        out without one, and the client's fallback (`fetch_model`) meets the error."""
+        if want is None or task.kind is not TaskKind.TRAIN:
+            return task
+        try:
+            model = await self._hand_out(
+                record, task.model_version, want.codec or record.codec, want.have_ref
+            )
+        except FedgateError as exc:
+            log.warning("task for %s goes out without its model: %s", record.client_id, exc)
+            return task
+        return dataclasses.replace(task, model=model)
 
     async def submit_update(self, client_id: str, token: str, update: Update) -> UpdateReceipt:
         """An update whose payload is already at hand (the in-process transport)."""
@@ -269,7 +310,7 @@ class Federation:
         try:
             permit.check_size(len(payload))
             self.traffic.count(record, header.codec, round_, up=len(payload))
-            decode_s = await asyncio.to_thread(decode_and_fold, permit, payload)
+            decode_s = await self._decode_and_fold(permit, payload)
         except BaseException:
             self.abandon_update(permit)
             raise
@@ -280,6 +321,16 @@ class Federation:
         return UpdateReceipt(
             round=round_.number, accepted=len(round_.reported), expected=len(round_.selected)
         )
+
+    async def _decode_and_fold(self, permit: Permit, payload: bytes) -> float:
+        """Decode in a thread, or in a worker process for a GIL-bound codec (which would
+        hold this loop from a thread); check and fold in a thread. Returns decode seconds."""
+        codec = get_codec(permit.header.codec)
+        if not self.offload.offloads(codec, len(payload)):
+            return await asyncio.to_thread(decode_and_fold, permit, payload)
+        started = time.perf_counter()
+        tensors = await self.offload.decode(codec, payload, update_limits(permit))
+        return await asyncio.to_thread(check_and_fold, permit, tensors, started)
 
     def abandon_update(self, permit: Permit) -> None:
         """An upload that ended without an update: the client may still send a good one."""
@@ -353,12 +404,15 @@ class Federation:
         return self.enrolment.get(key_id)
 
     async def close(self) -> None:
-        """Cancel background tasks (the run, heartbeat watch) and write what is pending to
-        the store; for shutdown."""
+        """Cancel background tasks (the run, heartbeat watch), write what is pending to
+        the store and stop the codec worker processes; for shutdown."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self.recorder.close)
+        try:
+            await asyncio.to_thread(self.recorder.close)
+        finally:
+            await asyncio.to_thread(self.offload.close)  # its worker processes end here
 
     def status(self) -> FederationStatus:
         run, last = self._run, self._run.last_eval

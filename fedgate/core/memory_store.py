@@ -14,6 +14,7 @@ from fedgate.core.ports import (
     ModelInfo,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunSnapshot,
     RunSummary,
@@ -58,6 +59,27 @@ class InMemoryRunStore:
                 history=(*run.history, commit.record),
                 strategy_state=dict(commit.strategy_state),
             )
+
+    def record_evaluation(self, run_id: str, evaluation: RoundEvaluation) -> None:
+        with self._lock:
+            held = self._get(run_id)
+            run, key = held.run, (evaluation.round, evaluation.attempt)
+            found = [i for i, r in enumerate(run.history) if (r.round, r.attempt) == key]
+            if not found:
+                raise NotFound(f"run {run_id} has no round {key[0]}.{key[1]}")
+            history = list(run.history)
+            history[found[0]] = dataclasses.replace(
+                history[found[0]],
+                accuracy=evaluation.accuracy,
+                loss=evaluation.loss,
+                reason=evaluation.reason,
+            )
+            snapshot = run.snapshot
+            if not math.isnan(evaluation.accuracy):
+                snapshot = dataclasses.replace(
+                    snapshot, accuracy=evaluation.accuracy, loss=evaluation.loss
+                )
+            held.run = dataclasses.replace(run, snapshot=snapshot, history=tuple(history))
 
     def save_clients(
         self,

@@ -98,6 +98,20 @@ class Task:
     model_version: int = 0
     deadline_s: float = 0.0  # seconds left when the task was handed out
     train: TrainConfig | None = None
+    # A TRAIN task's model, when the client asked for it with the task (`ModelWant`): the
+    # same encoding `fetch_model` would send. None: fetch it (an older server, or a
+    # transport that cannot carry it). Out of repr: it may be gigabytes.
+    model: EncodedModel | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ModelWant:
+    """What a client asking for a task wants a TRAIN task's model in, so that the model
+    comes with the task: its codec ("" for the one it joined with), and the model it holds
+    (``have_ref``, "" for none) for a delta, as `fetch_model` takes them."""
+
+    codec: str = ""
+    have_ref: str = ""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from fedgate.codecs import Codec, SparseCodec, TensorDict, get_codec
 from fedgate.core import delta
 from fedgate.core.messages import EncodedModel
 from fedgate.core.observer import NULL_OBSERVER, Observer
+from fedgate.core.offload import CodecOffload
 from fedgate.errors import Conflict
 
 KEEP_VERSIONS = 2  # the current model and the one before it, for clients a round behind
@@ -75,6 +76,8 @@ class ModelStore:
             MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[version])
         )
         self.observer: Observer = NULL_OBSERVER  # told each encoding's codec and time
+        # where GIL-bound codecs run (the federation's pool); alone, in threads as the rest
+        self.offload = CodecOffload(workers=0)
 
     @property
     def cached_bytes(self) -> int:
@@ -192,16 +195,18 @@ class ModelStore:
     def _encode(
         self, target: TensorDict, version: int, codec_name: str, base: Reference | None
     ) -> Encoding:
-        """Worker thread: encode, and work out exactly what the client will hold."""
+        """Worker thread: encode, and work out exactly what the client will hold. A
+        GIL-bound codec's work goes on to a worker process (`CodecOffload.runner`), which
+        this thread waits for without holding the loop."""
         codec = get_codec(codec_name)
         if base is None:
-            codec = dense_codec(codec)
+            codec = self.offload.runner(dense_codec(codec))
             payload = codec.encode(target)
             if not codec.lossy:  # the client will hold exactly this version
                 return Encoding(EncodedModel(version, codec.name, payload, ref=str(version)))
             held = codec.decode(payload)
         else:
-            codec = downlink_codec(codec)
+            codec = self.offload.runner(downlink_codec(codec))
             payload = codec.encode(delta.difference(target, base.weights))
             held = delta.apply(base.weights, codec.decode(payload))
             if base.version == version and _equal(held, base.weights):

@@ -3,7 +3,9 @@
 The core never imports a storage library: it hands these frozen records to a `RunStore`
 (`fedgate.store` implements it in SQL; `InMemoryRunStore` serves `sim --transport inproc`
 and the tests). A round's records travel as one `RoundCommit`, which a store writes in one
-transaction, so that a crash leaves either the whole round or none of it.
+transaction, so that a crash leaves either the whole round or none of it. A completed
+round's held-out evaluation comes after its commit (the next round does not wait for it),
+as a `RoundEvaluation`: a crash between the two leaves the round kept without it.
 
 Enrolment keys, users and sessions have ports of their own beside the code that uses them
 (`fedgate.core.enrolment.KeyStore`, `fedgate.core.accounts.UserStore`/`SessionStore`).
@@ -30,6 +32,7 @@ __all__ = [
     "ModelInfo",
     "ModelVersion",
     "RoundCommit",
+    "RoundEvaluation",
     "RunMeta",
     "RunSnapshot",
     "RunStore",
@@ -139,6 +142,22 @@ class RoundCommit:
 
 
 @dataclass(frozen=True)
+class RoundEvaluation:
+    """A completed round attempt's held-out accuracy and loss, kept after its commit (NaN
+    and a ``reason`` if the evaluation failed)."""
+
+    round: int
+    attempt: int
+    accuracy: float
+    loss: float
+    reason: str = ""
+
+    @classmethod
+    def of(cls, record: RoundRecord) -> RoundEvaluation:
+        return cls(record.round, record.attempt, record.accuracy, record.loss, record.reason)
+
+
+@dataclass(frozen=True)
 class ConfigChange:
     """An operator's change to the run config, and from which round it applies."""
 
@@ -192,6 +211,12 @@ class RunStore(Protocol):
     def commit_round(self, commit: RoundCommit) -> None:
         """A closed round attempt, the model it published, the client records and the run's
         snapshot: all of it or none of it."""
+        ...
+
+    def record_evaluation(self, run_id: str, evaluation: RoundEvaluation) -> None:
+        """A committed round attempt's evaluation, which comes after its commit: set on its
+        record and, unless it failed (NaN accuracy), as the run's latest accuracy and loss
+        (`NotFound`: no such run or round attempt)."""
         ...
 
     def save_clients(

@@ -3,11 +3,12 @@
 The federation's event loop never waits on a database: client transitions are buffered and
 written in batches, at most once a second (or with the next round's commit, which writes
 every client record anyway); a round's commit is awaited (the next round opens only once
-the last one is durable) but runs on the writer thread. Batching matters: the writer
-shares the process (and its GIL) with decoding and aggregation, and a transaction per
-transition cost a 4-client digits round ~15 ms where one per round costs ~3 ms. One
-thread means one writer, in the order things happened, which SQLite needs and PostgreSQL
-does not mind.
+the last one is durable: no client trains on a model the store does not have) but runs on
+the writer thread; the round's evaluation follows it as a small write of its own, not
+awaited. Batching matters: the writer shares the process (and its GIL) with decoding and
+aggregation, and a transaction per transition cost a 4-client digits round ~15 ms where
+one per round costs ~3 ms. One thread means one writer, in the order things happened,
+which SQLite needs and PostgreSQL does not mind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fedgate.core.ports import (
     ConfigChange,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunSnapshot,
     RunStore,
@@ -87,6 +89,10 @@ class Recorder:
     async def commit_round(self, commit: RoundCommit) -> None:
         """Write a closed round in one transaction, after every buffered transition."""
         await asyncio.wrap_future(self._writer.submit(self._commit, commit))
+
+    def evaluation(self, evaluation: RoundEvaluation) -> None:
+        """A committed round's evaluation; written after everything submitted before it."""
+        self._submit(self.store.record_evaluation, self.run_id, evaluation)
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written (or has failed)."""

@@ -40,6 +40,9 @@ class Run:
     round_number: int = 1  # the round open or about to open
     attempt: int = 1
     history: list[RoundRecord] = field(default_factory=list)
+    # a completed round whose model is being evaluated: the history takes its record, in
+    # round order, once its accuracy and loss are in (`round_evaluated`)
+    evaluating: RoundRecord | None = None
     last_eval: EvalResult | None = None
     rng: random.Random = field(default_factory=random.Random)
     # what the strategy carries from round to round (FedAdam's moments); kept in the store
@@ -51,7 +54,9 @@ class Run:
 
     @property
     def rounds_completed(self) -> int:
-        return sum(1 for r in self.history if r.outcome is RoundOutcome.COMPLETED)
+        """Completed rounds, the one whose evaluation is still running included."""
+        done = sum(1 for r in self.history if r.outcome is RoundOutcome.COMPLETED)
+        return done + (self.evaluating is not None)
 
     def open_round(self) -> Round | None:
         round_ = self.round
@@ -84,9 +89,13 @@ class Run:
         self.round = round_
         self._enter(RunState.RUNNING)
 
-    def round_closed(self, record: RoundRecord) -> None:
-        """A round attempt ended as ``record`` says; completed rounds move the run on."""
-        self.history.append(record)
+    def round_closed(self, record: RoundRecord, *, evaluating: bool = False) -> None:
+        """A round attempt ended as ``record`` says; completed rounds move the run on. An
+        ``evaluating`` record joins the history with its evaluation (`round_evaluated`)."""
+        if evaluating:  # one at a time: the scheduler settles one before closing the next
+            self.evaluating = record
+        else:
+            self.history.append(record)
         if record.outcome is RoundOutcome.COMPLETED:
             self.round_number, self.attempt = self.round_number + 1, 1
         elif record.outcome is RoundOutcome.RETRIED:
@@ -94,6 +103,27 @@ class Run:
         if self.phase is RunState.RUNNING:
             self.phase = RunState.WAITING  # recorded with the round's commit
         self.changes.notify()
+
+    def round_evaluated(self, record: RoundRecord, result: EvalResult | None) -> None:
+        """``record`` with its evaluation (``result``; None if it failed) joins the history,
+        or takes its own place there (a round restored before its evaluation was kept)."""
+        key = (record.round, record.attempt)
+        if self.evaluating is not None and (self.evaluating.round, self.evaluating.attempt) == key:
+            self.evaluating = None
+            self.history.append(record)
+        else:
+            at = [i for i, r in enumerate(self.history) if (r.round, r.attempt) == key]
+            self.history[at[-1]] = record
+        if result is not None:
+            self.last_eval = result
+        self.changes.notify()
+
+    def unevaluated(self) -> RoundRecord | None:
+        """The restored history's last completed round if its evaluation was never kept
+        (the process died between its commit and its evaluation: only the last can be)."""
+        completed = [r for r in self.history if r.outcome is RoundOutcome.COMPLETED]
+        last = completed[-1] if completed else None
+        return last if last is not None and math.isnan(last.accuracy) else None
 
     def require_active(self, action: str) -> None:
         if not self.active:

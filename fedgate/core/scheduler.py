@@ -2,6 +2,13 @@
 selected client has reported or dropped out (or at its deadline), publish or retry, and
 write the round to the store before the next one opens.
 
+A published model is evaluated on the held-out split off the critical path: the next
+round opens as soon as the round is committed, while the evaluation runs on a worker
+thread; its record joins the history (and its accuracy the store) when it is done. One
+evaluation at a time: the next round's close, and the run's end, wait for it first, so
+records and commits stay in round order and only the latest round can lack its
+evaluation after a crash (evaluated again when the run is resumed).
+
 Also the watch on clients' signs of life: clients silent past their heartbeat timeout
 fail, and selected clients silent for a few heartbeat intervals leave the open round.
 """
@@ -9,6 +16,8 @@ fail, and selected clients silent for a few heartbeat intervals leave the open r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -17,10 +26,10 @@ import torch
 
 from fedgate.core.config import RunConfig
 from fedgate.core.guard import fit_selection, open_aggregator
-from fedgate.core.messages import RoundOutcome, RunState
+from fedgate.core.messages import RoundOutcome, RoundRecord, RunState
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.observer import NULL_OBSERVER, Observer
-from fedgate.core.ports import ModelVersion, RoundCommit
+from fedgate.core.ports import ModelVersion, RoundCommit, RoundEvaluation, TensorDict
 from fedgate.core.recorder import Recorder
 from fedgate.core.registry import ClientRegistry
 from fedgate.core.rounds import Round
@@ -35,6 +44,7 @@ ROUND_SILENCE_BEATS = 2.5
 MIN_SILENCE_S = 1.0
 
 Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
+log = logging.getLogger("fedgate.scheduler")
 
 
 class Scheduler:
@@ -58,22 +68,30 @@ class Scheduler:
         self.evaluator = evaluator
         self.clock = clock
         self.observer = observer  # told each closed round and each aggregation's time
+        self._evaluation: asyncio.Task[None] | None = None  # the last round's, if running
 
     async def run_rounds(self) -> None:
         """Open, wait for and close rounds until the configured rounds are done or stopped."""
         run = self.run
         run.begin()
-        while run.active:
-            if run.phase is RunState.PAUSED:
-                await run.changes.wait(TICK_S)
-                continue
-            run.apply_pending_config()
-            if run.round_number > run.config.rounds:
-                run.finish()
-                break
-            round_ = await self._open_when_ready()
-            if round_ is not None:
-                await self._run_round(round_)
+        try:
+            await self._evaluate_restored()
+            while run.active:
+                if run.phase is RunState.PAUSED:
+                    await run.changes.wait(TICK_S)
+                    continue
+                run.apply_pending_config()
+                if run.round_number > run.config.rounds:
+                    await self._settle()  # the run ends with its last round's evaluation
+                    run.finish()
+                    break
+                round_ = await self._open_when_ready()
+                if round_ is not None:
+                    await self._run_round(round_)
+            await self._settle()  # stopped between rounds
+        finally:
+            if self._evaluation is not None:  # cancelled (shutdown): none outlives the loop
+                self._evaluation.cancel()
         await self.recorder.flush()
 
     async def _open_when_ready(self) -> Round | None:
@@ -144,8 +162,6 @@ class Scheduler:
         self.run.strategy_state = state
         for client_id in round_.reported:
             self.clients.get(client_id).rounds_completed += 1
-        if self.evaluator is not None:
-            self.run.last_eval = await asyncio.to_thread(self.evaluator, weights)
         await self._close(round_, RoundOutcome.COMPLETED)
 
     def _finish_strategy(
@@ -157,20 +173,18 @@ class Scheduler:
         return strategy.finish(self.models.current, aggregate, self.run.strategy_state)
 
     async def _close(self, round_: Round, outcome: RoundOutcome) -> None:
-        run = self.run
-        last = run.last_eval if outcome is RoundOutcome.COMPLETED else None
+        run, closed_at = self.run, self.clock()
+        await self._settle()  # the last round's record (and its store write) goes first
+        evaluating = outcome is RoundOutcome.COMPLETED and self.evaluator is not None
         record = round_.record(
-            outcome,
-            self.models.version,
-            self.clock(),
-            accuracy=last.accuracy if last else math.nan,
-            loss=last.loss if last else math.nan,
+            outcome, self.models.version, closed_at, accuracy=math.nan, loss=math.nan
         )
-        run.round_closed(record)
-        self.observer.round_closed(record)
+        run.round_closed(record, evaluating=evaluating)
+        if not evaluating:
+            self.observer.round_closed(record)
         model = None
+        version, weights = self.models.version, self.models.current
         if outcome is RoundOutcome.COMPLETED:  # hashing a large model is no work for the loop
-            version, weights = self.models.version, self.models.current
             model = await asyncio.to_thread(ModelVersion.of, version, weights)
         commit = RoundCommit(
             snapshot=run.snapshot(
@@ -182,6 +196,50 @@ class Scheduler:
             strategy_state=dict(run.strategy_state),
         )
         await self.recorder.commit_round(commit)
+        if evaluating:
+            self._evaluation = asyncio.create_task(self._evaluate(record, weights))
+
+    # ---- evaluation, off the round's critical path ----------------------------------------
+
+    async def _settle(self) -> None:
+        """Wait for the last round's evaluation, if it is still running."""
+        task, self._evaluation = self._evaluation, None
+        if task is not None:
+            await task
+
+    async def _evaluate(self, record: RoundRecord, weights: TensorDict) -> None:
+        """Evaluate the model ``record``'s round published (while the next round runs);
+        then the record, complete, joins the history and its evaluation the store."""
+        record, result = await self._evaluated(record, weights)
+        self.run.round_evaluated(record, result)
+        self.observer.round_closed(record)
+        self.recorder.evaluation(RoundEvaluation.of(record))
+
+    async def _evaluate_restored(self) -> None:
+        """A resumed run's last round, if the last process died before its evaluation was
+        kept: evaluated (the model is the current one) before the first round opens."""
+        record = self.run.unevaluated()
+        if record is None or self.evaluator is None or record.model_version != self.models.version:
+            return
+        record, result = await self._evaluated(record, self.models.current)
+        self.run.round_evaluated(record, result)
+        self.recorder.evaluation(RoundEvaluation.of(record))
+
+    async def _evaluated(
+        self, record: RoundRecord, weights: TensorDict
+    ) -> tuple[RoundRecord, EvalResult | None]:
+        """``record`` with the held-out accuracy and loss of ``weights``, on a worker thread;
+        a failed evaluation is logged and recorded in its reason, and the run goes on."""
+        if self.evaluator is None:
+            return record, None
+        try:
+            result = await asyncio.to_thread(self.evaluator, weights)
+        except Exception as error:  # the model's own code: whatever it raises, rounds go on
+            log.exception("run %s: evaluating round %s failed", self.run.run_id, record.round)
+            why = f"evaluation failed: {error}"
+            reason = f"{record.reason}; {why}" if record.reason else why
+            return dataclasses.replace(record, reason=reason), None
+        return dataclasses.replace(record, accuracy=result.accuracy, loss=result.loss), result
 
     # ---- signs of life --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     RunState,
     Task,
     UpdateHeader,
@@ -57,8 +58,11 @@ class FederationService(Protocol):
 
     async def join(self, request: JoinRequest) -> JoinAck: ...
 
-    async def next_task(self, client_id: str, token: str, wait_s: float = ...) -> Task:
-        """The client's next task, waiting up to ``wait_s`` for one (long-poll)."""
+    async def next_task(
+        self, client_id: str, token: str, wait_s: float = ..., want: ModelWant | None = None
+    ) -> Task:
+        """The client's next task, waiting up to ``wait_s`` for one (long-poll); with
+        ``want``, a TRAIN task carries its model (`Task.model`)."""
         ...
 
     async def fetch_model(

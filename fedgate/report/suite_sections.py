@@ -236,8 +236,10 @@ FLOWER_FIELDS: tuple[tuple[str, str, Format], ...] = (
     ("bytes_per_round", "MB per round", megabytes),
     ("accuracy", "accuracy", plain),
 )
-FLOWER_RUN = ("framework", "transport", "payload")  # a run's label; payload: codec or Flower's
-FLOWER_SERIES = ("framework", "payload")  # the chart's bars: one colour per these
+# A run's label (payload: codec or Flower's; mode: how Flower ran, legacy or deployment),
+# and, where the rows hold several client counts, the count.
+FLOWER_RUN = ("framework", "mode", "transport", "payload")
+FLOWER_SERIES = ("framework", "mode", "payload")  # the chart's bars: one colour per these
 FLOWER_MISSING = (
     "No Flower rows in these results: the flower suite runs Flower only from its own "
     "virtualenv (`make flower-env`); why this run skipped it is under Machine and commands. "
@@ -257,22 +259,34 @@ FLOWER_EXPLAIN = (
 )
 
 
+FLOWER_MODES = (
+    "Mode: how Flower ran. legacy: its deprecated start_server / start_client, one "
+    "bidirectional gRPC stream per client on which the server pushes each instruction. "
+    "deployment: as Flower 1.x deploys, a SuperLink, one SuperNode per client and flwr run "
+    "of a Flower App; the SuperNodes poll the SuperLink's Fleet API (HTTP) for messages and "
+    "start a ClientApp process for each. Both run the same strategy, timed in the same "
+    "places. Whole federation, deployment: from flwr run to the ServerApp's task having "
+    "finished; the SuperLink and SuperNodes start before it, untimed."
+)
+
+
 def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     found = _suite(rows, "flower", [field for field, _, _ in FLOWER_FIELDS])
     if not found:
         return None
-    names = list(FLOWER_RUN)
     table = [
-        [_label(row, names), *(fmt(number(row, field)) for field, _, fmt in FLOWER_FIELDS)]
+        [_flower_run(row, found), *(fmt(number(row, field)) for field, _, fmt in FLOWER_FIELDS)]
         for row in found
     ]
     chart = "flower-vs-fedgate.png"
     _flower_chart(found, out_dir / chart)
     blocks: list[Paragraph | Table | Image] = [Paragraph(FLOWER_EXPLAIN)]
+    if any(row.get("mode") is not None for row in found):
+        blocks.append(Paragraph(FLOWER_MODES))
     if "flower" not in _names(found, "framework"):
         blocks.append(Paragraph(FLOWER_MISSING))
     blocks += [
-        Table([" · ".join(names), *(label for _, label, _ in FLOWER_FIELDS)], table),
+        Table([_flower_run_header(found), *(label for _, label, _ in FLOWER_FIELDS)], table),
         _flower_details(found),
         *_flower_accuracy(found),
         Image(
@@ -283,13 +297,30 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     return Section("Flower vs fedgate", list(blocks))
 
 
+def _several_client_counts(rows: Sequence[Row]) -> bool:
+    return len({_clients(row) for row in rows}) > 1
+
+
+def _flower_run(row: Row, rows: Sequence[Row]) -> str:
+    """``row``'s run, as its label fields say, with its client count where ``rows`` differ."""
+    label = _label(row, FLOWER_RUN)
+    if _several_client_counts(rows):
+        label += f" · {_clients_title(_clients(row))}"
+    return label
+
+
+def _flower_run_header(rows: Sequence[Row]) -> str:
+    names = [name for name in FLOWER_RUN if any(row.get(name) is not None for row in rows)]
+    return " · ".join(names + (["clients"] if _several_client_counts(rows) else []))
+
+
 def _flower_details(rows: Sequence[Row]) -> Table:
     """Each run's spread of rounds, bytes each way, the whole federation and its software."""
-    headers = [" · ".join(FLOWER_RUN), "fastest round", "slowest round", "MB down", "MB up"]
+    headers = [_flower_run_header(rows), "fastest round", "slowest round", "MB down", "MB up"]
     headers += ["whole federation", "runtime"]
     table = [
         [
-            _label(row, FLOWER_RUN),
+            _flower_run(row, rows),
             seconds(number(row, "round_wall_min_s")),
             seconds(number(row, "round_wall_max_s")),
             megabytes(number(row, "bytes_down_per_round")),
@@ -310,14 +341,14 @@ def _flower_details(rows: Sequence[Row]) -> Table:
 def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
     """Held-out accuracy after every round, one line per run, when the runs have curves."""
     curves = {
-        _label(row, FLOWER_RUN): [float(v) for v in row["accuracy_per_round"]]
+        _flower_run(row, rows): [float(v) for v in row["accuracy_per_round"]]
         for row in rows
         if row.get("accuracy_per_round")
     }
     if not curves:
         return []
     length = max(len(values) for values in curves.values())
-    headers = [" · ".join(FLOWER_RUN), *(f"round {n}" for n in range(1, length + 1))]
+    headers = [_flower_run_header(rows), *(f"round {n}" for n in range(1, length + 1))]
     table = [
         [label, *(plain(v) for v in values), *[MISSING] * (length - len(values))]
         for label, values in curves.items()
@@ -326,9 +357,15 @@ def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
 
 
 def _flower_chart(rows: Sequence[Row], path: Path) -> None:
-    transports = _names(rows, "transport")
+    # One group of bars per transport (and client count, where there are several).
+    def group(row: Row) -> str:
+        if not _several_client_counts(rows):
+            return _label(row, ["transport"])
+        return f"{_label(row, ['transport'])} · {_clients_title(_clients(row))}"
+
+    transports = list(dict.fromkeys(group(r) for r in rows))
     frameworks = list(dict.fromkeys(_label(r, FLOWER_SERIES) for r in rows))
-    cells = {(_label(r, FLOWER_SERIES), _label(r, ["transport"])): r for r in rows}
+    cells = {(_label(r, FLOWER_SERIES), group(r)): r for r in rows}
 
     def panel(title: str, field: str, unit: str, scale: float) -> plots.BarPanel:
         series: dict[str, list[float | None]] = {}

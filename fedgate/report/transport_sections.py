@@ -16,6 +16,7 @@ from fedgate.report.results import Row, number
 SUITE = "transports"
 DIRECTIONS = ("down", "up")
 REFERENCE_CODEC = "raw"  # the summary compares transports on plain bytes
+CEILING = "tcp"  # plain loopback TCP with the raw codec's bytes: what a transport could reach
 SPEEDS = (("mb_s", "wire"), ("fp32_mb_s", "fp32"))
 EXPLAIN = (
     "Wall time of one transfer through the client's transport call (median of the "
@@ -115,29 +116,38 @@ def transport_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
 
 
 def _summary_table(grid: TransportGrid) -> Table | None:
-    """gRPC vs REST on the raw codec (plain bytes), per model and direction."""
+    """The transports on the raw codec (plain bytes), per model and direction, and each as
+    a share of plain TCP's throughput where the run measured that ceiling."""
     if not any(key[1] == REFERENCE_CODEC for key in grid.cells):
         return None
+    wires = [t for t in grid.transports if t != CEILING]
+    ceiling = CEILING in grid.transports
     headers = ["model · direction", *(f"{t} MB/s" for t in grid.transports)]
-    ratio = len(grid.transports) == 2
-    if ratio:
-        headers.append(f"{grid.transports[0]} / {grid.transports[1]}")
+    ratio = len(wires) == 2
+    headers += [f"{wires[0]} / {wires[1]}"] if ratio else []
+    headers += [f"{t} % of {CEILING}" for t in wires] if ceiling else []
     table = []
     for model in grid.models:
         for direction in DIRECTIONS:
-            speeds = [
-                grid.speed(model, REFERENCE_CODEC, t, direction, "mb_s") for t in grid.transports
-            ]
-            cells = [f"{model_label(model)} · {direction}", *(rate(s) for s in speeds)]
-            if ratio:
-                first, second = speeds
-                cells.append(MISSING if not first or not second else f"{first / second:.2f}x")
+            speed = {
+                t: grid.speed(model, REFERENCE_CODEC, t, direction, "mb_s") for t in grid.transports
+            }
+            cells = [f"{model_label(model)} · {direction}"]
+            cells += [rate(speed[t]) for t in grid.transports]
+            cells += [_share(speed[wires[0]], speed[wires[1]], "x")] if ratio else []
+            cells += [_share(speed[t], speed[CEILING], "%") for t in wires] if ceiling else []
             table.append(cells)
     return Table(
         headers,
         table,
         caption=f"Transports compared on the {REFERENCE_CODEC} codec (MB/s on the wire)",
     )
+
+
+def _share(part: float | None, whole: float | None, unit: str) -> str:
+    if not part or not whole:
+        return MISSING
+    return f"{part / whole:.2f}x" if unit == "x" else f"{100 * part / whole:.0f} %"
 
 
 def _model_table(grid: TransportGrid, model: str) -> Table:

@@ -14,22 +14,39 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
-
-import httpx
+from typing import IO, Any, Protocol
 
 from fedgate.core.messages import FederationStatus
 from fedgate.errors import ConfigError, FedgateError, TransportError
-from fedgate.run.client_options import KEY_ENV
-from fedgate.transport.rest import schemas
+from fedgate.run.client_options import KEY_ENV, ClientOptions
+from fedgate.run.forkserver import ForkedProcess, ForkServer, Spawn
 from fedgate.transport.rest.admin_client import AdminClient
 
 READY_TIMEOUT_S = 120.0
 LAUNCH_KEY_CLIENTS = 64  # clients at once under the launcher's key, unless told
 LAUNCH_KEY_EXAMPLES = 1_000_000  # the weight limit of each (digits has ~1,800 examples)
+
+
+class ChildProcess(Protocol):
+    """What the launcher needs of a process it started: a `subprocess.Popen`, or a
+    `ForkedProcess` (a child of the fork server)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -59,31 +76,13 @@ class ServerProcess:
 
     def status(self) -> dict[str, Any]:
         """The operator status, as JSON (raises TransportError if the server is gone)."""
-        try:
-            response = httpx.get(
-                f"{self.http_url}/api/v1/status",
-                timeout=10.0,
-                headers={"Authorization": f"Bearer {self.admin_token}"},
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as error:
-            raise TransportError(f"cannot read the server's status: {error}") from None
-        body: dict[str, Any] = response.json()
-        return body
+        with AdminClient(self.http_url, self.admin_token) as admin:
+            return admin.status_document()
 
     def watch(self) -> Iterator[FederationStatus]:
-        """The server's status stream (server-sent events) until the run ends or it exits."""
-        url = f"{self.http_url}/api/v1/status/watch"
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
-        try:
-            timeout = httpx.Timeout(10.0, read=None)  # the stream is quiet between changes
-            with httpx.stream("GET", url, headers=headers, timeout=timeout) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        body = schemas.StatusJson.model_validate_json(line.removeprefix("data: "))
-                        yield schemas.status_from_json(body)
-        except httpx.HTTPError:
-            return  # the server went away; its exit status tells the rest
+        """The server's status stream until the run ends or the server exits."""
+        with AdminClient(self.http_url, self.admin_token) as admin:
+            yield from admin.watch_status()
 
     def stop(self, timeout_s: float = 15.0) -> int:
         return stop_process(self.process, timeout_s)
@@ -168,6 +167,7 @@ def create_launch_key(server: ServerProcess, max_clients: int) -> str:
 def start_client(
     server: ServerProcess, transport: str, client_args: list[str], log_path: Path
 ) -> subprocess.Popen[bytes]:
+    """`python -m fedgate client`, as a client owner runs it."""
     command = fedgate_command(
         "client", "--server", server.address(transport), "--transport", transport, *client_args
     )
@@ -175,7 +175,23 @@ def start_client(
     return _spawn(command, log_path, {KEY_ENV: server.enrolment_key})
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
+def fork_clients(
+    server: ServerProcess, forks: ForkServer, clients: Sequence[tuple[ClientOptions, Path]]
+) -> list[ForkedProcess]:
+    """A `fedgate client` per (options, log) forked by ``forks`` (all asked for at once:
+    they start in a blink), on ``server``'s address for its transport, with its key."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return forks.spawn_all(
+        [
+            Spawn(
+                replace(o, server=server.address(o.transport), key=server.enrolment_key), log, env
+            )
+            for o, log in clients
+        ]
+    )
+
+
+def stop_process(process: ChildProcess, timeout_s: float = 15.0) -> int:
     """Ask a process to stop (SIGTERM), then insist (SIGKILL)."""
     if process.poll() is None:
         process.terminate()

@@ -17,6 +17,10 @@ from fedgate.transport.connect import TRANSPORTS as CLIENT_TRANSPORTS
 from fedgate.transport.servers import SERVER_ADAPTERS
 
 MIXED = "mixed"
+# how a network simulation starts its client processes: forked by a fork server that has
+# imported the client side once (fedgate.run.forkserver), or each `python -m fedgate client`
+FORK, EXEC = "fork", "exec"
+CLIENT_STARTS = (FORK, EXEC)
 # served by `fedgate serve` and reachable by `fedgate client`: both registries name them
 NETWORK_TRANSPORTS = tuple(name for name in SERVER_ADAPTERS if name in CLIENT_TRANSPORTS)
 TRANSPORT_CHOICES = (INPROC, *NETWORK_TRANSPORTS, MIXED)
@@ -50,6 +54,7 @@ class SimConfig:
     data_dir: str = ""  # where cifar10, cifar100, imagefolder are read ("": $FEDGATE_DATA_DIR)
     engine: str = LOCAL  # where the clients run: local | ray (`fedgate.run.engines`)
     ray_address: str = ""  # the engine's Ray cluster ("": start one here)
+    client_start: str = FORK  # the local engine's client processes: fork | exec
 
     def codec_for(self, index: int) -> str:
         from fedgate.codecs import codec_names  # noqa: PLC0415 - torch: not at parse time
@@ -93,3 +98,7 @@ class SimConfig:
             raise ConfigError(f"unknown engine {self.engine!r}; available: {', '.join(ENGINES)}")
         if self.ray_address and self.engine != RAY:
             raise ConfigError("a Ray address is for the ray engine (--engine ray)")
+        if self.client_start not in CLIENT_STARTS:
+            raise ConfigError(
+                f"unknown client start {self.client_start!r}; available: {', '.join(CLIENT_STARTS)}"
+            )

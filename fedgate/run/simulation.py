@@ -9,6 +9,7 @@ the ``ray`` engine runs the clients on a Ray cluster instead (`fedgate.run.engin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -26,10 +27,20 @@ from fedgate.core.factory import build_federation
 from fedgate.core.federation import Federation
 from fedgate.core.trainers import build_trainer
 from fedgate.errors import FedgateError
+from fedgate.run.client_options import ClientOptions
 from fedgate.run.engines import RAY, run_on_ray
-from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
+from fedgate.run.forkserver import ForkServer
+from fedgate.run.launch import (
+    ChildProcess,
+    ServerProcess,
+    fork_clients,
+    start_client,
+    start_server,
+    stop_process,
+)
 from fedgate.run.results import dataset_partition, results_document
 from fedgate.run.sim_config import (
+    FORK,
     ResultsCallback,
     RoundCallback,
     SimConfig,
@@ -142,30 +153,31 @@ def simulate_network(
     on_server: Callable[[ServerProcess], None] | None = None,
     serving: Serving = Serving(),
 ) -> dict[str, Any]:
-    """A real `fedgate serve` and one `fedgate client` process per client, on loopback."""
+    """A real `fedgate serve` and one `fedgate client` process per client, on loopback
+    (forked by a fork server unless ``config.client_start`` is ``exec``)."""
     started = time.perf_counter()
     # read here too: a data directory without the data fails before any process starts
     split = network_partition(config)
-    with tempfile.TemporaryDirectory(prefix="fedgate-sim-") as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedgate-sim-")))
         results_path = workdir / "results.json"
+        # started first: it imports the client side while the server starts; closed
+        # last (it stops any child still running), before the directory goes
+        forks = (
+            stack.enter_context(ForkServer(workdir / "forkserver.log"))
+            if config.client_start == FORK
+            else None
+        )
         # the key admits exactly the simulated clients: a key's limit, enforced for real
         server = start_server(
             [*serve_arguments(config, results_path), *serving.arguments()],
             workdir,
             key_clients=config.clients,
         )
+        stack.callback(server.stop)
         if on_server is not None:
             on_server(server)
-        clients = [
-            start_client(
-                server,
-                config.transport_for(i),
-                client_arguments(config, i),
-                workdir / f"client-{i}.log",
-            )
-            for i in range(config.clients)
-        ]
+        clients = start_clients(config, server, workdir, forks)
         try:
             _follow(server, on_round, results_path)
             if not results_path.exists():
@@ -180,8 +192,28 @@ def simulate_network(
         finally:
             for process in clients:
                 stop_process(process)
-            server.stop()
     return document
+
+
+def start_clients(
+    config: SimConfig, server: ServerProcess, workdir: Path, forks: ForkServer | None
+) -> list[ChildProcess]:
+    """One `fedgate client` process per simulated client: forked by ``forks`` (all asked
+    for at once), else each exec'd; if one cannot start, none runs."""
+    logs = [workdir / f"client-{i}.log" for i in range(config.clients)]
+    if forks is not None:
+        wanted = [(client_options(config, i), log) for i, log in enumerate(logs)]
+        return list(fork_clients(server, forks, wanted))
+    clients: list[ChildProcess] = []
+    try:
+        for i, log in enumerate(logs):
+            args = client_arguments(config, i)
+            clients.append(start_client(server, config.transport_for(i), args, log))
+    except BaseException:
+        for process in clients:
+            stop_process(process)
+        raise
+    return clients
 
 
 def network_partition(config: SimConfig) -> dict[str, Any]:
@@ -236,6 +268,27 @@ def client_arguments(config: SimConfig, index: int) -> list[str]:
         config.deltas,
         *data_arguments(config),
     ]
+
+
+def client_options(config: SimConfig, index: int) -> ClientOptions:
+    """What `client_arguments` say, as the options a forked client runs on (the launcher
+    fills in the server's address and key); tests/run/test_forkserver.py holds the two
+    to the same client."""
+    data_dir = Path(config.data_dir).expanduser().absolute() if config.data_dir else None
+    return ClientOptions(
+        server="",
+        transport=config.transport_for(index),
+        codec=config.codec_for(index),
+        index=index,
+        of=config.clients,
+        dataset=config.dataset,
+        model=config.model,
+        partition=config.partition,
+        seed=config.seed,
+        threads=1,
+        deltas=config.deltas_flag(),
+        data_dir=data_dir,
+    )
 
 
 def _follow(server: ServerProcess, on_round: RoundCallback | None, results: Path) -> None:

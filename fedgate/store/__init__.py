@@ -12,8 +12,6 @@ Schema changes are Alembic revisions shipped in `fedgate/store/migrations` (`upg
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from sqlalchemy import URL
 
 from fedgate.errors import StoreError
@@ -61,12 +59,7 @@ class SqlStore:
     def __enter__(self) -> SqlStore:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -23,6 +23,7 @@ from fedgate.core.ports import (
     ModelInfo,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunSnapshot,
     RunSummary,
@@ -99,6 +100,30 @@ class SqlRunStore:
                 session.add(_model_row(run.id, commit.model, weights))
                 session.flush()
             session.add(RoundRow(run_pk=run.id, **record_values(commit.record)))
+
+    def record_evaluation(self, run_id: str, evaluation: RoundEvaluation) -> None:
+        """Two small UPDATEs in one transaction: the round's row, then the run's latest."""
+        values = {
+            "accuracy": nan_to_null(evaluation.accuracy),
+            "loss": nan_to_null(evaluation.loss),
+        }
+        with self.database.writing() as session:
+            run_pk = _run_pk(session, run_id)
+            done = session.connection().execute(
+                update(RoundRow)
+                .where(
+                    RoundRow.run_pk == run_pk,
+                    RoundRow.round == evaluation.round,
+                    RoundRow.attempt == evaluation.attempt,
+                )
+                .values(**values, reason=evaluation.reason)
+            )
+            if not done.rowcount:
+                raise NotFound(f"run {run_id} has no round {evaluation.round}.{evaluation.attempt}")
+            if values["accuracy"] is not None:
+                session.connection().execute(
+                    update(RunRow).where(RunRow.id == run_pk).values(**values)
+                )
 
     def save_clients(
         self,

@@ -84,9 +84,7 @@ ROWS: tuple[ErrorRow, ...] = (
 CATCH_ALL = ErrorRow(
     _E.FedgateError, 500, "INTERNAL", True, "no row of its own, or a code this side does not know"
 )
-INTERNAL_ONLY: Mapping[str, str] = {
-    "BenchFailed": "a bench suite's failure, raised to the command line that ran it",
-}
+INTERNAL_ONLY: Mapping[str, str] = {}  # none today: every fedgate error may cross a wire
 
 # Statuses only the network sends, never a fedgate server: a proxy's bad gateway and
 # gateway timeout, the channel's passed deadline and cancelled call. No row may use them.

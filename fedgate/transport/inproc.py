@@ -10,6 +10,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     Task,
     Update,
     UpdateReceipt,
@@ -28,6 +29,9 @@ class InProcTransport:
 
     async def next_task(self, session: Session, wait_s: float) -> Task:
         return await self.federation.next_task(session.client_id, session.token, wait_s)
+
+    async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
+        return await self.federation.next_task(session.client_id, session.token, wait_s, want)
 
     async def fetch_model(
         self, session: Session, version: int, codec: str, have_ref: str = ""

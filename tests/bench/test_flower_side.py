@@ -11,7 +11,10 @@ fedgate's weights, losses and accuracies, so the suite compares frameworks, not 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import flower_app
@@ -19,11 +22,18 @@ import pytest
 import torch
 from federations import FederationSpec
 from flower_side import (
+    APP,
     MAKE_TARGET,
+    SUPERLINK,
     VENV_ENV,
+    FlowerDeployment,
+    Processes,
+    descendants,
     flower_unavailable,
     flower_venv,
+    free_ports,
     skip_message,
+    still_running,
     write_inputs,
 )
 
@@ -121,3 +131,82 @@ def test_a_venv_without_flwr_is_reported(tmp_path: Path) -> None:
     reason = flower_unavailable(venv)
     assert reason is not None and "flwr is not importable" in reason
     assert "No module named 'flwr'" in reason
+
+
+# ---- the deployment: flower-superlink, flower-supernodes, flwr run of the Flower App ----
+
+
+def test_the_flower_app_names_its_components_and_run_config(tmp_path: Path) -> None:
+    project = tomllib.loads((APP.parent / "pyproject.toml").read_text())
+    app = project["tool"]["flwr"]["app"]
+    assert app["components"] == {
+        "serverapp": "deployment_app:server_app",
+        "clientapp": "deployment_app:client_app",
+    }
+    assert (APP.parent / "deployment_app.py").exists()
+    # flwr run overrides only keys the app declares: the two the suite sets, and no more.
+    deployment = FlowerDeployment(flower_venv(), tmp_path / "in puts", tmp_path, clients=3)
+    argv = deployment.run_argv()
+    assert argv[1:4] == ["run", str(APP.parent), SUPERLINK] and argv[4] == "--run-config"
+    overrides = tomllib.loads(argv[5].replace('" ', '"\n'))
+    assert set(overrides) == set(app["config"]) == {"inputs", "out"}
+    assert overrides == {"inputs": str(tmp_path / "in puts"), "out": str(deployment.out)}
+
+
+def test_the_deployment_runs_insecure_on_loopback_one_supernode_per_part(tmp_path: Path) -> None:
+    deployment = FlowerDeployment(tmp_path / "venv", tmp_path / "inputs", tmp_path, clients=3)
+    deployment.port = 40_000
+    link = deployment.superlink_argv()
+    assert link[0] == str(tmp_path / "venv" / "bin" / "flower-superlink")
+    assert link[1:] == [
+        "--insecure",
+        *("--host", "127.0.0.1", "--port", "40000"),
+        "--disable-runtime-dependency-installation",  # nothing downloads at run time
+    ]
+    nodes = [deployment.supernode_argv(index, 40_001 + index) for index in range(3)]
+    for index, node in enumerate(nodes):
+        assert node[1:] == [
+            "--insecure",
+            *("--superlink", "127.0.0.1:40000"),
+            *("--host", "127.0.0.1", "--port", str(40_001 + index)),
+            *("--node-config", f"partition-id={index} num-partitions=3"),
+        ]
+    # flwr run finds the SuperLink by name in $FLWR_HOME/config.toml.
+    config = tomllib.loads(deployment.connection())
+    assert config["superlink"]["default"] == SUPERLINK
+    assert config["superlink"][SUPERLINK] == {"address": "127.0.0.1:40000", "insecure": True}
+    env = deployment.env()
+    assert env["FLWR_HOME"] == str(tmp_path / "flwr-home")
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "venv" / "bin")
+    assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+
+
+def test_free_ports_differ() -> None:
+    ports = free_ports(12)
+    assert len(set(ports)) == 12 and all(port > 0 for port in ports)
+
+
+# A process that starts a grandchild in a session of its own (as Flower's SuperLink starts
+# its SuperExec), prints the grandchild's id, and waits.
+TREE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_kill_all_stops_the_processes_children_too(tmp_path: Path) -> None:
+    processes = Processes(tmp_path)
+    processes.spawn("tree", [sys.executable, "-c", TREE])
+    log = processes.log("tree")
+    give_up = time.monotonic() + 60
+    while not log.read_text().strip() and time.monotonic() < give_up:
+        time.sleep(0.05)
+    grandchild = int(log.read_text())
+    started = descendants([processes.running["tree"].pid])[grandchild]
+    assert still_running(grandchild, started)
+    processes.kill_all()
+    assert processes.running["tree"].poll() is not None
+    assert not still_running(grandchild, started)  # stopped, though in a session of its own

@@ -4,15 +4,18 @@ Each suite runs once (through `benchrun.run_suite`, as ``fedgate bench <suite>
 --quick`` does: real server processes, real clients on loopback, real training), so the
 suites cannot rot; the rows are checked for shape and sense, never for speed.
 
-The flower suite runs Flower only with a usable ``.venv-flower`` (``make flower-env``).
-Its case without one always runs, with ``$FEDGATE_FLOWER_VENV`` naming a path that does
-not exist; its case with Flower runs where ``.venv-flower`` can import flwr.
+The flower suite runs Flower (both ways: legacy ``start_server`` and the deployment,
+SuperLink + SuperNodes + ``flwr run``; 4 clients, 3 rounds) only with a usable
+``.venv-flower`` (``make flower-env``). Its case without one always runs, with
+``$FEDGATE_FLOWER_VENV`` naming a path that does not exist; its case with Flower runs
+where ``.venv-flower`` can import flwr.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -152,16 +155,22 @@ def check_round_row(row: Row, clients: int) -> None:
     assert 0 <= row["accuracy"] <= 1 and row["accuracy"] == row["accuracy_per_round"][-1]
 
 
-FEDGATE_RUNS = {("fedgate", "grpc", "raw"), ("fedgate", "grpc", "int8-zstd")}  # quick: no REST
+# (framework, mode, transport, payload); quick: 4 clients, 3 rounds, no fedgate REST run.
+Run = tuple[str, str | None, str, str]
+FEDGATE_RUNS: set[Run] = {("fedgate", None, "grpc", "raw"), ("fedgate", None, "grpc", "int8-zstd")}
+FLOWER_RUNS: set[Run] = {
+    ("flower", "legacy", "grpc", "np.save buffers"),
+    ("flower", "deployment", "http", "np.save buffers"),
+}
 
 
-def check_flower_rows(rows: list[Row], expected: set[tuple[str, str, str]]) -> dict[str, Row]:
+def check_flower_rows(rows: list[Row], expected: set[Run]) -> dict[str, Row]:
     """The rows' shape and sense; fedgate's raw rows by transport."""
-    runs = {(r["framework"], r["transport"], r["payload"]) for r in rows}
+    runs = {(r["framework"], r.get("mode"), r["transport"], r["payload"]) for r in rows}
     assert runs == expected and len(rows) == len(expected)
     for row in rows:
         rounds = row["rounds"]
-        assert row["clients"] == 2 and rounds == row["round_wall_rounds"] == 3
+        assert row["clients"] == 4 and rounds == row["round_wall_rounds"] == 3
         assert row["partition"] == "dirichlet:0.5" and row["federation_rounds"] == 1
         positive(row, "round_wall_s", "round_wall_min_s", "federation_s")
         positive(row, "bytes_per_round", "bytes_up_per_round", "bytes_down_per_round")
@@ -184,36 +193,46 @@ def test_flower_suite_without_its_venv_runs_fedgate_alone_and_says_why(
 ) -> None:
     document = json.loads(without_flower.read_text())
     check_flower_rows(document["results"], FEDGATE_RUNS)
-    [skipped] = document["skipped"]
-    assert "no-such-venv" in skipped and "make flower-env" in skipped
+    skipped = document["skipped"]  # "SKIPPED [n] file:line: why", alike skips as one line
+    assert all("no-such-venv" in line and "make flower-env" in line for line in skipped)
+    counts = [re.match(r"SKIPPED \[(\d+)\]", line) for line in skipped]
+    assert sum(int(m[1]) for m in counts if m) == len(FLOWER_RUNS)  # both ways of running
 
 
-def test_flower_suite_measures_flower_beside_fedgate(
+def test_flower_suite_measures_flower_both_ways_beside_fedgate(
     results: dict[str, Path], flower_missing: str | None
 ) -> None:
     if flower_missing is not None:
         pytest.skip(f"no Flower to measure ({flower_missing}); `make flower-env` makes one")
     rows = rows_of(results, "flower")
     assert json.loads(results["flower"].read_text())["skipped"] == []
-    expected = {("flower", "grpc", "np.save buffers"), *FEDGATE_RUNS}
-    fedgate = check_flower_rows(rows, expected)["grpc"]
-    [flower] = [row for row in rows if row["framework"] == "flower"]
-    assert flower["runtime"].startswith("flwr ") and flower["payload"] == "np.save buffers"
-    # The same fp32 model each way: np.save's headers and raw's differ by a few hundred bytes.
-    assert flower["bytes_per_round"] == pytest.approx(fedgate["bytes_per_round"], rel=0.01)
-    # The same data, start, recipe and seeds (torch builds differ between the venvs, so
-    # not to the bit: tests/bench/test_flower_side.py checks the recipe exactly).
-    for ours, theirs in zip(
-        fedgate["accuracy_per_round"], flower["accuracy_per_round"], strict=True
-    ):
-        assert ours == pytest.approx(theirs, abs=0.05)
+    fedgate = check_flower_rows(rows, FLOWER_RUNS | FEDGATE_RUNS)["grpc"]
+    flowers = {row["mode"]: row for row in rows if row["framework"] == "flower"}
+    assert set(flowers) == {"legacy", "deployment"}
+    for flower in flowers.values():
+        assert flower["runtime"].startswith("flwr ") and flower["payload"] == "np.save buffers"
+        # The same fp32 model each way: np.save's headers and raw's differ by a few hundred
+        # bytes.
+        assert flower["bytes_per_round"] == pytest.approx(fedgate["bytes_per_round"], rel=0.01)
+        # The same data, start, recipe and seeds (torch builds differ between the venvs, so
+        # not to the bit: tests/bench/test_flower_side.py checks the recipe exactly).
+        for ours, theirs in zip(
+            fedgate["accuracy_per_round"], flower["accuracy_per_round"], strict=True
+        ):
+            assert ours == pytest.approx(theirs, abs=0.05)
+    # Both ways run the same strategy on the same torch: the same payload, round for round.
+    legacy, deployment = flowers["legacy"], flowers["deployment"]
+    assert legacy["bytes_per_round"] == deployment["bytes_per_round"]
 
 
 def test_report_renders_every_suite_section_from_real_results(
-    results: dict[str, Path], tmp_path: Path
+    results: dict[str, Path], tmp_path: Path, flower_missing: str | None
 ) -> None:
     markdown_path, html_path = render_report(list(results.values()), tmp_path)
     markdown = markdown_path.read_text()
+    if flower_missing is None:  # Flower's two ways, each a row of its own
+        for mode, transport in (("legacy", "grpc"), ("deployment", "http")):
+            assert f"| flower · {mode} · {transport} · np.save buffers |" in markdown, mode
     sections = ("Transport throughput", "Round latency", "Accuracy per round", "Store overhead")
     for section in (*sections, "Flower"):
         assert f"## {section}" in markdown, section

@@ -9,8 +9,10 @@ tests/test_client_resilience.py, over real loopback servers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
@@ -20,7 +22,16 @@ from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
 from fedgate.core.enrolment import JoinLimits
 from fedgate.core.federation import Federation
-from fedgate.core.messages import EncodedModel, RoundOutcome, TrainConfig, Update, UpdateReceipt
+from fedgate.core.messages import (
+    EncodedModel,
+    ModelWant,
+    RoundOutcome,
+    Task,
+    TrainConfig,
+    Update,
+    UpdateReceipt,
+)
+from fedgate.core.ports import weights_hash
 from fedgate.core.ratelimit import Rate
 from fedgate.core.retry import Backoff, Link
 from fedgate.core.training import TrainResult
@@ -63,18 +74,32 @@ class Gate:
 
 
 class GatedTransport(InProcTransport):
-    """The in-process transport, with a gate before the first model fetch or upload."""
+    """The in-process transport, with a gate before the first model fetch or upload.
 
-    def __init__(self, federation: Federation) -> None:
+    With ``models_on_tasks`` off, its tasks come without their model, as from a server
+    that could not attach it: the client fetches it (and meets ``before_fetch``)."""
+
+    def __init__(self, federation: Federation, *, models_on_tasks: bool = True) -> None:
         super().__init__(federation)
+        self.models_on_tasks = models_on_tasks
         self.before_fetch = Gate()
         self.before_upload = Gate()
         self.before_fetch.open()
         self.before_upload.open()
+        self.calls: Counter[str] = Counter()
+
+    async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
+        self.calls["task"] += 1
+        if not self.models_on_tasks:
+            return await super().next_task(session, wait_s)
+        task = await super().next_task_with_model(session, wait_s, want)
+        self.calls["task with model"] += task.model is not None
+        return task
 
     async def fetch_model(
         self, session: Session, version: int, codec: str, have_ref: str = ""
     ) -> EncodedModel:
+        self.calls["fetch"] += 1
         await self.before_fetch.hold()
         return await super().fetch_model(session, version, codec, have_ref)
 
@@ -160,7 +185,7 @@ async def test_a_task_whose_model_version_is_gone_is_dropped_not_fatal(
     """The measured failure: a client held a task while the run moved two versions on;
     the version it asks for is no longer served. It drops the task and takes the next."""
     federation.start()
-    transport = GatedTransport(federation)
+    transport = GatedTransport(federation, models_on_tasks=False)
     transport.before_fetch = Gate()  # held at its first fetch
     stale = client(transport)
     running = asyncio.create_task(stale.run())
@@ -267,3 +292,62 @@ async def test_a_stop_task_ends_the_client(federation: Federation) -> None:
     report = await asyncio.wait_for(client(InProcTransport(federation)).run(), 10)
     assert report.rounds == [1, 2, 3, 4] and report.dropped == []
     assert report.ended == "the run is over: stopped by the server"
+
+
+# ---- a round's requests: the model comes with the task -----------------------------------
+
+
+async def federate(
+    codec: str, deltas: bool, models_on_tasks: bool
+) -> tuple[tuple[object, ...], Counter[str]]:
+    """A 4-round run of one client: what it ended with, and the calls it made."""
+    config = RunConfig(rounds=4, min_clients=1, round_deadline_s=5.0, seed=0)
+    federation = Federation(tiny_model(), config)
+    federation.start()
+    transport = GatedTransport(federation, models_on_tasks=models_on_tasks)
+    member = FederatedClient(
+        transport, StepTrainer(), "a", codec, poll_s=5.0, backoff=QUICK, deltas=deltas
+    )
+    report = await asyncio.wait_for(member.run(), 20)
+    status = federation.status()
+    await federation.close()
+    assert report.rounds == [1, 2, 3, 4] and report.dropped == []
+    assert status.bytes_by_transport["inproc"].down == report.bytes_down > 0
+    report = dataclasses.replace(report, client_id="")  # ids are random
+    ended_with = (weights_hash(federation.models.current), status.bytes_by_codec, report)
+    return ended_with, transport.calls
+
+
+@pytest.mark.parametrize(("codec", "deltas"), [("raw", False), ("bf16-zstd", True)])
+async def test_a_round_costs_one_request_down_and_ends_as_fetching_did(
+    codec: str, deltas: bool
+) -> None:
+    """Each TRAIN task brings its model: no fetches. A task without its model (a server
+    that could not attach it) is completed by a fetch: the same model, bytes and ledger."""
+    carried, calls = await federate(codec, deltas, models_on_tasks=True)
+    fetched, fallback_calls = await federate(codec, deltas, models_on_tasks=False)
+    assert carried == fetched
+    assert calls["task with model"] == 4 and calls["fetch"] == 0
+    assert fallback_calls["task with model"] == 0 and fallback_calls["fetch"] == 4
+
+
+async def test_a_delta_to_a_model_not_held_is_fetched_in_full(federation: Federation) -> None:
+    """A task whose model is a delta to something else than what the client holds (a
+    server's mix-up): the client forgets what it holds and fetches the model in full."""
+
+    class Muddled(GatedTransport):
+        async def next_task_with_model(
+            self, session: Session, wait_s: float, want: ModelWant
+        ) -> Task:
+            task = await super().next_task_with_model(session, wait_s, want)
+            if task.model is None:
+                return task
+            return dataclasses.replace(
+                task, model=dataclasses.replace(task.model, base_ref="not-held")
+            )
+
+    federation.start()
+    transport = Muddled(federation)
+    report = await asyncio.wait_for(client(transport).run(), 10)
+    assert report.rounds == [1, 2, 3, 4] and report.dropped == []
+    assert transport.calls["task with model"] == 4 and transport.calls["fetch"] == 4

@@ -161,6 +161,17 @@ def test_transports_compare_on_raw_and_accuracy_spread_across_transports(tmp_pat
     )
 
 
+def test_transports_are_shown_as_a_share_of_the_tcp_ceiling(tmp_path: Path) -> None:
+    rest_raw = [{**row, "transport": "rest", "mb_s": row["mb_s"] / 2} for row in TRANSPORT_ROWS[:2]]
+    ceiling = [{**row, "transport": "tcp", "mb_s": row["mb_s"] * 4} for row in TRANSPORT_ROWS[:2]]
+    files = [write(tmp_path / "t.json", [*TRANSPORT_ROWS, *rest_raw, *ceiling], "t")]
+    markdown, _, _ = render(tmp_path, *files)
+    assert "| grpc MB/s | rest MB/s | tcp MB/s | grpc / rest | grpc % of tcp | rest % of tcp |" in (
+        markdown
+    )
+    assert "| ResNet-18 · down | 119 | 59.6 | 477 | 2.00x | 25 % | 12 % |" in markdown
+
+
 def test_a_codec_sent_down_in_another_says_so(tmp_path: Path) -> None:
     rows = [
         {"suite": "transports", "transport": "grpc", "codec": "topk-int8", "model": "cnn",

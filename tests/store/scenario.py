@@ -19,6 +19,7 @@ from fedgate.core.ports import (
     ConfigChange,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunSnapshot,
     RunStore,
@@ -155,6 +156,7 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
     )
     store.save_clients(run_id, (client(3, state=ClientState.JOINED),))
     store.save_clients(run_id, (client(1, state=ClientState.READY, reason="rejoined"),))
+    # committed before its evaluation (the latest accuracy still round 1's), evaluated after
     store.commit_round(
         RoundCommit(
             snapshot=snapshot(
@@ -162,8 +164,8 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
                 state=RunState.WAITING,
                 round_number=3,
                 model_version=2,
-                accuracy=0.75,
-                loss=NAN,
+                accuracy=0.5,
+                loss=1.25,
                 rng_state="[3, [4, 5, 6], null]",
             ),
             record=record(
@@ -173,7 +175,6 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
                 participants=("c1", "c2", "c3"),
                 selected=("c1", "c2", "c3"),
                 excluded=("c9",),
-                accuracy=0.75,
                 train_loss=0.5,
             ),
             model=ModelVersion.of(2, weights(2)),
@@ -181,6 +182,7 @@ def play(store: RunStore, run_id: str = "run-1", created_at: float = 1_700_000_0
             strategy_state={"m": torch.zeros(3)},
         )
     )
+    store.record_evaluation(run_id, RoundEvaluation(2, 1, 0.75, NAN))
     store.set_run_state(run_id, RunState.PAUSED)
 
 

@@ -21,6 +21,7 @@ from fedgate.core.ports import (
     ModelInfo,
     ModelVersion,
     RoundCommit,
+    RoundEvaluation,
     RunMeta,
     RunStore,
     weights_hash,
@@ -90,11 +91,33 @@ def test_an_unknown_run_is_not_found(run_store: RunStore) -> None:
         lambda: run_store.add_config_change("nope", ConfigChange(1, {}, 0.0)),
         lambda: run_store.save_clients("nope", (), ()),
         lambda: run_store.commit_round(commit),
+        lambda: run_store.record_evaluation("nope", RoundEvaluation(1, 1, 0.5, 1.0)),
     ]
     for call in calls:
         with pytest.raises(NotFound, match="nope"):
             call()
     assert len(run_store.load_run("run-1").history) == 3
+
+
+def test_an_evaluation_completes_its_round_and_a_failed_one_keeps_the_latest(
+    run_store: RunStore,
+) -> None:
+    play(run_store)
+    with pytest.raises(NotFound, match=r"no round 2\.2"):
+        run_store.record_evaluation("run-1", RoundEvaluation(2, 2, 0.5, 1.0))
+    run_store.record_evaluation(
+        "run-1", RoundEvaluation(2, 1, math.nan, math.nan, "evaluation failed: x")
+    )
+    run = run_store.load_run("run-1")
+    last = run.history[-1]
+    assert (last.round, last.reason) == (2, "evaluation failed: x")
+    assert math.isnan(last.accuracy) and math.isnan(last.loss)
+    assert run.snapshot.accuracy == 0.75  # the latest evaluation that succeeded
+    run_store.record_evaluation("run-1", RoundEvaluation(1, 2, 0.625, 0.5))
+    run = run_store.load_run("run-1")
+    assert (run.history[1].accuracy, run.history[1].loss) == (0.625, 0.5)
+    assert (run.snapshot.accuracy, run.snapshot.loss) == (0.625, 0.5)
+    assert math.isnan(run.history[0].accuracy)  # the retried round: none
 
 
 def test_a_run_is_created_once(run_store: RunStore) -> None:

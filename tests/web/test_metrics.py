@@ -250,8 +250,7 @@ def check_requests(after: Samples) -> None:
     routes = label_values(after, "fedgate_http_request_duration_seconds_count", "route")
     used = {
         "/api/v1/clients",
-        "/api/v1/clients/{client_id}/task",
-        "/api/v1/models/{version}",
+        "/api/v1/clients/{client_id}/task-with-model",  # the model comes with the task
         "/api/v1/rounds/{round_id}/updates",
         "/metrics",
         "unmatched",
@@ -269,7 +268,7 @@ def check_grpc_calls(after: Samples, status: FederationStatus) -> None:
     """Calls by method and code: the gRPC clients' uploads, one per update they had
     taken; the refused and the unknown calls under their codes."""
     calls = "fedgate_grpc_calls_total"
-    for method in ("Join", "NextTask", "FetchModel", "SubmitUpdate", "Leave"):
+    for method in ("Join", "NextTaskWithModel", "SubmitUpdate", "Leave"):
         assert total(after, calls, method=FEDERATION_RPC + method, code="OK") >= 1, method
     transport_of = {c.client_id: c.transport for c in status.clients}
     uploads = sum(

@@ -36,6 +36,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     RoundRecord,
     Task,
     Update,
@@ -49,7 +50,15 @@ from fedgate.transport.inproc import InProcTransport
 
 T = TypeVar("T")
 TRANSPORT_CALLS = frozenset(
-    {"join", "next_task", "fetch_model", "submit_update", "heartbeat", "leave"}
+    {
+        "join",
+        "next_task",
+        "next_task_with_model",
+        "fetch_model",
+        "submit_update",
+        "heartbeat",
+        "leave",
+    }
 )
 WAIT_S = 1.0  # `rounds_after` answers at least this often, new rounds or not
 
@@ -121,6 +130,10 @@ class ActorTransport:
 
     async def next_task(self, session: Session, wait_s: float) -> Task:
         return expect(Task, await self._call("next_task", session, wait_s))
+
+    async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
+        """The task with its model (`fedgate.core.transport.ModelOnTask`): one actor call."""
+        return expect(Task, await self._call("next_task_with_model", session, wait_s, want))
 
     async def fetch_model(
         self, session: Session, version: int, codec: str, have_ref: str = ""

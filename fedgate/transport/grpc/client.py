@@ -13,17 +13,18 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     Task,
     Update,
     UpdateReceipt,
 )
 from fedgate.core.transport import Session
 from fedgate.errors import FedgateError, Overloaded, TlsError, TransportError
-from fedgate.transport.grpc import serde
+from fedgate.transport.grpc import serde, streams
 from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.grpc.status import error_from_rpc
+from fedgate.transport.grpc.status import ERROR_CODE_KEY, error_from_rpc
 from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_failure
 
 T = TypeVar("T")
@@ -86,6 +87,12 @@ def connection_failure(error: grpc.aio.AioRpcError, target: str, tls: bool) -> F
     return None
 
 
+def unimplemented(error: grpc.aio.AioRpcError) -> bool:
+    """A call the server does not have (an older fedgate), not a fedgate refusal."""
+    codes = [value for key, value in error.trailing_metadata() or () if key == ERROR_CODE_KEY]
+    return error.code() is grpc.StatusCode.UNIMPLEMENTED and not codes
+
+
 def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
     options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
     if tls is None:
@@ -110,6 +117,7 @@ class GrpcTransport:
         self.tls = tls  # None: plain text
         self._channel = open_channel(target, tls)
         self._stub: Any = pb_grpc.FederationStub(self._channel)
+        self._model_on_task = True  # False once the server turns NextTaskWithModel away
 
     async def join(self, request: JoinRequest) -> JoinAck:
         # the enrolment key travels as a bearer credential in metadata, not in the message
@@ -131,25 +139,33 @@ class GrpcTransport:
         )
         return serde.task_from_proto(reply)
 
+    async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
+        """The next task, a TRAIN task with its model (one call); from a server older than
+        NextTaskWithModel, the task alone (the client then fetches the model)."""
+        if self._model_on_task:
+            async with translated_errors(self.target, self.tls is not None):
+                call = self._stub.NextTaskWithModel(
+                    serde.model_want_to_proto(want, wait_s),
+                    metadata=session_metadata(session),
+                    timeout=wait_s + TRANSFER_TIMEOUT_S,
+                )
+                try:
+                    return await streams.task_from_parts(call)
+                except grpc.aio.AioRpcError as error:
+                    if not unimplemented(error):
+                        raise
+            self._model_on_task = False  # asked once: the next tasks come the old way
+        return await self.next_task(session, wait_s)
+
     async def fetch_model(
         self, session: Session, version: int, codec: str, have_ref: str = ""
     ) -> EncodedModel:
         request = pb.FetchModelRequest(version=version, codec=codec, have_ref=have_ref)
-        body = bytearray()
-        header: pb.ModelChunk | None = None
         async with translated_errors(self.target, self.tls is not None):
             call = self._stub.FetchModel(
                 request, metadata=session_metadata(session), timeout=TRANSFER_TIMEOUT_S
             )
-            async for chunk in call:
-                header = header or chunk
-                body += chunk.data
-        if header is None or len(body) != header.total_size:
-            raise TransportError(
-                f"model download ended after {len(body)} of "
-                f"{header.total_size if header else '?'} bytes"
-            )
-        return serde.model_from_proto(header, bytes(body))
+            return await streams.model_from_chunks(call)
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
         reply = await self._call(

@@ -23,6 +23,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     OpenRound,
     RoundOutcome,
     RoundRecord,
@@ -44,6 +45,7 @@ _TASK_KINDS = {
     TaskKind.STOP: pb.TASK_KIND_STOP,
 }
 _KINDS_BY_PROTO = {value: kind for kind, value in _TASK_KINDS.items()}
+MAX_NAME_CHARS = 64  # a codec's name or a model reference: REST's query limit on them
 
 
 def join_request_to_proto(request: JoinRequest) -> pb.JoinRequest:
@@ -116,6 +118,17 @@ def task_from_proto(message: pb.Task) -> Task:
         deadline_s=message.deadline_s,
         train=train,
     )
+
+
+def model_want_to_proto(want: ModelWant, wait_s: float) -> pb.NextTaskWithModelRequest:
+    return pb.NextTaskWithModelRequest(wait_s=wait_s, codec=want.codec, have_ref=want.have_ref)
+
+
+def model_want_from_proto(message: pb.NextTaskWithModelRequest) -> ModelWant:
+    """The model a task request wants (its wait_s the servicer reads as NextTask's)."""
+    if len(message.codec) > MAX_NAME_CHARS or len(message.have_ref) > MAX_NAME_CHARS:
+        raise BadRequest(f"codec and have_ref take at most {MAX_NAME_CHARS} characters")
+    return ModelWant(codec=message.codec, have_ref=message.have_ref)
 
 
 def update_header_to_proto(update: Update) -> pb.UpdateHeader:

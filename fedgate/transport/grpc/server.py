@@ -18,8 +18,8 @@ from fedgate.core.accounts import Principal, Role, audit
 from fedgate.core.service import FederationService
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
-from fedgate.transport.grpc import access, admin_serde, serde
-from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
+from fedgate.transport.grpc import access, admin_serde, serde, streams
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
@@ -100,6 +100,22 @@ class FederationServicer(pb_grpc.FederationServicer):
         task = await self.federation.next_task(client_id, token, request.wait_s)
         return serde.task_to_proto(task)
 
+    async def NextTaskWithModel(
+        self, request: pb.NextTaskWithModelRequest, context: Any
+    ) -> AsyncIterator[pb.TaskPart]:
+        """NextTask, and a TRAIN task's model streamed after it (see the proto)."""
+        try:
+            client_id, token = credentials(context)
+            want = serde.model_want_from_proto(request)
+            task = await self.federation.next_task(client_id, token, request.wait_s, want)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: nothing unplanned leaves as it is
+            await abort_with(context, as_fedgate_error(error, "NextTaskWithModel"))
+            return
+        for part in streams.task_parts(task):
+            yield part
+
     async def FetchModel(
         self, request: pb.FetchModelRequest, context: Any
     ) -> AsyncIterator[pb.ModelChunk]:
@@ -113,10 +129,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         except Exception as error:  # the edge: nothing unplanned leaves as it is
             await abort_with(context, as_fedgate_error(error, "FetchModel"))
             return
-        view = memoryview(model.payload)
-        yield serde.model_header_to_proto(model, bytes(view[:CHUNK_BYTES]))
-        for start in range(CHUNK_BYTES, len(view), CHUNK_BYTES):
-            yield pb.ModelChunk(data=bytes(view[start : start + CHUNK_BYTES]))
+        for chunk in streams.model_chunks(model):
+            yield chunk
 
     @mapped
     async def SubmitUpdate(

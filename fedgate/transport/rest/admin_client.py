@@ -1,11 +1,12 @@
-"""A blocking client of the REST admin API (keys, users, login), for `fedgate keys` and
-`fedgate users` and for the launcher. It raises fedgate's errors only, like the client
-transports, and imports no server code."""
+"""A blocking client of the REST operator API (status and its stream, keys, users, login),
+for `fedgate keys`, `fedgate users` and the launcher. It raises fedgate's errors only,
+like the client transports, and imports no server code."""
 
 from __future__ import annotations
 
+import json
 import ssl
-from types import TracebackType
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -13,9 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 from fedgate.core.accounts import LoginResult, Role, UserView
 from fedgate.core.enrolment import IssuedKey, KeyView
+from fedgate.core.messages import FederationStatus
 from fedgate.errors import ConfigError, ServerError, TransportError
 from fedgate.transport.rest import admin_schemas as schemas
 from fedgate.transport.rest.problems import error_from_response
+from fedgate.transport.rest.schemas import StatusJson, status_from_json
 from fedgate.transport.tls import ClientTls, load_client_tls
 
 CALL_TIMEOUT_S = 30.0
@@ -74,18 +77,33 @@ class AdminClient:
     def remove_user(self, name: str) -> None:
         self._send("DELETE", f"/users/{name}")
 
+    def status_document(self) -> dict[str, Any]:
+        """The operator status as the server sent it (JSON), for callers that keep it."""
+        document: dict[str, Any] = json.loads(self._send("GET", "/status").content)
+        return document
+
+    def watch_status(self) -> Iterator[FederationStatus]:
+        """The status stream (server-sent events) until the run ends or the server goes."""
+        timeout = httpx.Timeout(CALL_TIMEOUT_S, read=None)  # quiet between changes
+        try:
+            with self._http.stream("GET", "/status/watch", timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        body = StatusJson.model_validate_json(line.removeprefix("data: "))
+                        yield status_from_json(body)
+        except httpx.HTTPError:
+            return  # the server went away: whoever started it learns the rest from its exit
+
     def close(self) -> None:
         self._http.close()
 
     def __enter__(self) -> AdminClient:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _call(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:

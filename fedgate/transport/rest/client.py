@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from fedgate.core.messages import (
     HeartbeatAck,
     JoinAck,
     JoinRequest,
+    ModelWant,
     Task,
     Update,
     UpdateReceipt,
@@ -30,8 +32,9 @@ from fedgate.transport.rest.headers import (
     CODEC_HEADER,
     MODEL_VERSION_HEADER,
     REF_HEADER,
+    TASK_HEADER,
 )
-from fedgate.transport.rest.problems import error_from_response
+from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_response
 from fedgate.transport.tls import ClientTls, load_client_tls
 
 CALL_TIMEOUT_S = 30.0
@@ -99,6 +102,7 @@ class RestTransport:
         # tls None: plain http, or an https:// URL checked against the system's CAs
         verify: ssl.SSLContext | bool = load_client_tls(tls).context if tls else True
         self._dropped_hint = dropped_connection_hint(self.base_url, tls)
+        self._model_on_task = True  # False once the server has no task-with-model route
         self._http = httpx.AsyncClient(
             base_url=f"{self.base_url}/api/v1", timeout=httpx.Timeout(CALL_TIMEOUT_S), verify=verify
         )
@@ -120,6 +124,24 @@ class RestTransport:
         )
         return schemas.task_from_json(schemas.TaskJson.model_validate(reply))
 
+    async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
+        """The next task, a TRAIN task with its model (one request); from a server older
+        than the route, the task alone (the client then fetches the model)."""
+        if self._model_on_task:
+            params = {"wait_s": wait_s, "codec": want.codec, "have": want.have_ref}
+            response = await self._send(
+                "GET",
+                f"/clients/{session.client_id}/task-with-model",
+                session=session,
+                params={name: value for name, value in params.items() if value != ""},
+                limit_s=wait_s + TRANSFER_TIMEOUT_S,
+                missing_ok=True,
+            )
+            if not route_missing(response):
+                return task_with_model(response)
+            self._model_on_task = False  # asked once: the next tasks come the old way
+        return await self.next_task(session, wait_s)
+
     async def fetch_model(
         self, session: Session, version: int, codec: str, have_ref: str = ""
     ) -> EncodedModel:
@@ -132,13 +154,7 @@ class RestTransport:
             headers={"Accept": _media_type(codec)},
             params=params,
         )
-        return EncodedModel(
-            version=int(response.headers.get(MODEL_VERSION_HEADER, version)),
-            codec=response.headers.get(CODEC_HEADER, codec),
-            payload=response.content,
-            ref=response.headers.get(REF_HEADER, ""),
-            base_ref=response.headers.get(BASE_REF_HEADER, ""),
-        )
+        return model_of(response, version, codec)
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
         params: dict[str, Any] = {
@@ -186,8 +202,11 @@ class RestTransport:
         session: Session | None = None,
         headers: dict[str, str] | None = None,
         limit_s: float = CALL_TIMEOUT_S,
+        missing_ok: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
+        """The response; an error status raises its fedgate error, unless ``missing_ok``
+        and the route is missing (`route_missing`: the response is returned)."""
         all_headers = dict(headers or {})
         if session is not None:
             all_headers["Authorization"] = f"Bearer {session.token}"
@@ -196,9 +215,48 @@ class RestTransport:
             response = await self._http.request(
                 method, path, headers=all_headers, timeout=limit_s, **kwargs
             )
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
+
+
+def route_missing(response: httpx.Response) -> bool:
+    """A route the server does not have (an older fedgate): a 404 or 405 that is not one
+    of fedgate's own problems (an unknown client is a 404 too, with a problem body)."""
+    content_type = response.headers.get("content-type", "")
+    return response.status_code in (404, 405) and not content_type.startswith(PROBLEM_MEDIA_TYPE)
+
+
+def task_with_model(response: httpx.Response) -> Task:
+    """The task in a task-with-model response, with the model its body carries, if any."""
+    with _unexpected_reply():
+        body = schemas.TaskJson.model_validate_json(response.headers.get(TASK_HEADER, ""))
+    task = schemas.task_from_json(body)
+    if MODEL_VERSION_HEADER not in response.headers:
+        return task
+    return dataclasses.replace(task, model=model_of(response, task.model_version, ""))
+
+
+def model_of(response: httpx.Response, version: int, codec: str) -> EncodedModel:
+    """The model a response's body and headers carry (version and codec: if unsaid)."""
+    with _unexpected_reply():
+        return EncodedModel(
+            version=int(response.headers.get(MODEL_VERSION_HEADER, version)),
+            codec=response.headers.get(CODEC_HEADER, codec),
+            payload=response.content,
+            ref=response.headers.get(REF_HEADER, ""),
+            base_ref=response.headers.get(BASE_REF_HEADER, ""),
+        )
+
+
+@contextmanager
+def _unexpected_reply() -> Iterator[None]:
+    """A reply the client cannot read is the server's fault (a ServerError), as a body
+    `translated_errors` refuses."""
+    try:
+        yield
+    except (ValidationError, ValueError) as error:
+        raise ServerError(f"the server sent an unexpected reply: {error}") from None
 
 
 def _media_type(codec: str) -> str:

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from fedgate.codecs import CODECS, get_codec
 from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.federation import MAX_POLL_S
-from fedgate.core.messages import JoinRequest, UpdateHeader
+from fedgate.core.messages import EncodedModel, JoinRequest, ModelWant, UpdateHeader
 from fedgate.errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownCodec
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.rest import schemas
@@ -30,6 +30,7 @@ from fedgate.transport.rest.headers import (
     CODEC_HEADER,
     MODEL_VERSION_HEADER,
     REF_HEADER,
+    TASK_HEADER,
 )
 
 TRANSPORT = "rest"
@@ -122,6 +123,18 @@ MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The encoded model, in the codec's media type.",
     }
 }
+TASK_WITH_MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {c.media_type: {} for c in CODECS.values()},
+        "description": "The task's model, as /models/{version} sends it; empty without one.",
+        "headers": {
+            TASK_HEADER: {
+                "description": "The task, as the JSON /clients/{client_id}/task returns.",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
 UPDATE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -175,6 +188,35 @@ async def next_task(
     return schemas.task_to_json(await federation.next_task(client_id, token, wait_s))
 
 
+@router.get(
+    "/clients/{client_id}/task-with-model",
+    response_class=Response,
+    responses=TASK_WITH_MODEL_RESPONSES,
+)
+async def next_task_with_model(
+    *,
+    client_id: PathClient,
+    token: Token,
+    federation: CurrentFederation,
+    wait_s: Annotated[float, Query(ge=0, le=MAX_POLL_S)] = 10.0,
+    codec: Annotated[str, Query(max_length=64)] = "",
+    have: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    """Long-poll for the next task, as ``/task`` does, with a TRAIN task's model: a round
+    costs one request down and one up.
+
+    The task is the ``X-Fedgate-Task`` header (the JSON ``/task`` returns). The body is
+    the model ``/models/{version}?codec=&have=`` would send, with its headers; it is empty
+    for WAIT and STOP, and for a TRAIN task whose model the client must fetch itself."""
+    task = await federation.next_task(client_id, token, wait_s, ModelWant(codec, have))
+    headers = {TASK_HEADER: schemas.task_to_json(task).model_dump_json()}
+    if task.model is None:
+        return Response(headers=headers)
+    headers.update(model_headers(task.model))
+    media_type = get_codec(task.model.codec).media_type
+    return Response(content=task.model.payload, media_type=media_type, headers=headers)
+
+
 @router.get("/models/{version}", response_class=Response, responses=MODEL_RESPONSES)
 async def fetch_model(
     *,
@@ -193,6 +235,15 @@ async def fetch_model(
     """
     chosen = codec_for_accept(accept, codec)
     model = await federation.fetch_model(client_id, token, version, chosen, have)
+    return Response(
+        content=model.payload,
+        media_type=get_codec(model.codec).media_type,
+        headers=model_headers(model),
+    )
+
+
+def model_headers(model: EncodedModel) -> dict[str, str]:
+    """What a model body is: its version, codec, reference and (for a delta) base."""
     headers = {
         MODEL_VERSION_HEADER: str(model.version),
         CODEC_HEADER: model.codec,
@@ -200,9 +251,7 @@ async def fetch_model(
     }
     if model.base_ref:
         headers[BASE_REF_HEADER] = model.base_ref
-    return Response(
-        content=model.payload, media_type=get_codec(model.codec).media_type, headers=headers
-    )
+    return headers
 
 
 @router.post(

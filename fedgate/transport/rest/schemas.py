@@ -150,21 +150,6 @@ class TrafficJson(Body):
     down: int
 
 
-class ClientViewJson(Body):
-    client_id: str
-    name: str
-    state: ClientState
-    codec: str
-    transport: str
-    num_examples: int
-    rounds_completed: int
-    bytes_up: int
-    bytes_down: int
-    last_seen_s: float
-    reason: str = ""
-    key_id: str = ""  # the enrolment key the client joined with ("": none)
-
-
 class RoundRecordJson(Body):
     round: int
     attempt: int
@@ -212,7 +197,7 @@ class StatusJson(Body):
     model_version: int
     config: RunConfigJson
     pending_config: RunConfigJson | None
-    clients: list[ClientViewJson]
+    clients: list[ClientView]  # the core's dataclass: pydantic validates it field by field
     history: list[RoundRecordJson]
     bytes_by_transport: dict[str, TrafficJson]
     bytes_by_codec: dict[str, TrafficJson]
@@ -234,8 +219,10 @@ def join_ack_from_json(body: JoinReply) -> JoinAck:
 
 
 def task_to_json(task: Task) -> TaskJson:
+    """The task without its model: a model travels as a binary body, never in JSON."""
     train = TrainConfigJson(**vars(task.train)) if task.train else None
-    return TaskJson(**{**vars(task), "train": train})
+    fields = {name: value for name, value in vars(task).items() if name != "model"}
+    return TaskJson(**{**fields, "train": train})
 
 
 def task_from_json(body: TaskJson) -> Task:
@@ -269,7 +256,7 @@ def status_to_json(status: FederationStatus) -> StatusJson:
         model_version=status.model_version,
         config=RunConfigJson(**vars(status.config)),
         pending_config=RunConfigJson(**vars(pending)) if pending else None,
-        clients=[ClientViewJson(**vars(c)) for c in status.clients],
+        clients=list(status.clients),
         history=[_record_to_json(r) for r in status.history],
         bytes_by_transport={
             k: TrafficJson(**vars(v)) for k, v in status.bytes_by_transport.items()
@@ -292,7 +279,7 @@ def status_from_json(body: StatusJson) -> FederationStatus:
         model_version=body.model_version,
         config=RunConfig(**body.config.model_dump()),
         pending_config=RunConfig(**pending.model_dump()) if pending else None,
-        clients=tuple(ClientView(**c.model_dump()) for c in body.clients),
+        clients=tuple(body.clients),
         history=tuple(_record_from_json(r) for r in body.history),
         bytes_by_transport={
             k: Traffic(**v.model_dump()) for k, v in body.bytes_by_transport.items()

@@ -170,3 +170,50 @@ async def test_the_operator_service_watches_and_steers(stubs: tuple[Any, Any, Fe
         "run_not_active",
     )
     assert federation.state is RunState.STOPPED
+
+
+async def test_a_task_streams_with_its_model_in_chunks(
+    stubs: tuple[Any, Any, Federation],
+) -> None:
+    """NextTaskWithModel: the task, then the model's chunks, byte for byte what
+    FetchModel sends for the same codec."""
+    client, _, federation = stubs
+    federation.models.publish({"w": torch.randn(1024, 1024)})  # 4 MiB: several chunks
+    federation.start()
+    ack = await client.Join(pb.JoinRequest(name="w", codec="raw"))
+    meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
+    request = pb.NextTaskWithModelRequest(wait_s=5, codec="raw")
+    parts = [p async for p in client.NextTaskWithModel(request, metadata=meta)]
+    assert [p.WhichOneof("part") for p in parts[:2]] == ["task", "model"]
+    assert parts[0].task.kind == pb.TASK_KIND_TRAIN and parts[0].task.model_version == 1
+    assert len(parts) > 4 and {p.WhichOneof("part") for p in parts[1:]} == {"model"}
+    fetch = pb.FetchModelRequest(version=1, codec="raw")
+    fetched = [c async for c in client.FetchModel(fetch, metadata=meta)]
+    assert [p.model for p in parts[1:]] == fetched
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "code"),
+    [
+        (pb.NextTaskWithModelRequest(codec="gzip"), "INVALID_ARGUMENT", "unknown_codec"),
+        (pb.NextTaskWithModelRequest(have_ref="x" * 65), "INVALID_ARGUMENT", "bad_request"),
+    ],
+)
+async def test_a_task_with_model_request_past_the_limits_is_refused_before_a_task(
+    stubs: tuple[Any, Any, Federation],
+    request_: pb.NextTaskWithModelRequest,
+    status: str,
+    code: str,
+) -> None:
+    client, _, federation = stubs
+    federation.start()
+    ack = await client.Join(pb.JoinRequest(name="w", codec="raw"))
+    meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [p async for p in client.NextTaskWithModel(request_, metadata=meta)]
+    assert code_of(caught.value) == (grpc.StatusCode[status], code)
+    assert federation.clients.get(ack.client_id).state.value == "joined"  # no task taken
+    forged = (("fedgate-client-id", ack.client_id), ("authorization", "Bearer forged"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [p async for p in client.NextTaskWithModel(pb.NextTaskWithModelRequest(), metadata=forged)]
+    assert code_of(caught.value) == (grpc.StatusCode.UNAUTHENTICATED, "unauthorized")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from fedgate.core.messages import (
     ClientState,
+    EncodedModel,
     HeartbeatAck,
     JoinAck,
     RunState,
@@ -67,3 +69,12 @@ def test_config_changes_are_bounded_where_they_enter() -> None:
     for bad in ({"clip_norm": -1.0}, {"clip_norm": math.inf}, {"strategy": "x" * 65}):
         with pytest.raises(ValidationError):
             schemas.ConfigChangeBody(**bad)
+
+
+def test_a_task_s_model_never_goes_into_json() -> None:
+    """A model travels as a binary body (task-with-model): its task's JSON is the task's."""
+    task = Task(TaskKind.TRAIN, 2, "2.1", 1, 5.0, TrainConfig(0.1, 1, 32, round=2))
+    carrying = dataclasses.replace(task, model=EncodedModel(1, "raw", b"\x00" * 64, ref="1"))
+    text = schemas.task_to_json(carrying).model_dump_json()
+    assert text == schemas.task_to_json(task).model_dump_json()
+    assert schemas.task_from_json(schemas.TaskJson.model_validate_json(text)) == task

@@ -15,6 +15,8 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.modelstore import dense_codec
 from fedgate.gateway.server import Gateway, GatewaySettings
+from fedgate.transport.rest.headers import TASK_HEADER
+from fedgate.transport.rest.schemas import TaskJson
 from tests.conftest import tiny_model
 from tests.transport.conftest import ADMIN_TOKEN
 
@@ -199,6 +201,7 @@ async def test_openapi_documents_every_route(api: tuple[httpx.AsyncClient, Feder
     assert {
         ("POST", "/api/v1/clients"),
         ("GET", "/api/v1/clients/{client_id}/task"),
+        ("GET", "/api/v1/clients/{client_id}/task-with-model"),
         ("GET", "/api/v1/models/{version}"),
         ("POST", "/api/v1/rounds/{round_id}/updates"),
         ("POST", "/api/v1/clients/{client_id}/heartbeat"),
@@ -214,3 +217,46 @@ async def test_openapi_documents_every_route(api: tuple[httpx.AsyncClient, Feder
     upload = spec["paths"]["/api/v1/rounds/{round_id}/updates"]["post"]["requestBody"]
     assert set(upload["content"]) == {c.media_type for c in CODECS.values()}
     assert (await http.get("/docs")).status_code == 200
+
+
+async def test_a_task_comes_with_its_model_as_the_models_route_sends_it(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    """The task in its header, the model as the body with the model route's headers; the
+    same bytes /models/{version} sends for the same codec."""
+    http, _ = api
+    ack = (await http.post("/api/v1/clients", json={"name": "w", "codec": "raw"})).json()
+    headers = {"Authorization": f"Bearer {ack['token']}", "X-Fedgate-Client-Id": ack["client_id"]}
+    path = f"/api/v1/clients/{ack['client_id']}/task-with-model"
+    reply = await http.get(path, headers=headers, params={"wait_s": 5, "codec": "bf16-zstd"})
+    assert reply.status_code == 200, reply.text
+    task = TaskJson.model_validate_json(reply.headers[TASK_HEADER])
+    assert task.kind == "train" and task.model_version == 0
+    fetched = await http.get("/api/v1/models/0", headers=headers, params={"codec": "bf16-zstd"})
+    assert reply.content == fetched.content
+    same = ("content-type", "x-fedgate-codec", "x-fedgate-model-version", "x-fedgate-model-ref")
+    for name in same:
+        assert reply.headers[name] == fetched.headers[name], name
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"codec": "gzip"}, 415, "unknown_codec"),
+        ({"have": "x" * 65}, 400, "bad_request"),
+        ({"wait_s": 31}, 400, "bad_request"),
+        ({"wait_s": -1}, 400, "bad_request"),
+    ],
+)
+async def test_a_task_with_model_request_past_the_limits_is_refused_before_a_task(
+    api: tuple[httpx.AsyncClient, Federation], params: dict[str, Any], status: int, code: str
+) -> None:
+    http, federation = api
+    ack = (await http.post("/api/v1/clients", json={"name": "w", "codec": "raw"})).json()
+    headers = {"Authorization": f"Bearer {ack['token']}"}
+    path = f"/api/v1/clients/{ack['client_id']}/task-with-model"
+    reply = await http.get(path, headers=headers, params=params)
+    assert (reply.status_code, reply.json()["code"]) == (status, code)
+    assert federation.clients.get(ack["client_id"]).state.value == "joined"  # no task taken
+    forged = await http.get(path, headers={"Authorization": "Bearer forged"})
+    assert (forged.status_code, forged.json()["code"]) == (401, "unauthorized")

@@ -131,6 +131,61 @@ class NextTaskRequest(_message.Message):
 Global___NextTaskRequest: _TypeAlias = NextTaskRequest  # noqa: Y015
 
 @_typing.final
+class NextTaskWithModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAIT_S_FIELD_NUMBER: _builtins.int
+    CODEC_FIELD_NUMBER: _builtins.int
+    HAVE_REF_FIELD_NUMBER: _builtins.int
+    wait_s: _builtins.float
+    codec: _builtins.str
+    """the model's codec, as in FetchModelRequest; empty: the client's"""
+    have_ref: _builtins.str
+    """the model the client holds (a ModelChunk.ref), for a delta"""
+    def __init__(
+        self,
+        *,
+        wait_s: _builtins.float = ...,
+        codec: _builtins.str = ...,
+        have_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "have_ref", b"have_ref", "wait_s", b"wait_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NextTaskWithModelRequest: _TypeAlias = NextTaskWithModelRequest  # noqa: Y015
+
+@_typing.final
+class TaskPart(_message.Message):
+    """One message of a NextTaskWithModel reply: the task first, then its model's chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task: ...
+    @_builtins.property
+    def model(self) -> Global___ModelChunk: ...
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+        model: Global___ModelChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "part", b"part", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "part", b"part", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["task", "model"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___TaskPart: _TypeAlias = TaskPart  # noqa: Y015
+
+@_typing.final
 class TrainConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

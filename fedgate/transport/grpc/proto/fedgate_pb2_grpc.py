@@ -44,6 +44,11 @@ class FederationStub:
                 request_serializer=fedgate_dot_v1_dot_fedgate__pb2.NextTaskRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.Task.FromString,
                 _registered_method=True)
+        self.NextTaskWithModel = channel.unary_stream(
+                '/fedgate.v1.Federation/NextTaskWithModel',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.NextTaskWithModelRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.TaskPart.FromString,
+                _registered_method=True)
         self.FetchModel = channel.unary_stream(
                 '/fedgate.v1.Federation/FetchModel',
                 request_serializer=fedgate_dot_v1_dot_fedgate__pb2.FetchModelRequest.SerializeToString,
@@ -81,6 +86,16 @@ class FederationServicer:
 
     def NextTask(self, request, context):
         """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NextTaskWithModel(self, request, context):
+        """NextTask with a TRAIN task's model on it, so a round costs one call down and one up.
+        The first part is the task; after a TRAIN task, the model follows as FetchModel would
+        send it for (version, codec, have_ref): ModelChunks, the first carrying the header. A
+        TRAIN task with no model after it: fetch the model with FetchModel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +139,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.NextTask,
                     request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.NextTaskRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_fedgate__pb2.Task.SerializeToString,
+            ),
+            'NextTaskWithModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.NextTaskWithModel,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.NextTaskWithModelRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.TaskPart.SerializeToString,
             ),
             'FetchModel': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchModel,
@@ -200,6 +220,33 @@ class Federation:
             '/fedgate.v1.Federation/NextTask',
             fedgate_dot_v1_dot_fedgate__pb2.NextTaskRequest.SerializeToString,
             fedgate_dot_v1_dot_fedgate__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NextTaskWithModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.Federation/NextTaskWithModel',
+            fedgate_dot_v1_dot_fedgate__pb2.NextTaskWithModelRequest.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.TaskPart.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,12 @@ class FederationStub:
     """
     NextTask: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.NextTaskRequest, _fedgate_pb2.Task]
     """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds."""
+    NextTaskWithModel: _grpc.UnaryStreamMultiCallable[_fedgate_pb2.NextTaskWithModelRequest, _fedgate_pb2.TaskPart]
+    """NextTask with a TRAIN task's model on it, so a round costs one call down and one up.
+    The first part is the task; after a TRAIN task, the model follows as FetchModel would
+    send it for (version, codec, have_ref): ModelChunks, the first carrying the header. A
+    TRAIN task with no model after it: fetch the model with FetchModel.
+    """
     FetchModel: _grpc.UnaryStreamMultiCallable[_fedgate_pb2.FetchModelRequest, _fedgate_pb2.ModelChunk]
     """The global model in the requested codec, in chunks (the first carries the header)."""
     SubmitUpdate: _grpc.StreamUnaryMultiCallable[_fedgate_pb2.UpdateChunk, _fedgate_pb2.UpdateReceipt]
@@ -74,6 +80,12 @@ class FederationAsyncStub(FederationStub):
     """
     NextTask: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.NextTaskRequest, _fedgate_pb2.Task]  # type: ignore[assignment]
     """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds."""
+    NextTaskWithModel: _aio.UnaryStreamMultiCallable[_fedgate_pb2.NextTaskWithModelRequest, _fedgate_pb2.TaskPart]  # type: ignore[assignment]
+    """NextTask with a TRAIN task's model on it, so a round costs one call down and one up.
+    The first part is the task; after a TRAIN task, the model follows as FetchModel would
+    send it for (version, codec, have_ref): ModelChunks, the first carrying the header. A
+    TRAIN task with no model after it: fetch the model with FetchModel.
+    """
     FetchModel: _aio.UnaryStreamMultiCallable[_fedgate_pb2.FetchModelRequest, _fedgate_pb2.ModelChunk]  # type: ignore[assignment]
     """The global model in the requested codec, in chunks (the first carries the header)."""
     SubmitUpdate: _aio.StreamUnaryMultiCallable[_fedgate_pb2.UpdateChunk, _fedgate_pb2.UpdateReceipt]  # type: ignore[assignment]
@@ -101,6 +113,18 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fedgate_pb2.Task, _abc.Awaitable[_fedgate_pb2.Task]]:
         """Long-poll: returns a task as soon as there is one, or WAIT after wait_s seconds."""
+
+    @_abc_1.abstractmethod
+    def NextTaskWithModel(
+        self,
+        request: _fedgate_pb2.NextTaskWithModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fedgate_pb2.TaskPart], _abc.AsyncIterator[_fedgate_pb2.TaskPart]]:
+        """NextTask with a TRAIN task's model on it, so a round costs one call down and one up.
+        The first part is the task; after a TRAIN task, the model follows as FetchModel would
+        send it for (version, codec, have_ref): ModelChunks, the first carrying the header. A
+        TRAIN task with no model after it: fetch the model with FetchModel.
+        """
 
     @_abc_1.abstractmethod
     def FetchModel(

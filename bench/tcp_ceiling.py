@@ -1,0 +1,108 @@
+"""Plain TCP on loopback: the ceiling the transports suite measures gRPC and REST against.
+
+The same bytes a model moves in the raw codec, sent over one kept-open TCP connection to a
+server in a process of its own (as the fedgate server is), with no framing beyond a
+9-byte request header and no copies the kernel does not make: the client sends from and
+receives into one preallocated buffer (``sendall``/``recv_into`` on a ``memoryview``), the
+server does the same. A transfer is timed like a transport call: from the request until
+the answer (``up``: the server's one-byte receipt after the last byte; ``down``: the last
+byte of the model).
+
+Run as a script it is the server: it prints its port on stdout and serves until stdin
+closes.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+HEADER = struct.Struct("!cQ")  # b"U" (the client sends n bytes) or b"D" (the server does)
+UP, DOWN, RECEIPT = b"U", b"D", b"k"
+SCRIPT = Path(__file__)
+BUFFER_BYTES = 1 << 20  # what one recv_into reads at most
+
+
+def _receive_exactly(connection: socket.socket, view: memoryview, size: int) -> None:
+    """Read ``size`` bytes into ``view`` (reused in rounds: the data itself is discarded)."""
+    got = 0
+    while got < size:
+        n = connection.recv_into(view[: min(len(view), size - got)])
+        if n == 0:
+            raise ConnectionError("the peer closed the connection mid-transfer")
+        got += n
+
+
+def _serve_connection(connection: socket.socket) -> None:
+    scratch = memoryview(bytearray(BUFFER_BYTES))
+    payload = memoryview(b"")
+    with connection:
+        header = memoryview(bytearray(HEADER.size))
+        while True:
+            try:
+                _receive_exactly(connection, header, HEADER.size)
+            except ConnectionError:
+                return
+            op, size = HEADER.unpack(header)
+            if op == UP:
+                _receive_exactly(connection, scratch, size)
+                connection.sendall(RECEIPT)
+            else:
+                if len(payload) != size:
+                    payload = memoryview(bytes(size))
+                connection.sendall(payload)
+
+
+def serve() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+
+    def accept() -> None:
+        while True:
+            connection, _ = listener.accept()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=_serve_connection, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    sys.stdin.read()  # serve until the suite closes our stdin
+
+
+class TcpCeiling:
+    """The suite's side: the server process and one kept-open connection to it."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self.process.stdout is not None
+        port = int(self.process.stdout.readline())
+        self.connection = socket.create_connection(("127.0.0.1", port))
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = memoryview(bytearray(BUFFER_BYTES))
+
+    def up(self, payload: memoryview) -> None:
+        self.connection.sendall(HEADER.pack(UP, len(payload)))
+        self.connection.sendall(payload)
+        _receive_exactly(self.connection, self._buffer, len(RECEIPT))
+
+    def down(self, size: int) -> None:
+        self.connection.sendall(HEADER.pack(DOWN, size))
+        _receive_exactly(self.connection, self._buffer, size)
+
+    def close(self) -> None:
+        self.connection.close()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+if __name__ == "__main__":
+    serve()
