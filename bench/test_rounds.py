@@ -176,7 +176,9 @@ def test_store_overhead(
 
 STARTUP_TRIES = 3  # client starts per row; the row keeps each, and their median
 WHOLE_RUN = SimConfig(clients=10, rounds=20, partition="dirichlet:0.5", codec="raw", seed=0)
-WHOLE_RUN_ROUNDS = {False: 20, True: 5}
+WHOLE_RUN_ROUNDS = {False: 20, True: 2}
+WHOLE_RUN_CLIENTS = {False: 10, True: 3}
+QUICK_SKIPS_EXEC = "quick: exec'd clients (seconds of imports each) are for full runs"
 # (transport, client start): the framework-free reference, in-process, then processes
 WHOLE_RUNS = [
     ("reference", ""),
@@ -187,9 +189,13 @@ WHOLE_RUNS = [
 
 @pytest.mark.parametrize("client_start", CLIENT_STARTS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_client_startup(benchmark: Any, transport: str, client_start: str, tmp_path: Path) -> None:
+def test_client_startup(
+    benchmark: Any, transport: str, client_start: str, tmp_path: Path, quick: bool
+) -> None:
     """``fedgate client --help``, and a client's time from its start to its first request
     (exec'd, or forked by a fork server that is ready)."""
+    if quick and client_start == EXEC:
+        pytest.skip(QUICK_SKIPS_EXEC)
     tries: list[float] = []
     forks = ForkServer(tmp_path / "forkserver.log") if client_start == FORK else None
     try:
@@ -199,7 +205,7 @@ def test_client_startup(benchmark: Any, transport: str, client_start: str, tmp_p
         def start_one() -> None:
             tries.append(startup.first_request_s(transport, tmp_path / "client.log", forks))
 
-        benchmark.pedantic(start_one, rounds=STARTUP_TRIES)
+        benchmark.pedantic(start_one, rounds=1 if quick else STARTUP_TRIES)
     finally:
         if forks is not None:
             forks.close()
@@ -209,14 +215,16 @@ def test_client_startup(benchmark: Any, transport: str, client_start: str, tmp_p
         client_start=client_start,
         timing="client_start",  # the whole call: start, first request, stop
         first_request_s=median(tries),
-        first_requests_s=tries,
+        first_request_tries=tries,  # each try's seconds (a list: no *_s field)
         help_s=startup.help_wall_s(),
     )
 
 
 @pytest.fixture(scope="module")
 def whole_run_config(quick: bool) -> SimConfig:
-    return dataclasses.replace(WHOLE_RUN, rounds=WHOLE_RUN_ROUNDS[quick])
+    return dataclasses.replace(
+        WHOLE_RUN, rounds=WHOLE_RUN_ROUNDS[quick], clients=WHOLE_RUN_CLIENTS[quick]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +239,12 @@ def test_whole_run(
     client_start: str,
     whole_run_config: SimConfig,
     reference_s: float,
+    quick: bool,
 ) -> None:
     """10 clients x 20 rounds on digits, dirichlet:0.5, raw codec: a whole simulation's
     wall time against the same arithmetic in a plain loop (``ratio``: run / reference)."""
+    if quick and client_start == EXEC:
+        pytest.skip(QUICK_SKIPS_EXEC)
     config = dataclasses.replace(
         whole_run_config,
         transport="inproc" if run == "reference" else run,

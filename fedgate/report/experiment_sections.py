@@ -142,7 +142,7 @@ def sessions_blocks(experiment: Experiment) -> list[Block]:
     machine = experiment.machine
     about = ", ".join(
         f"{key} {machine[key]}"
-        for key in ("platform", "cores", "python", "torch")
+        for key in ("platform", "cores", "cpus", "python", "torch")  # cpus: before 12-01
         if key in machine
     )
     commands = sorted({str(s.get("command", "")) for s in experiment.sessions} - {""})

@@ -29,6 +29,8 @@ from fedgate.run.sim_config import NETWORK_TRANSPORTS
 
 Row = dict[str, Any]
 TRANSPORTS = set(NETWORK_TRANSPORTS)
+# the three suites run once, in the first test's fixture: minutes, not seconds
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,12 @@ def positive(row: Row, *fields: str) -> None:
 def test_transports_give_one_row_per_codec_transport_and_direction(
     results: dict[str, Path],
 ) -> None:
-    rows = rows_of(results, "transports")
+    every = rows_of(results, "transports")
+    rows = [r for r in every if r["transport"] in TRANSPORTS]
+    ceiling = [r for r in every if r["transport"] == "tcp"]  # plain TCP, the raw codec's bytes
+    assert {(r["codec"], r["direction"]) for r in ceiling} == {("raw", "down"), ("raw", "up")}
+    for row in ceiling:
+        positive(row, "wall_s", "bytes", "mb_s")
     keys = [(r["model"], r["codec"], r["transport"], r["direction"]) for r in rows]
     expected = {("cnn", c, t, d) for c in CODECS for t in TRANSPORTS for d in ("down", "up")}
     assert len(keys) == len(set(keys)) and set(keys) == expected
@@ -114,7 +121,9 @@ def test_transports_give_one_row_per_codec_transport_and_direction(
 def rounds_rows(results: dict[str, Path]) -> tuple[list[Row], list[Row]]:
     """The rounds suite's transport x codec rows, and its store comparison's rows."""
     rows = rows_of(results, "rounds")
-    return [r for r in rows if "store" not in r], [r for r in rows if "store" in r]
+    # the start-up and whole-run rows (issue 12): first_request_s and run name them
+    rounds = [r for r in rows if "first_request_s" not in r and "run" not in r]
+    return [r for r in rounds if "store" not in r], [r for r in rounds if "store" in r]
 
 
 def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -> None:
@@ -123,6 +132,22 @@ def test_rounds_give_one_row_per_transport_and_codec(results: dict[str, Path]) -
     assert len(keys) == len(set(keys)) and set(keys) == {(t, c) for t in TRANSPORTS for c in CODECS}
     for row in rows:
         check_round_row(row, clients=2)
+
+
+def test_rounds_time_client_start_and_whole_runs_against_the_reference(
+    results: dict[str, Path],
+) -> None:
+    rows = rows_of(results, "rounds")
+    starts = [r for r in rows if "first_request_s" in r]
+    assert {(r["transport"], r["client_start"]) for r in starts} == {
+        (t, "fork") for t in TRANSPORTS
+    }  # quick: exec'd clients are for full runs
+    for row in starts:
+        positive(row, "first_request_s", "help_s")
+    runs = {(r["run"], r.get("client_start")) for r in rows if "run" in r}
+    assert runs == {("reference", None), ("inproc", None), *((t, "fork") for t in TRANSPORTS)}
+    for row in (r for r in rows if "run" in r):
+        positive(row, "wall_s", "reference_s", "ratio")
 
 
 def test_rounds_compare_the_stores_on_one_federation(results: dict[str, Path]) -> None:

@@ -206,11 +206,14 @@ def child_pids(name: str) -> list[int]:
 def test_a_simulation_forks_its_clients_and_leaves_no_process_behind() -> None:
     seen: list[list[int]] = []
     config = SimConfig(clients=2, rounds=2, transport="mixed", codec="raw", client_start="fork")
-    document = run_simulation(config, on_server=lambda _: seen.append(child_pids("forkserver")))
+    # by module: the codec offload's multiprocessing forkserver (fedgate/core/offload.py),
+    # started by an earlier test in this process, is a "forkserver" child too
+    server = "-m fedgate.run.forkserver_main"
+    document = run_simulation(config, on_server=lambda _: seen.append(child_pids(server)))
     assert len(document["rounds"]) == 2
     assert set(document["bytes_by_transport"]) == set(NETWORK_TRANSPORTS)
     assert len(seen[0]) == 1  # one fork server, started with the server
-    assert child_pids("fedgate") == [] and not alive(seen[0][0])
+    assert child_pids("-m fedgate") == [] and not alive(seen[0][0])
 
 
 def test_stop_process_handles_a_forked_client_as_a_popen(tmp_path: Path, forks: ForkServer) -> None:
