@@ -24,12 +24,17 @@ from dataclasses import dataclass, field
 from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.messages import GONE_STATES, ClientState, ClientView, Traffic
 from fedgate.core.ports import ClientEvent, StoredClient
+from fedgate.core.retry import Backoff
 from fedgate.errors import ConfigError, Conflict, Unauthorized, UnknownClient
 
 MAX_NAME_LENGTH = 128
 MAX_TOKEN_LENGTH = 256  # longer presented tokens are refused before hashing
 
 Journal = Callable[["ClientRecord", ClientEvent], None]
+
+# Clients of a restarted server retry with waits of up to `Backoff.max_s`: the restored ones
+# get that long on top of the heartbeat timeout before they count as silent.
+RECONNECT_GRACE_S = Backoff.max_s
 
 
 def _no_journal(record: ClientRecord, event: ClientEvent) -> None:
@@ -131,7 +136,7 @@ class ClientRecord:
             rounds_completed=self.rounds_completed,
             bytes_up=self.traffic.up,
             bytes_down=self.traffic.down,
-            last_seen_s=round(now - self.last_seen, 3),
+            last_seen_s=round(max(0.0, now - self.last_seen), 3),
             reason=self.reason,
             key_id=self.key_id,
         )
@@ -168,9 +173,10 @@ class ClientRegistry:
 
     def restore(self, clients: Iterable[StoredClient], reason: str) -> None:
         """Take back the records of a resumed run: tokens stay valid, and members that were
-        active count as just seen (they get a heartbeat timeout to reconnect) and wait
-        for a task, with ``reason`` saying why."""
+        active count as seen `RECONNECT_GRACE_S` from now (a heartbeat timeout to reconnect
+        after their longest retry wait) and wait for a task, with ``reason`` saying why."""
         now, numbers = self.clock(), [0]
+        seen = now + RECONNECT_GRACE_S
         for kept in clients:
             record = ClientRecord(
                 client_id=kept.client_id,
@@ -179,7 +185,7 @@ class ClientRegistry:
                 codec=kept.codec,
                 transport=kept.transport,
                 num_examples=kept.num_examples,
-                last_seen=now,
+                last_seen=seen,
                 key_id=kept.key_id,
                 max_num_examples=kept.max_num_examples,
                 state=kept.state if kept.state in GONE_STATES else ClientState.JOINED,
