@@ -259,12 +259,11 @@ def close_all(closers: list[Closer]) -> None:
             closer.cleanup()
 
 
-async def serve() -> None:
-    host = Host()
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            break
+async def serve(host: Host | None = None) -> None:
+    """Commands from stdin, replies on stdout, for ``host`` (a `Host` unless given: the
+    stall probe passes its own)."""
+    host = host or Host()
+    while line := await asyncio.to_thread(sys.stdin.readline):
         try:
             command = json.loads(line)
             op = command.get("op")

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -54,8 +53,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_server import Host
-from benchkit import REPLY_PREFIX, BenchServer, EventLoop, Hosted
+from bench_server import Host, serve
+from benchkit import BenchServer, EventLoop, Hosted
 from federations import FederationSpec, make_trainers
 
 from fedgate.core.client import SESSION_LOST, FederatedClient
@@ -149,25 +148,6 @@ class ProbedHost(Host):
             failed = failed_by_codec(status)
             reply["results"]["stall"] = {**figures, "offload": self.offload, "failed": failed}
         return reply
-
-
-async def serve() -> None:
-    """`bench_server.serve`'s protocol, on a `ProbedHost`."""
-    host = ProbedHost()
-    while line := await asyncio.to_thread(sys.stdin.readline):
-        try:
-            command = json.loads(line)
-            op = command.get("op")
-            if op == "start":
-                reply = await host.start(command)
-            elif op == "stop":
-                reply = await host.stop()
-            else:
-                reply = {"error": f"unknown op {op!r}"}
-        except Exception as error:
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        print(REPLY_PREFIX + json.dumps(reply), flush=True)
-    await host.stop()
 
 
 class ProbedBenchServer(BenchServer):
@@ -363,4 +343,4 @@ def probed_server(log_path: Path) -> Iterator[ProbedBenchServer]:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    asyncio.run(serve(ProbedHost()))
