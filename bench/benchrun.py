@@ -88,22 +88,32 @@ def check_models(models: Iterable[str] | None) -> list[str] | None:
     return names or None
 
 
-def bench_command(suite: str, models: Sequence[str] | None, quick: bool, out: Path) -> str:
+def bench_command(
+    suite: str, models: Sequence[str] | None, quick: bool, out: Path, select: str | None = None
+) -> str:
     """The ``fedgate bench`` command line that runs ``suite`` this way."""
     argv = ["fedgate", "bench", suite]
     argv += ["--models", *models] if models else []
     argv += ["--quick"] if quick else []
+    argv += ["--select", select] if select else []
     return shlex.join([*argv, "--out", str(out)])
 
 
 def pytest_argv(
-    path: Path, json_path: Path, models: Sequence[str] | None, quick: bool
+    path: Path,
+    json_path: Path,
+    models: Sequence[str] | None,
+    quick: bool,
+    select: str | None = None,
 ) -> list[str]:
+    """The pytest command for a suite; ``select`` is a pytest ``-k`` expression over the
+    suite's test ids (``"whole_run or client_startup"``, ``"raw and -4]"``)."""
     argv = [sys.executable, "-m", "pytest", str(path), f"--benchmark-json={json_path}"]
     # No cache: a bench run must not leave state that changes the next one. -rs: the
     # summary names each skipped test and its reason, which the results file keeps.
     argv += ["-p", "no:cacheprovider", "-rs", "--benchmark-columns=median,min,max,rounds"]
     argv += ["--fedgate-quick"] if quick else []
+    argv += ["-k", select] if select else []
     return argv + ([f"--fedgate-models={','.join(models)}"] if models else [])
 
 
@@ -115,8 +125,10 @@ def run_suite(
     out: Path,
     command: str | None = None,
     progress: TextIO | None = None,
+    select: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``bench/test_<suite>.py`` and write the results document to ``out``.
+    """Run ``bench/test_<suite>.py`` (its tests ``select`` picks, all by default) and write
+    the results document to ``out``.
 
     ``command`` is recorded as the command line that produced the file (default: the
     equivalent ``fedgate bench`` command); pytest's output is echoed to ``progress``.
@@ -127,14 +139,16 @@ def run_suite(
         raise ConfigError("bench suites need pytest-benchmark: pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as tmp:
         json_path = Path(tmp) / "benchmark.json"
-        argv = pytest_argv(path, json_path, names, quick)
+        argv = pytest_argv(path, json_path, names, quick, select)
         skipped = run_pytest(argv, repository_root(), progress)
-        if not json_path.is_file():
+        if json_path.is_file():
+            raw = json.loads(json_path.read_text())
+        elif skipped:  # pytest-benchmark writes nothing when every benchmark was skipped
+            raw = {"benchmarks": []}
+        else:
             raise BenchFailed(f"bench suite {suite!r} wrote no benchmark JSON")
-        raw = json.loads(json_path.read_text())
-    document = results_document(
-        convert(raw, suite), command or bench_command(suite, names, quick, out), skipped
-    )
+    command = command or bench_command(suite, names, quick, out, select)
+    document = results_document(convert(raw, suite), command, skipped)
     write_json(out, document)
     return document
 
@@ -252,7 +266,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
     command = (
         shlex.join(["fedgate", *argv])
         if argv is not None
-        else bench_command(args.suite, models, args.quick, args.out)
+        else bench_command(args.suite, models, args.quick, args.out, args.select)
     )
     document = run_suite(
         args.suite,
@@ -261,6 +275,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
         out=args.out,
         command=command,
         progress=sys.stderr,
+        select=args.select,
     )
     print(f"{len(document['results'])} result rows written to {args.out}")
     return 0

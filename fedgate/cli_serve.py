@@ -51,7 +51,7 @@ def add_serve_command(commands: Any) -> None:
     add_server_tls_options(serve_parser)
     add_store_options(serve_parser)
     add_run_options(serve_parser)
-    serve_parser.set_defaults(handler=run_serve)
+    serve_parser.set_defaults(handler=run_serve, exit_at_once=True)
 
 
 def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
