@@ -209,4 +209,4 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def itemsize(name: str) -> int:
-    return torch.empty((), dtype=DTYPES[name]).element_size()
+    return DTYPES[name].itemsize  # no tensor made: decoding asks once per tensor
