@@ -29,11 +29,11 @@ import torch
 
 from fedgate.codecs import get_codec
 from fedgate.core.accounts import Accounts
-from fedgate.core.admission import Permit, admit, check_and_fold, decode_and_fold, update_limits
-from fedgate.core.budget import UploadBudget
+from fedgate.core.admission import Permit
 from fedgate.core.changes import Changes
 from fedgate.core.config import RunConfig
 from fedgate.core.enrolment import Enrolment, EnrolmentMode, JoinLimits, KeyStore, KeyView
+from fedgate.core.intake import IntakeLimits, UpdateIntake
 from fedgate.core.memory_store import InMemoryRunStore
 from fedgate.core.messages import (
     ClientEvent,
@@ -62,7 +62,7 @@ from fedgate.core.run import Run
 from fedgate.core.scheduler import Evaluator, Scheduler
 from fedgate.core.tasks import task_for
 from fedgate.core.traffic import TrafficLedger
-from fedgate.errors import FedgateError, Overloaded, RunNotActive
+from fedgate.errors import FedgateError, RunNotActive
 
 log = logging.getLogger("fedgate.federation")
 
@@ -96,9 +96,6 @@ class Federation:
         # inproc`) have no one to keep out. `fedgate serve` asks for keys by default.
         self.run_id = resume.meta.run_id if resume else run_id or secrets.token_hex(6)
         self.evaluator = evaluator
-        self.max_update_bytes = max_update_bytes
-        self.max_concurrent_uploads = max_concurrent_uploads
-        self._uploads = 0  # uploads admitted whose body is not yet folded or refused
         self.clock = clock
         self.changes = Changes()
         self.store = store or InMemoryRunStore()
@@ -131,7 +128,15 @@ class Federation:
         # GIL-bound codecs' work on large payloads goes to worker processes (`offload`,
         # the federation's own: `close` stops them; ``CodecOffload(workers=0)``: threads)
         self.offload = self.models.offload = offload or CodecOffload()
-        self.uploads = UploadBudget(self.models)
+        self.intake = UpdateIntake(
+            self.clients,
+            self.models,
+            self.traffic,
+            self._run.open_round,
+            offload=self.offload,
+            observers=self.observers,
+            limits=IntakeLimits(max_update_bytes, max_concurrent_uploads),
+        )
         self.scheduler = Scheduler(
             self._run,
             self.clients,
@@ -283,71 +288,16 @@ class Federation:
     async def begin_update(
         self, client_id: str, token: str, header: UpdateHeader, size: int | None = None
     ) -> Permit:
-        """Check an upload from its header alone, before any of its body is read.
-
-        Adapters call this first, read at most ``permit.max_bytes`` body bytes, then call
-        `finish_update` (or `abandon_update` if the body never arrives). ``size`` is the
-        body size the client declared, when it declared one.
-        """
-        record = self.clients.authenticate(client_id, token)
-        if self._uploads >= self.max_concurrent_uploads:
-            raise Overloaded(f"{self._uploads} uploads are in progress (the limit); retry shortly")
-        permit = admit(self.round, record, header, self.models, self.max_update_bytes)
-        self._hold(permit)
-        try:
-            limit = await self.uploads.body_limit(header.codec, permit.round.base_version)
-            permit = dataclasses.replace(permit, max_bytes=min(limit, self.max_update_bytes))
-            if size is not None:
-                permit.check_size(size)
-        except BaseException:
-            self.abandon_update(permit)
-            raise
-        return permit
+        """Check an upload from its header alone (`UpdateIntake.begin`)."""
+        return await self.intake.begin(client_id, token, header, size)
 
     async def finish_update(self, permit: Permit, payload: bytes) -> UpdateReceipt:
         """Decode, check and fold the body of an upload `begin_update` admitted."""
-        round_, record, header = permit.round, permit.record, permit.header
-        try:
-            permit.check_size(len(payload))
-            self.traffic.count(record, header.codec, round_, up=len(payload))
-            decode_s = await self._decode_and_fold(permit, payload)
-        except BaseException:
-            self.abandon_update(permit)
-            raise
-        self.observers.decoded(header.codec, decode_s)
-        self._release(permit)
-        round_.report(record.client_id, header.num_examples, header.train_loss)
-        record.finish_upload()
-        return UpdateReceipt(
-            round=round_.number, accepted=len(round_.reported), expected=len(round_.selected)
-        )
-
-    async def _decode_and_fold(self, permit: Permit, payload: bytes) -> float:
-        """Decode in a thread, or in a worker process for a GIL-bound codec (which would
-        hold this loop from a thread); check and fold in a thread. Returns decode seconds."""
-        codec = get_codec(permit.header.codec)
-        if not self.offload.offloads(codec, len(payload)):
-            return await asyncio.to_thread(decode_and_fold, permit, payload)
-        started = time.perf_counter()
-        tensors = await self.offload.decode(codec, payload, update_limits(permit))
-        return await asyncio.to_thread(check_and_fold, permit, tensors, started)
+        return await self.intake.finish(permit, payload)
 
     def abandon_update(self, permit: Permit) -> None:
         """An upload that ended without an update: the client may still send a good one."""
-        if self._release(permit):
-            permit.record.abandon_upload()
-
-    def _hold(self, permit: Permit) -> None:
-        permit.round.start_upload(permit.record.client_id)
-        permit.record.start_upload()
-        self._uploads += 1
-
-    def _release(self, permit: Permit) -> bool:
-        """Forget an upload in progress; False if it was already forgotten."""
-        if not permit.round.end_upload(permit.record.client_id):
-            return False
-        self._uploads -= 1
-        return True
+        self.intake.abandon(permit)
 
     def authenticate(self, client_id: str, token: str) -> None:
         """Raise unless ``token`` is this live client's (adapters check before reading)."""
