@@ -105,7 +105,7 @@ def whole_run_s(config: SimConfig) -> tuple[float, dict[str, Any]]:
 def reference_run(config: SimConfig) -> tuple[float, float]:
     """(wall time, final accuracy) of the framework-free loop on ``config``'s federation."""
     with torch_threads(1):
-        warm_up()  # untimed: a process's first optimiser step imports ~900 modules once
+        warm_up()  # untimed: torch.optim imports ~900 modules (torch._dynamo) on first use
         return _reference_run(config)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from fedgate.core.augment import Augmentation
 from fedgate.core.messages import TrainConfig
+from fedgate.core.sgd import MomentumSGD
 
 if TYPE_CHECKING:
     # Annotations only: importing the codecs (zstandard, msgpack) at run time would keep
@@ -96,7 +97,7 @@ class LocalTrainer:
         with and without FedProx report comparable figures."""
         self.model.load_state_dict(dict(weights))
         self.model.train()
-        optimiser = torch.optim.SGD(self.model.parameters(), lr=config.learning_rate, momentum=0.9)
+        optimiser = MomentumSGD(self.model.parameters(), lr=config.learning_rate, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
         seed = batch_seed(self.seed, config.round)
         generator = torch.Generator().manual_seed(seed)
@@ -110,7 +111,7 @@ class LocalTrainer:
                 x, y = self.x[batch], self.y[batch]
                 if self.augmentation is not None:
                     x = self.augmentation(x, augmenting)
-                optimiser.zero_grad(set_to_none=True)
+                optimiser.zero_grad()
                 logits = self.model(x)
                 loss = loss_fn(logits, y)
                 (loss if anchor is None else loss + anchor.penalty()).backward()

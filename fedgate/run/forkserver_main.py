@@ -48,9 +48,9 @@ def preload() -> int:
 
 
 def warm_up() -> None:
-    """One training step and one evaluation of a throwaway CNN. A process's first
-    optimiser step imports ~900 modules (torch._dynamo, sympy, triton: seconds of CPU)
-    that every client would otherwise pay in its first round."""
+    """One training step and one evaluation of a throwaway CNN: what a process pays on its
+    first step and first evaluation (autograd's engine, the kernels' first dispatch) is
+    paid here once, not by every client in its first round."""
     import torch  # noqa: PLC0415
 
     from fedgate.core.messages import TrainConfig  # noqa: PLC0415
