@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from fedgate.codecs import layouts
@@ -109,6 +111,9 @@ def pack(
 WireRule = Callable[[str], str]
 
 
+Body = bytearray | npt.NDArray[np.uint8]  # the one writable buffer a model's tensors share
+
+
 def same_dtype(dtype: str) -> str:
     """The wire rule of codecs that send every tensor in its own dtype."""
     return dtype
@@ -120,10 +125,12 @@ def unpack(
     """Read the container: the checked specs, and the tensors in their wire dtypes.
 
     The tensors share one buffer: ``data`` itself when it is a bytearray the caller hands
-    over (a fresh decompression, say), else one private copy made after every check.
+    over (a fresh decompression, say), else one private copy made after every check, by
+    numpy, which lets go of the GIL while it copies (``bytearray(data)`` holds it: 28 ms
+    for a 45 MB update, during which a server's event loop waits).
     """
     specs, position = read_header(codec, data, limits, wire_for)
-    body = data if isinstance(data, bytearray) else bytearray(data)
+    body = data if isinstance(data, bytearray) else np.frombuffer(data, dtype=np.uint8).copy()
     tensors: list[torch.Tensor] = []
     for spec in specs:
         if spec.numel == 0:
@@ -229,7 +236,7 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _from_buffer(body: bytearray, position: int, spec: TensorSpec) -> torch.Tensor:
+def _from_buffer(body: Body, position: int, spec: TensorSpec) -> torch.Tensor:
     if spec.wire == "bool":  # any non-zero byte is True; never reinterpret raw bytes as bool
         flat = torch.frombuffer(body, dtype=torch.uint8, count=spec.numel, offset=position)
         return flat.ne(0).reshape(spec.shape)

@@ -299,7 +299,7 @@ class ClientRegistry:
 def _id_number(client_id: str) -> int:
     """The counter in an id like ``c12-a1b2c3`` (0 for an id of another shape)."""
     head = client_id.split("-", 1)[0][1:]
-    return int(head) if head.isdigit() else 0
+    return int(head) if head.isascii() and head.isdecimal() else 0
 
 
 def _check_name(name: str) -> None:

@@ -53,7 +53,11 @@ def current_web(request: Request) -> WebContext:
     return context
 
 
-CurrentWeb = Annotated[WebContext, Depends(current_web)]
+async def web_dependency(request: Request) -> WebContext:
+    return current_web(request)  # a coroutine: FastAPI runs a plain def on a worker thread
+
+
+CurrentWeb = Annotated[WebContext, Depends(web_dependency)]
 
 
 async def reader(request: Request, token: Credential) -> Principal:

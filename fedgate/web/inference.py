@@ -327,7 +327,8 @@ async def deploy(
 
 
 def _version(text: str) -> int:
-    if not text.isdigit() or int(text) > MAX_INT64:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses (a 500, found by schemathesis)
+    if not (text.isascii() and text.isdecimal()) or int(text) > MAX_INT64:
         raise BadRequest(f"a model version is a number or 'best', not {text[:20]!r}")
     return int(text)
 

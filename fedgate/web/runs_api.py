@@ -78,7 +78,7 @@ class Documents:
         return documents
 
 
-def documents_of(request: Request) -> Documents:
+async def documents_of(request: Request) -> Documents:  # on the loop: it never blocks
     documents: Documents = request.app.state.fedgate_run_documents
     return documents
 

@@ -195,6 +195,7 @@ def test_an_operator_pins_a_version_and_goes_back_to_the_best(served: Served) ->
     refusals = {
         "/api/v1/models/9/deploy": ("404", "not_found"),
         "/api/v1/models/latest/deploy": ("400", "bad_request"),
+        "/api/v1/models/%C2%B2/deploy": ("400", "bad_request"),  # "²": a digit, no number
     }
     for path, expected in refusals.items():
         outcome = served.admin.post(path)

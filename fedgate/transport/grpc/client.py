@@ -93,6 +93,12 @@ def unimplemented(error: grpc.aio.AioRpcError) -> bool:
     return error.code() is grpc.StatusCode.UNIMPLEMENTED and not codes
 
 
+def method_path(name: str) -> str:
+    """The path of a Federation call, from the proto (``/fedgate.v1.Federation/<name>``)."""
+    descriptor = pb.DESCRIPTOR.services_by_name["Federation"]
+    return f"/{descriptor.full_name}/{descriptor.methods_by_name[name].name}"
+
+
 def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
     options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
     if tls is None:
@@ -117,6 +123,22 @@ class GrpcTransport:
         self.tls = tls  # None: plain text
         self._channel = open_channel(target, tls)
         self._stub: Any = pb_grpc.FederationStub(self._channel)
+        # the calls that carry models and updates, with the chunk (de)serialisers
+        self._fetch_model = self._channel.unary_stream(
+            method_path("FetchModel"),
+            request_serializer=pb.FetchModelRequest.SerializeToString,
+            response_deserializer=streams.model_chunk_from_wire,
+        )
+        self._task_with_model = self._channel.unary_stream(
+            method_path("NextTaskWithModel"),
+            request_serializer=pb.NextTaskWithModelRequest.SerializeToString,
+            response_deserializer=streams.task_part_from_wire,
+        )
+        self._submit_update = self._channel.stream_unary(
+            method_path("SubmitUpdate"),
+            request_serializer=streams.update_chunk_to_wire,
+            response_deserializer=pb.UpdateReceipt.FromString,
+        )
         self._model_on_task = True  # False once the server turns NextTaskWithModel away
 
     async def join(self, request: JoinRequest) -> JoinAck:
@@ -144,7 +166,7 @@ class GrpcTransport:
         NextTaskWithModel, the task alone (the client then fetches the model)."""
         if self._model_on_task:
             async with translated_errors(self.target, self.tls is not None):
-                call = self._stub.NextTaskWithModel(
+                call = self._task_with_model(
                     serde.model_want_to_proto(want, wait_s),
                     metadata=session_metadata(session),
                     timeout=wait_s + TRANSFER_TIMEOUT_S,
@@ -162,14 +184,14 @@ class GrpcTransport:
     ) -> EncodedModel:
         request = pb.FetchModelRequest(version=version, codec=codec, have_ref=have_ref)
         async with translated_errors(self.target, self.tls is not None):
-            call = self._stub.FetchModel(
+            call = self._fetch_model(
                 request, metadata=session_metadata(session), timeout=TRANSFER_TIMEOUT_S
             )
             return await streams.model_from_chunks(call)
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
         reply = await self._call(
-            lambda: self._stub.SubmitUpdate(
+            lambda: self._submit_update(
                 self._update_chunks(update),
                 metadata=session_metadata(session),
                 timeout=TRANSFER_TIMEOUT_S,
@@ -197,11 +219,10 @@ class GrpcTransport:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _update_chunks(self, update: Update) -> AsyncIterator[pb.UpdateChunk]:
+    async def _update_chunks(self, update: Update) -> AsyncIterator[streams.UpdateItem]:
         yield pb.UpdateChunk(header=serde.update_header_to_proto(update))
-        view = memoryview(update.payload)
-        for start in range(0, len(view), self.chunk_bytes):
-            yield pb.UpdateChunk(data=bytes(view[start : start + self.chunk_bytes]))
+        for piece in streams.slices(update.payload, self.chunk_bytes):
+            yield piece
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         async with translated_errors(self.target, self.tls is not None):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from fedgate.core.accounts import Principal, Role, audit
+from fedgate.core.offload import joined
 from fedgate.core.service import FederationService
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
@@ -100,9 +101,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         task = await self.federation.next_task(client_id, token, request.wait_s)
         return serde.task_to_proto(task)
 
-    async def NextTaskWithModel(
+    async def NextTaskWithModel(  # type: ignore[override]  # a model's bytes go as slices
         self, request: pb.NextTaskWithModelRequest, context: Any
-    ) -> AsyncIterator[pb.TaskPart]:
+    ) -> AsyncIterator[streams.TaskItem]:
         """NextTask, and a TRAIN task's model streamed after it (see the proto)."""
         try:
             client_id, token = credentials(context)
@@ -116,9 +117,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         for part in streams.task_parts(task):
             yield part
 
-    async def FetchModel(
+    async def FetchModel(  # type: ignore[override]  # a model's bytes go as slices
         self, request: pb.FetchModelRequest, context: Any
-    ) -> AsyncIterator[pb.ModelChunk]:
+    ) -> AsyncIterator[streams.ModelPart]:
         try:
             client_id, token = credentials(context)
             model = await self.federation.fetch_model(
@@ -134,7 +135,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @mapped
     async def SubmitUpdate(
-        self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Any
+        self, request_iterator: AsyncIterator[streams.UpdateData], context: Any
     ) -> pb.UpdateReceipt:
         """Credentials are checked before anything is read, the header before the body."""
         client_id, token = credentials(context)
@@ -142,7 +143,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         chunks = aiter(request_iterator)
         async with asyncio.timeout(self.timeouts.idle_s):
             first = await anext(chunks, None)
-        if first is None or first.WhichOneof("part") != "header":
+        if first is None or isinstance(first, bytes) or first.WhichOneof("part") != "header":
             raise InvalidUpdate("an update upload must start with its header")
         header = serde.update_header_from_proto(first.header)
         permit = await self.federation.begin_update(
@@ -169,13 +170,18 @@ class FederationServicer(pb_grpc.FederationServicer):
         return pb.LeaveReply()
 
     async def _receive_body(
-        self, chunks: AsyncIterator[pb.UpdateChunk], declared: int, limit: int
+        self, chunks: AsyncIterator[streams.UpdateData], declared: int, limit: int
     ) -> bytes:
         """The upload's body, refused as soon as it passes what it declared or the limit
-        allows, or when it stalls or takes too long (see `UploadTimeouts`)."""
+        allows, or when it stalls or takes too long (see `UploadTimeouts`).
+
+        The declared size is checked against the limit before the first body chunk is
+        read, and the body never grows past it; the chunks are joined once, off the event
+        loop (`joined`): no copy of the whole body is made on the loop."""
         if declared > limit:
             raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
-        body = bytearray()
+        parts: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout(self.timeouts.total_s):
                 while True:
@@ -183,16 +189,19 @@ class FederationServicer(pb_grpc.FederationServicer):
                         chunk = await anext(chunks, None)
                     if chunk is None:
                         break
-                    body += chunk.data
-                    if len(body) > declared:
+                    data = chunk if isinstance(chunk, bytes) else chunk.data
+                    size += len(data)
+                    if size > declared:
                         raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
+                    if data:
+                        parts.append(data)
         except TimeoutError:
             raise InvalidUpdate(
-                f"upload too slow: refused after {len(body)} of {declared} bytes"
+                f"upload too slow: refused after {size} of {declared} bytes"
             ) from None
-        if len(body) != declared:
-            raise InvalidUpdate(f"upload ended after {len(body)} of {declared} bytes")
-        return bytes(body)
+        if size != declared:
+            raise InvalidUpdate(f"upload ended after {size} of {declared} bytes")
+        return await joined(parts)
 
 
 class OperatorServicer(pb_grpc.OperatorServicer):
@@ -342,7 +351,7 @@ async def start_grpc_server(
     )
     for extend in extensions.grpc:
         extend(server)
-    pb_grpc.add_FederationServicer_to_server(
+    streams.add_federation_servicer(
         FederationServicer(federation, max_update_bytes, upload_timeouts), server
     )
     pb_grpc.add_OperatorServicer_to_server(OperatorServicer(federation, admin_token), server)

@@ -40,6 +40,7 @@ from fedgate.transport.tls import ClientTls, load_client_tls
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
 TRANSFER_TIMEOUT_S = 900.0
+BODY_SLICE_BYTES = 1 << 20
 
 
 @asynccontextmanager
@@ -173,9 +174,10 @@ class RestTransport:
             f"/rounds/{update.round_id}/updates",
             session=session,
             params=params,
-            content=update.payload,
+            content=slices(update.payload),
             limit_s=TRANSFER_TIMEOUT_S,
-            headers={"Content-Type": media_type},
+            # the size up front (not chunked): the server checks it before the body
+            headers={"Content-Type": media_type, "Content-Length": str(len(update.payload))},
         )
         return schemas.receipt_from_json(schemas.ReceiptJson.model_validate(reply))
 
@@ -218,6 +220,14 @@ class RestTransport:
         if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
+
+
+async def slices(payload: bytes) -> AsyncIterator[memoryview]:
+    """``payload`` in pieces for the socket: handed over whole, h11 and the socket
+    transport would each copy all of it first."""
+    view = memoryview(payload)
+    for start in range(0, len(view), BODY_SLICE_BYTES):
+        yield view[start : start + BODY_SLICE_BYTES]
 
 
 def route_missing(response: httpx.Response) -> bool:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from fedgate.codecs import CODECS, get_codec
 from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.federation import MAX_POLL_S
 from fedgate.core.messages import EncodedModel, JoinRequest, ModelWant, UpdateHeader
+from fedgate.core.offload import joined
 from fedgate.errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownCodec
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.rest import schemas
@@ -36,16 +39,17 @@ from fedgate.transport.rest.headers import (
 TRANSPORT = "rest"
 log = logging.getLogger("fedgate.rest")
 MAX_INT64 = 2**63 - 1
+BODY_SLICE_BYTES = 1 << 20  # a model body goes to the server's transport in pieces this big
 
 
-def bearer(authorization: Annotated[str, Header()] = "") -> str:
+async def bearer(authorization: Annotated[str, Header()] = "") -> str:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing 'Authorization: Bearer <token>' header")
     return token.strip()
 
 
-def header_client_id(x_fedgate_client_id: Annotated[str, Header()] = "") -> str:
+async def header_client_id(x_fedgate_client_id: Annotated[str, Header()] = "") -> str:
     if not x_fedgate_client_id:
         raise Unauthorized(f"missing {CLIENT_HEADER} header")
     return x_fedgate_client_id
@@ -85,11 +89,15 @@ async def read_body(
     request: Request, limit: int, timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
 ) -> bytes:
     """The request body, refused as soon as it is known to pass ``limit`` bytes, or when
-    it stalls for ``timeouts.idle_s`` or takes longer than ``timeouts.total_s`` in all."""
+    it stalls for ``timeouts.idle_s`` or takes longer than ``timeouts.total_s`` in all.
+
+    The pieces are kept as they come and joined once, off the event loop (`joined`): no
+    copy of the whole body is made on the loop, and it never grows past ``limit``."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdecimal() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
-    body = bytearray()
+    parts: list[bytes] = []
+    size = 0
     chunks = aiter(request.stream())
     try:
         async with asyncio.timeout(timeouts.total_s):
@@ -97,13 +105,15 @@ async def read_body(
                 async with asyncio.timeout(timeouts.idle_s):
                     chunk = await anext(chunks, None)
                 if chunk is None:
-                    return bytes(body)
-                body += chunk
-                if len(body) > limit:
+                    return await joined(parts)
+                size += len(chunk)
+                if size > limit:
                     raise PayloadTooLarge(f"body passed the limit of {limit} bytes")
+                if chunk:
+                    parts.append(chunk)
     except TimeoutError:
         raise BadRequest(
-            f"upload too slow: refused after {len(body)} bytes (idle limit "
+            f"upload too slow: refused after {size} bytes (idle limit "
             f"{timeouts.idle_s:g}s, whole upload {timeouts.total_s:g}s)"
         ) from None
     except ClientDisconnect:
@@ -111,9 +121,9 @@ async def read_body(
         # line says so; the caller abandons what the body was for (an upload's permit).
         log.warning(
             "%s %s from %s: the client disconnected after %d of %s body bytes; abandoned",
-            *(request.method, request.url.path, peer_host(request), len(body), declared or "?"),
+            *(request.method, request.url.path, peer_host(request), size, declared or "?"),
         )
-        raise BadRequest(f"client disconnected after {len(body)} body bytes") from None
+        raise BadRequest(f"client disconnected after {size} body bytes") from None
 
 
 router = APIRouter(prefix="/api/v1", tags=["clients"])
@@ -212,9 +222,7 @@ async def next_task_with_model(
     headers = {TASK_HEADER: schemas.task_to_json(task).model_dump_json()}
     if task.model is None:
         return Response(headers=headers)
-    headers.update(model_headers(task.model))
-    media_type = get_codec(task.model.codec).media_type
-    return Response(content=task.model.payload, media_type=media_type, headers=headers)
+    return model_response(task.model, headers)
 
 
 @router.get("/models/{version}", response_class=Response, responses=MODEL_RESPONSES)
@@ -235,11 +243,28 @@ async def fetch_model(
     """
     chosen = codec_for_accept(accept, codec)
     model = await federation.fetch_model(client_id, token, version, chosen, have)
-    return Response(
-        content=model.payload,
-        media_type=get_codec(model.codec).media_type,
-        headers=model_headers(model),
-    )
+    return model_response(model)
+
+
+def model_response(model: EncodedModel, headers: dict[str, str] | None = None) -> Response:
+    """A model as the body, with `model_headers` (and ``headers``).
+
+    A large one goes in slices of the cached payload: handed over whole, h11 and the
+    socket transport would each copy it on the event loop (two copies of 100 MB for a
+    ResNet-50), and the loop would be held for each."""
+    all_headers = {**(headers or {}), **model_headers(model)}
+    media_type = get_codec(model.codec).media_type
+    payload = model.payload
+    if len(payload) <= BODY_SLICE_BYTES:
+        return Response(content=payload, media_type=media_type, headers=all_headers)
+    all_headers["content-length"] = str(len(payload))  # not chunked: the size is known
+    return StreamingResponse(slices(payload), media_type=media_type, headers=all_headers)
+
+
+async def slices(payload: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(payload)
+    for start in range(0, len(view), BODY_SLICE_BYTES):
+        yield view[start : start + BODY_SLICE_BYTES]
 
 
 def model_headers(model: EncodedModel) -> dict[str, str]:
@@ -287,7 +312,7 @@ async def submit_update(
         base_ref=base_ref,
     )
     declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else None
+    size = int(declared) if declared.isascii() and declared.isdecimal() else None
     federation = context.federation
     permit = await federation.begin_update(client_id, token, header, size)
     try:

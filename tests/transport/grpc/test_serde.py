@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from fedgate.core.messages import (
     ClientEvent,
     ClientState,
     ClientView,
-    EncodedModel,
     FederationStatus,
     HeartbeatAck,
     JoinAck,
@@ -31,8 +29,8 @@ from fedgate.core.messages import (
     Update,
     UpdateReceipt,
 )
-from fedgate.errors import BadRequest, ConfigError, TransportError
-from fedgate.transport.grpc import serde, streams
+from fedgate.errors import BadRequest, ConfigError
+from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 
 
@@ -159,14 +157,6 @@ def test_an_unknown_task_kind_is_refused() -> None:
 
 # ---- a task with its model (NextTaskWithModel) -----------------------------------------
 
-TRAIN = Task(TaskKind.TRAIN, 2, "2.1", 1, 9.5, TrainConfig(0.1, 2, 16, round=2))
-MODEL = EncodedModel(1, "raw", bytes(range(256)) * 5, ref="1.ab2", base_ref="0")
-
-
-async def streamed(parts: Iterable[Any]) -> AsyncIterator[Any]:
-    for part in parts:
-        yield wire(part)
-
 
 @pytest.mark.parametrize("want", [ModelWant(), ModelWant("bf16-zstd", "1.ab2")])
 def test_a_model_want_round_trips(want: ModelWant) -> None:
@@ -181,44 +171,3 @@ def test_a_model_want_with_names_past_the_limit_is_refused(field: str) -> None:
     setattr(message, field, "x" * (serde.MAX_NAME_CHARS + 1))
     with pytest.raises(BadRequest):
         serde.model_want_from_proto(message)
-
-
-@pytest.mark.parametrize(
-    "task",
-    [TRAIN, dataclasses.replace(TRAIN, model=MODEL), Task(TaskKind.WAIT), Task(TaskKind.STOP)],
-)
-@pytest.mark.parametrize("chunk_bytes", [100, 1 << 20])
-async def test_a_task_and_its_model_round_trip_in_parts(task: Task, chunk_bytes: int) -> None:
-    parts = list(streams.task_parts(task, chunk_bytes))
-    expected_chunks = -(-len(MODEL.payload) // chunk_bytes) if task.model else 0
-    assert len(parts) == 1 + expected_chunks
-    back = await streams.task_from_parts(streamed(parts))
-    assert back == task and back.model == task.model
-
-
-async def test_a_model_streams_and_reassembles_in_chunks() -> None:
-    chunks = list(streams.model_chunks(MODEL, 300))
-    assert [len(c.data) for c in chunks] == [300, 300, 300, 300, 80]
-    assert await streams.model_from_chunks(streamed(chunks)) == MODEL
-
-
-@pytest.mark.parametrize(
-    "parts",
-    [
-        [],  # nothing at all
-        [pb.TaskPart(model=pb.ModelChunk(total_size=1, data=b"x"))],  # no task first
-        [pb.TaskPart(task=serde.task_to_proto(TRAIN))] * 2,  # a second task
-        # a model longer, or shorter, than its header says
-        [
-            pb.TaskPart(task=serde.task_to_proto(TRAIN)),
-            pb.TaskPart(model=pb.ModelChunk(total_size=2, data=b"abc")),
-        ],
-        [
-            pb.TaskPart(task=serde.task_to_proto(TRAIN)),
-            pb.TaskPart(model=pb.ModelChunk(total_size=4, data=b"abc")),
-        ],
-    ],
-)
-async def test_a_malformed_task_reply_is_a_transport_error(parts: list[pb.TaskPart]) -> None:
-    with pytest.raises(TransportError):
-        await streams.task_from_parts(streamed(parts))

@@ -14,7 +14,7 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import RunState
 from fedgate.gateway.server import Gateway, GatewaySettings
-from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
@@ -121,15 +121,53 @@ async def test_each_bad_call_gets_its_status_code(stubs: tuple[Any, Any, Federat
     assert receipt.accepted == 1
 
 
+def odd_chunks(header: pb.UpdateHeader, body: bytes) -> list[pb.UpdateChunk]:
+    """``body`` in pieces of odd sizes (an empty one too), after ``header``."""
+    parts, start = [pb.UpdateChunk(header=header)], 0
+    for size in [1, 0, 7, 4097, 3, len(body)]:
+        parts.append(pb.UpdateChunk(data=body[start : start + size]))
+        start += size
+    return parts
+
+
+async def test_an_upload_in_odd_chunks_must_be_exactly_its_declared_size(
+    stubs: tuple[Any, Any, Federation],
+) -> None:
+    """One byte over is refused as soon as it arrives, one byte under at the end; exactly
+    the declared size, in pieces of any size, is the update."""
+    client, _, federation = stubs
+    federation.start()
+    ack = await client.Join(pb.JoinRequest(name="w", codec="raw", num_examples=100))
+    meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
+    task = await client.NextTask(pb.NextTaskRequest(wait_s=5), metadata=meta)
+    good = get_codec("raw").encode(tiny_model(1.0))
+    header = pb.UpdateHeader(round_id=task.round_id, model_version=0, num_examples=10, codec="raw")
+    header.total_size = len(good)
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    too_large = grpc.StatusCode.RESOURCE_EXHAUSTED
+    await expect(
+        client.SubmitUpdate(odd_chunks(header, good + b"x"), metadata=meta),
+        too_large,
+        "payload_too_large",
+    )
+    await expect(
+        client.SubmitUpdate(odd_chunks(header, good[:-1]), metadata=meta), invalid, "invalid_update"
+    )
+    receipt = await client.SubmitUpdate(odd_chunks(header, good), metadata=meta)
+    assert receipt.accepted == 1
+
+
 async def test_models_stream_in_chunks(stubs: tuple[Any, Any, Federation]) -> None:
     client, _, federation = stubs
-    big = {"w": torch.randn(1024, 1024)}  # 4 MiB: more than one chunk
+    big = {"w": torch.randn(3, CHUNK_BYTES // 4)}  # three chunks and a bit
     federation.models.publish(big)
     ack = await client.Join(pb.JoinRequest(name="w", codec="raw"))
     meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
     parts = [c async for c in client.FetchModel(pb.FetchModelRequest(version=1), metadata=meta)]
-    assert len(parts) > 4 and parts[0].total_size == sum(len(p.data) for p in parts)
+    assert len(parts) == 5 and parts[0].total_size == sum(len(p.data) for p in parts)
+    assert [len(p.data) for p in parts[1:4]] == [CHUNK_BYTES] * 3  # after a header alone
     body = b"".join(p.data for p in parts)
+    assert body == (await federation.models.encoded(1, "raw")).payload
     assert torch.equal(get_codec("raw").decode(body)["w"], big["w"])
 
 
@@ -178,7 +216,7 @@ async def test_a_task_streams_with_its_model_in_chunks(
     """NextTaskWithModel: the task, then the model's chunks, byte for byte what
     FetchModel sends for the same codec."""
     client, _, federation = stubs
-    federation.models.publish({"w": torch.randn(1024, 1024)})  # 4 MiB: several chunks
+    federation.models.publish({"w": torch.randn(3, CHUNK_BYTES // 4)})  # several chunks
     federation.start()
     ack = await client.Join(pb.JoinRequest(name="w", codec="raw"))
     meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))

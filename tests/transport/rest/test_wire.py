@@ -16,6 +16,7 @@ from fedgate.core.federation import Federation
 from fedgate.core.modelstore import dense_codec
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.transport.rest.headers import TASK_HEADER
+from fedgate.transport.rest.router import BODY_SLICE_BYTES
 from fedgate.transport.rest.schemas import TaskJson
 from tests.conftest import tiny_model
 from tests.transport.conftest import ADMIN_TOKEN
@@ -260,3 +261,48 @@ async def test_a_task_with_model_request_past_the_limits_is_refused_before_a_tas
     assert federation.clients.get(ack["client_id"]).state.value == "joined"  # no task taken
     forged = await http.get(path, headers={"Authorization": "Bearer forged"})
     assert (forged.status_code, forged.json()["code"]) == (401, "unauthorized")
+
+
+async def test_a_large_model_goes_down_in_slices_byte_for_byte(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    """A model over `BODY_SLICE_BYTES` is streamed in slices with its Content-Length (not
+    chunked): the body is the cached payload exactly, by either route."""
+    http, federation = api
+    federation.models.publish({"w": torch.randn(3, BODY_SLICE_BYTES // 4 + 1)})
+    headers, _ = await joined(http)
+    payload = (await federation.models.encoded(1, "raw")).payload
+    assert len(payload) > 3 * BODY_SLICE_BYTES
+    async with http.stream("GET", "/api/v1/models/1", headers=headers) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-length"] == str(len(payload))
+        assert "transfer-encoding" not in reply.headers
+        body = b"".join([piece async for piece in reply.aiter_raw()])
+    assert body == payload
+
+
+async def test_an_upload_in_odd_pieces_of_its_declared_size_is_read_whole(
+    api: tuple[httpx.AsyncClient, Federation],
+) -> None:
+    http, _ = api
+    headers, task = await joined(http)
+    body = get_codec("raw").encode(tiny_model(1.0))
+
+    async def odd_pieces() -> AsyncIterator[bytes]:
+        start = 0
+        for size in [1, 0, 7, 4097, 3, len(body)]:
+            yield body[start : start + size]
+            start += size
+
+    reply = await http.post(
+        f"/api/v1/rounds/{task['round_id']}/updates",
+        content=odd_pieces(),
+        headers={
+            **headers,
+            "Content-Type": get_codec("raw").media_type,
+            "Content-Length": str(len(body)),
+        },
+        params={"model_version": 0, "num_examples": 10},
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["accepted"] == 1
