@@ -30,8 +30,9 @@ with one connection per transport kept open, as a client keeps its own.
 
 A ``tcp`` row per model and direction is the ceiling, measured in the same run: the raw
 codec's bytes over plain loopback TCP between this process and a server process of its
-own, from one preallocated buffer into another (``bench/tcp_ceiling.py``); the report
-states each transport's raw throughput as a share of it.
+own, sent from one buffer and received straight into fresh memory the receiver keeps, as
+a transport must (``bench/tcp_ceiling.py``); the report states each transport's raw
+throughput as a share of it.
 
 Rows (one per model x codec x transport x direction): ``wall_s`` (median; also
 ``wall_min_s`` ... ``wall_rounds``), ``bytes`` (encoded bytes on the wire, the payload),
