@@ -366,6 +366,7 @@ class Federation:
 
     def status(self) -> FederationStatus:
         run, last = self._run, self._run.last_eval
+        in_progress = run.round_in_progress()
         return FederationStatus(
             run_id=self.run_id,
             state=run.phase,
@@ -380,7 +381,7 @@ class Federation:
             bytes_by_codec=dict(self.traffic.by_codec),
             accuracy=last.accuracy if last else math.nan,
             loss=last.loss if last else math.nan,
-            open_round=self.round.view(self.clock()) if self.round else None,
+            open_round=None if in_progress is None else in_progress.view(self.clock()),
         )
 
     async def watch(self, min_interval_s: float = 0.25) -> AsyncGenerator[FederationStatus, None]:

@@ -36,7 +36,7 @@ class Run:
     recorder: Recorder
     pending_config: RunConfig | None = None
     phase: RunState = RunState.IDLE
-    round: Round | None = None  # the round attempt open, or last opened
+    round: Round | None = None  # the round attempt open, or closed and not yet counted
     round_number: int = 1  # the round open or about to open
     attempt: int = 1
     history: list[RoundRecord] = field(default_factory=list)
@@ -61,6 +61,12 @@ class Run:
     def open_round(self) -> Round | None:
         round_ = self.round
         return round_ if round_ is not None and not round_.closed else None
+
+    def round_in_progress(self) -> Round | None:
+        """The round attempt open now, or closed and not yet counted (its aggregate being
+        made, the last round's evaluation awaited): what status shows as the open round,
+        so a round never looks over before it is among the completed ones."""
+        return self.round
 
     # ---- the phase ------------------------------------------------------------------------
 
@@ -92,6 +98,7 @@ class Run:
     def round_closed(self, record: RoundRecord, *, evaluating: bool = False) -> None:
         """A round attempt ended as ``record`` says; completed rounds move the run on. An
         ``evaluating`` record joins the history with its evaluation (`round_evaluated`)."""
+        self.round = None  # counted now: no longer in progress
         if evaluating:  # one at a time: the scheduler settles one before closing the next
             self.evaluating = record
         else:

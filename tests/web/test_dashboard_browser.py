@@ -287,8 +287,10 @@ def digit_png() -> tuple[bytes, int]:
 def test_an_uploaded_digit_gets_a_prediction(
     dashboard: Any, server: ServerProcess, tmp_path: Path
 ) -> None:
-    # an operator deploys an older version from the models panel...
-    version = dashboard.locator("#model-table tbody tr").nth(1).get_attribute("data-version")
+    # an operator deploys an older version from the models panel: the oldest not deployed
+    # (the best version is deployed by itself and may change while the run goes on)...
+    oldest = dashboard.locator("#model-table tbody tr:not(.deployed)").last
+    version = oldest.get_attribute("data-version")
     # by its version: the table gains a row with every round
     dashboard.click(f"#model-table tr[data-version='{version}'] button.deploy")
     dashboard.wait_for_selector(f"#model-table tr.deployed[data-version='{version}']")
