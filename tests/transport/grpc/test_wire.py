@@ -55,12 +55,20 @@ def chunks(header: pb.UpdateHeader, body: bytes, size: int = 1000) -> list[pb.Up
     return [pb.UpdateChunk(header=header), *parts]
 
 
-async def test_each_bad_call_gets_its_status_code(stubs: tuple[Any, Any, Federation]) -> None:
-    client, _, federation = stubs
+async def joined_with_a_task(
+    client: Any, federation: Federation
+) -> tuple[tuple[tuple[str, str], ...], pb.Task]:
+    """The run started, a raw client joined over the stub: its metadata and first task."""
     federation.start()
     ack = await client.Join(pb.JoinRequest(name="w", codec="raw", num_examples=100))
     meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
     task = await client.NextTask(pb.NextTaskRequest(wait_s=5), metadata=meta)
+    return meta, task
+
+
+async def test_each_bad_call_gets_its_status_code(stubs: tuple[Any, Any, Federation]) -> None:
+    client, _, federation = stubs
+    meta, task = await joined_with_a_task(client, federation)
     good = get_codec("raw").encode(tiny_model(1.0))
 
     def header(**changes: Any) -> pb.UpdateHeader:
@@ -136,10 +144,7 @@ async def test_an_upload_in_odd_chunks_must_be_exactly_its_declared_size(
     """One byte over is refused as soon as it arrives, one byte under at the end; exactly
     the declared size, in pieces of any size, is the update."""
     client, _, federation = stubs
-    federation.start()
-    ack = await client.Join(pb.JoinRequest(name="w", codec="raw", num_examples=100))
-    meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
-    task = await client.NextTask(pb.NextTaskRequest(wait_s=5), metadata=meta)
+    meta, task = await joined_with_a_task(client, federation)
     good = get_codec("raw").encode(tiny_model(1.0))
     header = pb.UpdateHeader(round_id=task.round_id, model_version=0, num_examples=10, codec="raw")
     header.total_size = len(good)
