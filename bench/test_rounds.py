@@ -227,9 +227,14 @@ def whole_run_config(quick: bool) -> SimConfig:
     )
 
 
+REFERENCE_TRIES = 2  # the first run in a process pays the data's and kernels' first use
+
+
 @pytest.fixture(scope="module")
 def reference_s(whole_run_config: SimConfig) -> float:
-    return startup.reference_run(whole_run_config)[0]
+    """The framework-free loop's wall time every whole-run row is divided by: the best of
+    `REFERENCE_TRIES` runs (the reference is a bound, so its best run is the fair one)."""
+    return min(startup.reference_run(whole_run_config)[0] for _ in range(REFERENCE_TRIES))
 
 
 @pytest.mark.parametrize(("run", "client_start"), WHOLE_RUNS)
