@@ -13,6 +13,7 @@ from fedgate.errors import ConfigError
 from fedgate.report import (
     codec_sections,
     partition_sections,
+    speed_sections,
     store_sections,
     suite_sections,
     tradeoff_sections,
@@ -34,6 +35,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     suite_sections.rounds_section,
     suite_sections.accuracy_section,
     store_sections.store_section,
+    speed_sections.speed_section,
     tradeoff_sections.tradeoff_section,
     suite_sections.flower_section,
     partition_sections.partition_section,

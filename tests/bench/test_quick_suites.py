@@ -268,6 +268,7 @@ def test_report_renders_every_suite_section_from_real_results(
         for mode, transport in (("legacy", "grpc"), ("deployment", "http")):
             assert f"| flower · {mode} · {transport} · np.save buffers |" in markdown, mode
     sections = ("Transport throughput", "Round latency", "Accuracy per round", "Store overhead")
+    sections += ("Start-up, whole runs and stalls",)
     for section in (*sections, "Flower"):
         assert f"## {section}" in markdown, section
     # The store rows are compared in their own section, not in the transport x codec tables.
