@@ -267,9 +267,8 @@ def test_report_renders_every_suite_section_from_real_results(
     if flower_missing is None:  # Flower's two ways, each a row of its own
         for mode, transport in (("legacy", "grpc"), ("deployment", "http")):
             assert f"| flower · {mode} · {transport} · np.save buffers |" in markdown, mode
-    sections = ("Transport throughput", "Round latency", "Accuracy per round", "Store overhead")
-    sections += ("Start-up, whole runs and stalls",)
-    for section in (*sections, "Flower"):
+    sections = ["Transport throughput", "Round latency", "Accuracy per round", "Store overhead"]
+    for section in (*sections, "Start-up, whole runs and stalls", "Flower"):
         assert f"## {section}" in markdown, section
     # The store rows are compared in their own section, not in the transport x codec tables.
     assert "4 clients" not in markdown.split("## Round latency")[1].split("## Store overhead")[0]
