@@ -25,6 +25,7 @@ from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, error_from_rpc
+from fedgate.transport.slicing import slices
 from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_failure
 
 T = TypeVar("T")
@@ -221,7 +222,7 @@ class GrpcTransport:
 
     async def _update_chunks(self, update: Update) -> AsyncIterator[streams.UpdateItem]:
         yield pb.UpdateChunk(header=serde.update_header_to_proto(update))
-        for piece in streams.slices(update.payload, self.chunk_bytes):
+        for piece in slices(update.payload, self.chunk_bytes):
             yield piece
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:

@@ -31,6 +31,7 @@ from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.channel import CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
+from fedgate.transport.slicing import slices
 
 # The one field each message's bytes travel in, as its tag byte (field number << 3 | 2).
 MODEL_DATA = 4 << 3 | 2  # ModelChunk.data
@@ -56,13 +57,6 @@ def task_parts(task: Task, chunk_bytes: int = CHUNK_BYTES) -> Iterator[TaskItem]
     if task.model is not None:
         yield pb.TaskPart(model=serde.model_header_to_proto(task.model, b""))
         yield from slices(task.model.payload, chunk_bytes)
-
-
-def slices(payload: bytes, chunk_bytes: int) -> Iterator[memoryview]:
-    """``payload`` in ``chunk_bytes`` pieces, without a copy."""
-    view = memoryview(payload)
-    for start in range(0, len(view), chunk_bytes):
-        yield view[start : start + chunk_bytes]
 
 
 # ---- the wire: serialisers and deserialisers for grpc ---------------------------------

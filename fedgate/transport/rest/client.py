@@ -35,12 +35,12 @@ from fedgate.transport.rest.headers import (
     TASK_HEADER,
 )
 from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_response
+from fedgate.transport.slicing import streamed
 from fedgate.transport.tls import ClientTls, load_client_tls
 
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
 TRANSFER_TIMEOUT_S = 900.0
-BODY_SLICE_BYTES = 1 << 20
 
 
 @asynccontextmanager
@@ -174,7 +174,7 @@ class RestTransport:
             f"/rounds/{update.round_id}/updates",
             session=session,
             params=params,
-            content=slices(update.payload),
+            content=streamed(update.payload),
             limit_s=TRANSFER_TIMEOUT_S,
             # the size up front (not chunked): the server checks it before the body
             headers={"Content-Type": media_type, "Content-Length": str(len(update.payload))},
@@ -220,14 +220,6 @@ class RestTransport:
         if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
-
-
-async def slices(payload: bytes) -> AsyncIterator[memoryview]:
-    """``payload`` in pieces for the socket: handed over whole, h11 and the socket
-    transport would each copy all of it first."""
-    view = memoryview(payload)
-    for start in range(0, len(view), BODY_SLICE_BYTES):
-        yield view[start : start + BODY_SLICE_BYTES]
 
 
 def route_missing(response: httpx.Response) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -35,11 +34,11 @@ from fedgate.transport.rest.headers import (
     REF_HEADER,
     TASK_HEADER,
 )
+from fedgate.transport.slicing import SLICE_BYTES, streamed
 
 TRANSPORT = "rest"
 log = logging.getLogger("fedgate.rest")
 MAX_INT64 = 2**63 - 1
-BODY_SLICE_BYTES = 1 << 20  # a model body goes to the server's transport in pieces this big
 
 
 async def bearer(authorization: Annotated[str, Header()] = "") -> str:
@@ -255,16 +254,10 @@ def model_response(model: EncodedModel, headers: dict[str, str] | None = None) -
     all_headers = {**(headers or {}), **model_headers(model)}
     media_type = get_codec(model.codec).media_type
     payload = model.payload
-    if len(payload) <= BODY_SLICE_BYTES:
+    if len(payload) <= SLICE_BYTES:
         return Response(content=payload, media_type=media_type, headers=all_headers)
     all_headers["content-length"] = str(len(payload))  # not chunked: the size is known
-    return StreamingResponse(slices(payload), media_type=media_type, headers=all_headers)
-
-
-async def slices(payload: bytes) -> AsyncIterator[memoryview]:
-    view = memoryview(payload)
-    for start in range(0, len(view), BODY_SLICE_BYTES):
-        yield view[start : start + BODY_SLICE_BYTES]
+    return StreamingResponse(streamed(payload), media_type=media_type, headers=all_headers)
 
 
 def model_headers(model: EncodedModel) -> dict[str, str]:

@@ -16,8 +16,8 @@ from fedgate.core.federation import Federation
 from fedgate.core.modelstore import dense_codec
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.transport.rest.headers import TASK_HEADER
-from fedgate.transport.rest.router import BODY_SLICE_BYTES
 from fedgate.transport.rest.schemas import TaskJson
+from fedgate.transport.slicing import SLICE_BYTES as BODY_SLICE_BYTES
 from tests.conftest import tiny_model
 from tests.transport.conftest import ADMIN_TOKEN
 
