@@ -190,8 +190,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def comparison_report_hint() -> str:
-    """Where the newest committed bench report is, and how to make one on this machine."""
-    reports = sorted((checkout_root() / "bench" / "reports").glob("*/report.html"))
+    """Where the newest committed full bench report is (one with every suite, the codecs'
+    among them: not an experiment's or a single suite's), and how to make one here."""
+    full = sorted((checkout_root() / "bench" / "reports").glob("*/results/codecs.json"))
+    reports = [
+        p.parent.parent / "report.html" for p in full if (p.parent.parent / "report.html").exists()
+    ]
     made_here = "`make bench` measures this machine into runs/bench/report/report.html"
     if not reports:
         return f"comparison report: {made_here}"

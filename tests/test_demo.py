@@ -28,6 +28,10 @@ def test_demo_runs_a_mixed_federation_and_says_where_everything_is(
     assert "round   2/2" in printed
     assert f"results: {(out_dir / 'results.json').resolve()}" in printed
     assert "comparison report" in printed and "make bench" in printed
+    # the report named is a full one (every suite), not an experiment's or one suite's
+    named = printed.split("comparison report (codecs, transports, rounds, Flower): ")[1]
+    report = Path(named.splitlines()[0])
+    assert (report.parent / "results" / "codecs.json").is_file(), report
     results = json.loads((out_dir / "results.json").read_text())
     assert len(results["rounds"]) == 2 and results["bytes_up"] > 0
     assert set(results["bytes_by_transport"]) == set(NETWORK_TRANSPORTS[:2])
