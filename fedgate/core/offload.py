@@ -123,17 +123,6 @@ def spool_read(path: str) -> bytes:
         return file.read()
 
 
-async def joined(parts: list[bytes]) -> bytes:
-    """``b"".join(parts)``, made off the event loop when it is large: `bytes.join` lets go
-    of the GIL while it copies exact ``bytes`` of a megabyte or more, so a body received in
-    chunks (an upload of 260 MB of JSON) becomes one ``bytes`` without holding the loop."""
-    if len(parts) <= 1:
-        return parts[0] if parts else b""
-    if sum(map(len, parts)) < MIN_OFFLOAD_BYTES:
-        return b"".join(parts)
-    return await asyncio.to_thread(b"".join, parts)
-
-
 @dataclass(frozen=True)
 class Refusal:
     """A fedgate error raised in a worker, carried back by value.

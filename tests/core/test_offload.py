@@ -20,7 +20,7 @@ from fedgate.codecs.base import GilBoundCodec, holds_gil
 from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import Update
-from fedgate.core.offload import MIN_OFFLOAD_BYTES, WORKER_NICENESS, CodecOffload, joined
+from fedgate.core.offload import WORKER_NICENESS, CodecOffload
 from fedgate.errors import FedgateError, ServerError
 from tests.conftest import join, until
 from tests.hostile_payloads import attacks
@@ -240,41 +240,6 @@ async def test_a_dead_worker_fails_its_call_as_the_servers_fault_and_is_replaced
         assert offload.worker_pids() not in ([], [pid])
     finally:
         offload.close()
-
-
-@pytest.mark.parametrize(
-    "sizes",
-    [
-        [],
-        [5],
-        [1, 0, 7, 4097, 3],  # small: joined on the loop
-        [MIN_OFFLOAD_BYTES // 2, 1, MIN_OFFLOAD_BYTES // 2 + 5],  # large: on a thread
-    ],
-)
-async def test_a_received_body_is_joined_byte_for_byte(sizes: list[int]) -> None:
-    parts = [os.urandom(size) for size in sizes]
-    body = await joined(parts)
-    assert type(body) is bytes and body == b"".join(parts)
-
-
-async def test_a_large_body_is_joined_without_holding_the_loop() -> None:
-    """`bytes.join` of exact bytes lets go of the GIL: the loop runs while it copies."""
-    parts = [bytes([n]) * (1 << 20) for n in range(64)]
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    try:
-        body = await joined(parts)
-    finally:
-        ticker.cancel()
-    assert body == b"".join(parts) and ticks > 10  # thousands, when the copy lets go
 
 
 def test_the_workers_yield_the_cpu_to_the_server(offload: CodecOffload) -> None:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import grpc
 
 from fedgate.core.accounts import Principal, Role, audit
-from fedgate.core.offload import joined
 from fedgate.core.service import FederationService
 from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
@@ -27,6 +26,7 @@ from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.servers import Extensions, ServerSettings, host_port
+from fedgate.transport.slicing import joined
 from fedgate.transport.tls import ServerTls
 from fedgate.transport.watch import status_stream
 

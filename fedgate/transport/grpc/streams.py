@@ -18,7 +18,6 @@ fields, garbage) is parsed by protobuf as before, with its checks and errors.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterable, Callable, Iterator
 from typing import Any
@@ -31,7 +30,7 @@ from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.channel import CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.slicing import slices
+from fedgate.transport.slicing import joined, slices
 
 # The one field each message's bytes travel in, as its tag byte (field number << 3 | 2).
 MODEL_DATA = 4 << 3 | 2  # ModelChunk.data
@@ -122,7 +121,7 @@ def task_part_from_wire(message: bytes) -> TaskItem:
 
 def update_chunk_from_wire(message: bytes) -> UpdateData:
     """The bytes of a data chunk as ``bytes`` (one copy: the server joins exact bytes off
-    its event loop, see `fedgate.core.offload.joined`); any other message parsed."""
+    its event loop, see `fedgate.transport.slicing.joined`); any other message parsed."""
     data = _one_field(memoryview(message), UPDATE_DATA)
     return pb.UpdateChunk.FromString(message) if data is None else data.tobytes()
 
@@ -205,10 +204,7 @@ class ModelAssembly:
             declared = self.header.total_size if self.header else "?"
             raise TransportError(f"model download ended after {self._size} of {declared} bytes")
         parts, self._parts = self._parts, []
-        if len(parts) == 1 and isinstance(parts[0], bytes):
-            return serde.model_from_proto(self.header, parts[0])
-        # one copy into the payload, on a thread: with bytes parts it lets go of the GIL
-        return serde.model_from_proto(self.header, await asyncio.to_thread(b"".join, parts))
+        return serde.model_from_proto(self.header, await joined(parts))
 
 
 async def model_from_chunks(chunks: AsyncIterable[ModelPart]) -> EncodedModel:

@@ -20,7 +20,6 @@ from fedgate.codecs import CODECS, get_codec
 from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.core.federation import MAX_POLL_S
 from fedgate.core.messages import EncodedModel, JoinRequest, ModelWant, UpdateHeader
-from fedgate.core.offload import joined
 from fedgate.errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownCodec
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.rest import schemas
@@ -34,7 +33,7 @@ from fedgate.transport.rest.headers import (
     REF_HEADER,
     TASK_HEADER,
 )
-from fedgate.transport.slicing import SLICE_BYTES, streamed
+from fedgate.transport.slicing import SLICE_BYTES, joined, streamed
 
 TRANSPORT = "rest"
 log = logging.getLogger("fedgate.rest")
