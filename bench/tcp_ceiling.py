@@ -27,14 +27,13 @@ from pathlib import Path
 HEADER = struct.Struct("!cQ")  # b"U" (the client sends n bytes) or b"D" (the server does)
 UP, DOWN, RECEIPT = b"U", b"D", b"k"
 SCRIPT = Path(__file__)
-BUFFER_BYTES = 1 << 20  # what one recv_into reads at most
 
 
-def _receive_exactly(connection: socket.socket, view: memoryview, size: int) -> None:
-    """Read ``size`` bytes into ``view`` over and over (a request header, a receipt)."""
+def _receive_into(connection: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from the connection (a request header, a receipt, a model)."""
     got = 0
-    while got < size:
-        n = connection.recv_into(view[: min(len(view), size - got)])
+    while got < len(view):
+        n = connection.recv_into(view[got:])
         if n == 0:
             raise ConnectionError("the peer closed the connection mid-transfer")
         got += n
@@ -43,12 +42,7 @@ def _receive_exactly(connection: socket.socket, view: memoryview, size: int) -> 
 def _receive_fresh(connection: socket.socket, size: int) -> bytearray:
     """``size`` bytes read straight into memory of their own (the model a receiver holds)."""
     received = bytearray(size)
-    view, got = memoryview(received), 0
-    while got < size:
-        n = connection.recv_into(view[got:])
-        if n == 0:
-            raise ConnectionError("the peer closed the connection mid-transfer")
-        got += n
+    _receive_into(connection, memoryview(received))
     return received
 
 
@@ -58,7 +52,7 @@ def _serve_connection(connection: socket.socket) -> None:
         header = memoryview(bytearray(HEADER.size))
         while True:
             try:
-                _receive_exactly(connection, header, HEADER.size)
+                _receive_into(connection, header)
             except ConnectionError:
                 return
             op, size = HEADER.unpack(header)
@@ -96,12 +90,12 @@ class TcpCeiling:
         port = int(self.process.stdout.readline())
         self.connection = socket.create_connection(("127.0.0.1", port))
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buffer = memoryview(bytearray(BUFFER_BYTES))
+        self._receipt = memoryview(bytearray(len(RECEIPT)))
 
     def up(self, payload: memoryview) -> None:
         self.connection.sendall(HEADER.pack(UP, len(payload)))
         self.connection.sendall(payload)
-        _receive_exactly(self.connection, self._buffer, len(RECEIPT))
+        _receive_into(self.connection, self._receipt)
 
     def down(self, size: int) -> None:
         self.connection.sendall(HEADER.pack(DOWN, size))
