@@ -85,8 +85,7 @@ class ClientRecord:
 
     def abandon_upload(self) -> None:
         """An upload that brought no update: the client may still send a good one."""
-        if not self.gone:
-            self._move(ClientState.TRAINING)
+        self._move(ClientState.TRAINING)
 
     def finish_upload(self) -> None:
         self._move(ClientState.FINISHED)
@@ -102,6 +101,10 @@ class ClientRecord:
         self._move(self.state, reason)
 
     def _move(self, state: ClientState, reason: str | None = None) -> None:
+        # Left and failed are final: a request that was in flight when the client was
+        # kicked (an upload finishing, a long-poll) must not bring it back; it joins again.
+        if self.gone:
+            return
         reason = self.reason if reason is None else reason
         if state is self.state and reason == self.reason:
             return

@@ -37,6 +37,7 @@ class Round:
     reported: dict[str, int] = field(default_factory=dict)  # client id -> num_examples
     dropped: set[str] = field(default_factory=set)
     uploading: set[str] = field(default_factory=set)
+    folded: set[str] = field(default_factory=set)  # in the aggregate, maybe not yet reported
     train_losses: list[float] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
     traffic_by_codec: dict[str, Traffic] = field(default_factory=dict)
@@ -96,11 +97,15 @@ class Round:
             self.train_losses.append(train_loss)
 
     def drop(self, client_id: str) -> bool:
-        """Stop waiting for ``client_id``; False if the round was not waiting for it."""
-        if client_id not in self.pending():
-            return False
-        self.dropped.add(client_id)
-        return True
+        """Stop waiting for ``client_id``; False if the round was not waiting for it.
+
+        Under the lock `fold` takes: an update already in the aggregate keeps its client
+        in (nothing is waited for), and one that is not yet in is refused when it comes."""
+        with self._lock:
+            if client_id not in self.pending() or client_id in self.folded:
+                return False
+            self.dropped.add(client_id)
+            return True
 
     def refuse(self, offenders: tuple[str, ...], reason: str) -> None:
         """The aggregate may not be published because of ``offenders``' updates."""
@@ -128,7 +133,13 @@ class Round:
         with self._lock:
             if self.closed:
                 raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
+            if client_id in self.dropped:  # kicked, failed or left during its upload
+                raise RoundClosed(
+                    f"client {client_id} was dropped from round {self.round_id} while its "
+                    "update was decoded; it is not counted"
+                )
             self.aggregator.add(tensors, num_examples, client_id=client_id, meta=meta)
+            self.folded.add(client_id)
 
     def close(self) -> None:
         with self._lock:

@@ -4,11 +4,14 @@ the model and codec, capped in number, and a silent participant leaves its round
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fedgate.codecs import get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import ClientState, UpdateHeader
+from fedgate.core.registry import ClientRegistry
+from fedgate.core.rounds import Round
 from fedgate.errors import (
     DuplicateUpdate,
     InvalidUpdate,
@@ -16,6 +19,7 @@ from fedgate.errors import (
     PayloadTooLarge,
     RoundClosed,
     Unauthorized,
+    UnknownClient,
 )
 from tests.conftest import join, tiny_model, until
 from tests.core.clock import ManualClock
@@ -123,3 +127,77 @@ async def test_a_silent_participant_leaves_its_round_long_before_the_deadline() 
         assert (await quiet.train_task()).round == 2
     finally:
         await federation.close()
+
+
+async def test_a_client_kicked_during_its_upload_stays_out_and_is_not_counted() -> None:
+    # The body is on the wire when the operator kicks the client: the upload ends refused,
+    # the client stays left (its finished upload brought it back to "ready" once), and the
+    # round publishes what the others sent.
+    config = RunConfig(rounds=1, min_clients=2, round_deadline_s=30.0)
+    federation = Federation(tiny_model(), config)
+    players = [await join(federation, n) for n in ("a", "b", "kicked")]
+    federation.start()
+    try:
+        tasks = [await p.train_task() for p in players]
+        a, b, kicked = players
+        permit = await federation.begin_update(
+            kicked.client_id, kicked.token, header(tasks[2].round_id)
+        )
+        federation.kick(kicked.client_id, "kicked mid-upload")
+        with pytest.raises(RoundClosed, match=f"{kicked.client_id} was dropped from round 1.1"):
+            await federation.finish_update(permit, get_codec("raw").encode(tiny_model(100.0)))
+        record = federation.clients.get(kicked.client_id)
+        assert (record.state, record.reason) == (ClientState.LEFT, "kicked mid-upload")
+        with pytest.raises(UnknownClient, match="is left \\(kicked mid-upload\\)"):
+            await federation.next_task(kicked.client_id, kicked.token, 0.0)
+        for player, task in zip((a, b), tasks[:2], strict=True):
+            await player.send(task, tiny_model(1.0))
+        await until(lambda: federation.models.version == 1)
+        assert federation.history[-1].participants == tuple(sorted((a.client_id, b.client_id)))
+        published = federation.models.current
+        assert all(torch.equal(published[k], v) for k, v in tiny_model(1.0).items())
+        assert federation.clients.get(kicked.client_id).state is ClientState.LEFT
+    finally:
+        await federation.close()
+
+
+async def test_an_update_folded_before_its_client_leaves_stays_in_and_no_later() -> None:
+    # The fold (a worker thread) and a drop (the loop) meet under the round's lock: an
+    # update already in the aggregate stays there and the round stops waiting for no one;
+    # an update that arrives after the drop is refused, not added.
+    federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
+    players = [await join(federation, n) for n in ("a", "b")]
+    federation.start()
+    try:
+        for player in players:
+            await player.train_task()
+        round_ = federation.round
+        assert isinstance(round_, Round)
+        first, second = (p.client_id for p in players)
+        round_.fold(tiny_model(1.0), 10, first)
+        assert not round_.drop(first)  # its update is in: nothing to stop waiting for
+        assert round_.drop(second)
+        with pytest.raises(RoundClosed, match=f"{second} was dropped from round"):
+            round_.fold(tiny_model(100.0), 10, second)
+        assert round_.dropped == {second}
+        assert all(torch.equal(round_.result()[k], v) for k, v in tiny_model(1.0).items())
+    finally:
+        await federation.close()
+
+
+@pytest.mark.parametrize("gone", [ClientState.LEFT, ClientState.FAILED])
+def test_left_and_failed_are_final_whatever_request_was_in_flight(gone: ClientState) -> None:
+    # An upload folded just before the kick finishes after it, a long-poll wakes after it:
+    # neither may move the record out of its final state (nor tell the store it did).
+    told: list[ClientState] = []
+    registry = ClientRegistry(journal=lambda _record, event: told.append(event.state))
+    record = registry.add("a", "raw", "inproc", 10).record
+    record.take_task()
+    record.start_upload()
+    record.leave("kicked") if gone is ClientState.LEFT else record.fail("silent")
+    for late in (record.finish_upload, record.wait_for_task, record.take_task):
+        late()
+    record.abandon_upload()
+    record.explain("dropped from round 1.1")
+    assert record.state is gone and record.reason in ("kicked", "silent")
+    assert told == [ClientState.JOINED, ClientState.TRAINING, ClientState.UPLOADING, gone]
