@@ -182,8 +182,11 @@ class GilBoundCodec(Codec, Protocol):
 
 
 def holds_gil(codec: Codec) -> bool:
-    """Whether ``codec`` declares itself GIL-bound (`GilBoundCodec`, ``gil_bound`` True)."""
-    return isinstance(codec, GilBoundCodec) and bool(codec.gil_bound)
+    """Whether ``codec`` declares itself GIL-bound (`GilBoundCodec`, ``gil_bound`` True).
+
+    The attribute is read, not ``isinstance``-checked: a runtime Protocol check costs tens
+    of microseconds, and this is asked on every upload."""
+    return bool(getattr(codec, "gil_bound", False))
 
 
 class InvalidCodecParameter(UnknownCodec, ConfigError):

@@ -22,21 +22,29 @@ EVENT_LOG = 4096  # transitions kept for watchers that fall behind
 class Changes:
     def __init__(self) -> None:
         self._changed = asyncio.Event()
+        self._run_changed = asyncio.Event()  # run-level changes only: no client transition
         self._events: deque[tuple[int, ClientEvent]] = deque(maxlen=EVENT_LOG)
         self._seq = itertools.count(1)
         self.last_seq = 0
         self.notified = 0  # changes so far: a waiter that took this count misses none
 
     def notify(self) -> None:
-        """Wake every waiter (long-polls, the round loop, watchers): something changed."""
+        """Wake every waiter (long-polls, the round loop, watchers): the run changed (a
+        round opened or closed, its phase, its config, a client dropped)."""
+        self._run_changed.set()
+        self._run_changed = asyncio.Event()
+        self._wake()
+
+    def client_event(self, event: ClientEvent) -> None:
+        """A client's transition: for watchers and the round loop, not task long-polls."""
+        self.last_seq = next(self._seq)
+        self._events.append((self.last_seq, event))
+        self._wake()
+
+    def _wake(self) -> None:
         self.notified += 1
         self._changed.set()
         self._changed = asyncio.Event()
-
-    def client_event(self, event: ClientEvent) -> None:
-        self.last_seq = next(self._seq)
-        self._events.append((self.last_seq, event))
-        self.notify()
 
     def events_since(self, seq: int) -> tuple[ClientEvent, ...]:
         """Transitions after ``seq`` (the oldest may have been forgotten past EVENT_LOG)."""
@@ -48,8 +56,19 @@ class Changes:
         elsewhere, as a watcher is between two statuses)."""
         if since is not None and since != self.notified:
             return
-        event = self._changed
-        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(at_most_s):
-                await event.wait()
+        await _within(self._changed, at_most_s)
+
+    async def wait_for_run(self, at_most_s: float) -> None:
+        """Return at the next run-level change (`notify`), or after ``at_most_s`` seconds.
+
+        For task long-polls: a task comes only with such a change, and with ten clients
+        each client transition woke every waiting long-poll for nothing (about 60 wake-ups
+        a round, each re-authenticating)."""
+        await _within(self._run_changed, at_most_s)
+
+
+async def _within(event: asyncio.Event, at_most_s: float) -> None:
+    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(at_most_s):
+            await event.wait()

@@ -213,7 +213,7 @@ class CodecOffload:
 
     def offloads(self, codec: Codec, size: int) -> bool:
         """Whether ``codec``'s work on ``size`` bytes goes to a worker process."""
-        return self.workers > 0 and not self._closed and holds_gil(codec) and size >= self.min_bytes
+        return self.workers > 0 and size >= self.min_bytes and not self._closed and holds_gil(codec)
 
     async def decode(self, codec: Codec, data: bytes, limits: DecodeLimits) -> TensorDict:
         """``codec.decode(data, limits)``, in a worker process or a thread; the same
