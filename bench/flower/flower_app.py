@@ -39,8 +39,10 @@ What the server measures, per round (`CountingFedAvg`):
 
 - wall time: from ``configure_fit`` having built the round's instructions (after waiting
   for the clients to connect) to the aggregated model having been evaluated on the
-  held-out split: what fedgate's server records as a round (opened to closed, its
-  evaluation included), in the same place, the server process;
+  held-out split, after which Flower's loop starts the next round: the round's cadence,
+  as fedgate's server records its rounds (opened to the model published; fedgate
+  evaluates in the background while the next round runs), in the same place, the
+  server process;
 - bytes: the serialized tensors (``Parameters.tensors``, one ``np.save`` buffer each) in
   every client's ``FitIns`` and in every ``FitRes``: payload bytes, as fedgate counts its
   encoded models and updates; protobuf and gRPC framing are counted on neither side;

@@ -204,6 +204,9 @@ class ClientActor(ClientHost):
         return connect(transport, address)
 
     # async methods: Ray makes this an async actor, `stop` runs while `run` does
+    async def ready(self) -> None:
+        """Answers once the actor exists (its process started, torch and fedgate imported)."""
+
     async def run(self, gateway: Gateway) -> HostReport:
         return await super().run(gateway)
 

@@ -57,6 +57,7 @@ ServerCallback = Callable[[ServerProcess], None]
 Completion = Callable[[dict[str, Any]], None]  # completes the results document
 OBJECT_STORE_BYTES = 128 * 1024**2  # a local cluster's: models pass through it (inproc)
 FINISH_S = 30.0  # for the hosts to report once the run has ended
+READY_S = 300.0  # for every host to have started (Ray starting processes on a busy machine)
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - only for a cluster of several machines
 
 
@@ -172,7 +173,12 @@ class Fleet:
     def start(self, gateway: Gateway, give_up: Callable[[], object]) -> None:
         """The hosts' clients join ``gateway``. ``give_up`` is called (from a thread) if
         every host ends before the run does with no client left in it: a run without
-        clients would wait for them for ever."""
+        clients would wait for them for ever.
+
+        Every host is waited for first: on a busy machine one host's process can start
+        seconds after another's, and a short run could open, and end, with the first
+        host's clients alone."""
+        ray.get([host.ready.remote() for host in self.hosts], timeout=READY_S)
         self.runs = [host.run.remote(gateway) for host in self.hosts]
 
         def watching() -> None:
