@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from fedgate.core.messages import RoundOutcome
+from fedgate.core.messages import RoundOutcome, RunState
 from fedgate.core.ports import StoredRun
 from fedgate.run.launch import ServerProcess, start_client, start_server, stop_process
 from fedgate.store import open_store
@@ -106,7 +106,7 @@ def run_federation(workdir: Path, db_url: str, *, kill_in_round: int | None) -> 
     restarts = 0
     try:
         if kill_in_round is not None:
-            server = kill_and_restart(server, serve_args, workdir, kill_in_round)
+            server = kill_and_restart(server, serve_args, workdir, kill_in_round, db_url)
             restarts += 1
         codes = [wait_exit(client, workdir) for client in clients]
         server.process.wait(FINISH_WITHIN_S)
@@ -123,10 +123,12 @@ def run_federation(workdir: Path, db_url: str, *, kill_in_round: int | None) -> 
 
 
 def kill_and_restart(
-    server: ServerProcess, serve_args: list[str], workdir: Path, in_round: int
+    server: ServerProcess, serve_args: list[str], workdir: Path, in_round: int, db_url: str
 ) -> ServerProcess:
-    """SIGKILL the server while round ``in_round`` is open and a client trains or uploads,
-    then start it again on the same store and ports."""
+    """SIGKILL the server while round ``in_round`` is open, a client trains or uploads, and
+    the store knows the round is open (the writer thread records the phase a moment after
+    status shows it: a kill before that is a kill between rounds, as far as resuming can
+    tell), then start it again on the same store and ports."""
     wait_for(
         server,
         lambda s: (
@@ -135,6 +137,7 @@ def kill_and_restart(
             and any(c["state"] in ("training", "uploading") for c in s["clients"])
         ),
     )
+    wait_until_stored_open(db_url, server.run_id, in_round)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     return start_server(
@@ -143,6 +146,20 @@ def kill_and_restart(
         ports=(server.grpc_port, server.http_port),
         enrolment_key=server.enrolment_key,
     )
+
+
+def wait_until_stored_open(db_url: str, run_id: str, in_round: int, within_s: float = 30.0) -> None:
+    store = open_store(db_url)
+    try:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            snapshot = store.runs.load_run(run_id).snapshot
+            if (snapshot.state, snapshot.round_number) == (RunState.RUNNING, in_round):
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"the store never showed round {in_round} open: {snapshot}")
+    finally:
+        store.close()
 
 
 def wait_exit(client: subprocess.Popen[bytes], workdir: Path) -> int:

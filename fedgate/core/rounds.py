@@ -37,7 +37,8 @@ class Round:
     reported: dict[str, int] = field(default_factory=dict)  # client id -> num_examples
     dropped: set[str] = field(default_factory=set)
     uploading: set[str] = field(default_factory=set)
-    folded: set[str] = field(default_factory=set)  # in the aggregate, maybe not yet reported
+    folded: set[str] = field(default_factory=set)  # going into the aggregate, or in it
+    dropped_while_folding: set[str] = field(default_factory=set)  # stands if the fold fails
     train_losses: list[float] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
     traffic_by_codec: dict[str, Traffic] = field(default_factory=dict)
@@ -45,7 +46,8 @@ class Round:
     closed: bool = False
     excluded: tuple[str, ...] = ()  # clients whose updates made the result unpublishable
     reason: str = ""  # why the attempt ended as it did, when not simply completed
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # the aggregate
+    _members: threading.Lock = field(default_factory=threading.Lock)  # folded / dropped
 
     @property
     def round_id(self) -> str:
@@ -99,10 +101,14 @@ class Round:
     def drop(self, client_id: str) -> bool:
         """Stop waiting for ``client_id``; False if the round was not waiting for it.
 
-        Under the lock `fold` takes: an update already in the aggregate keeps its client
-        in (nothing is waited for), and one that is not yet in is refused when it comes."""
-        with self._lock:
-            if client_id not in self.pending() or client_id in self.folded:
+        Ordered with `fold` by a lock held only for these checks (never while an update is
+        added: the event loop must not wait for that): an update whose fold has begun
+        stays (the drop stands only if the fold fails); one not begun is refused."""
+        with self._members:
+            if client_id not in self.pending():
+                return False
+            if client_id in self.folded:
+                self.dropped_while_folding.add(client_id)
                 return False
             self.dropped.add(client_id)
             return True
@@ -130,16 +136,24 @@ class Round:
     ) -> None:
         """Add a validated update from ``client_id`` to the aggregate (worker thread)."""
         meta = UpdateMeta(client_id, num_examples, train_loss, self.round_id, key_id)
-        with self._lock:
-            if self.closed:
-                raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
+        with self._members:
             if client_id in self.dropped:  # kicked, failed or left during its upload
                 raise RoundClosed(
                     f"client {client_id} was dropped from round {self.round_id} while its "
                     "update was decoded; it is not counted"
                 )
-            self.aggregator.add(tensors, num_examples, client_id=client_id, meta=meta)
             self.folded.add(client_id)
+        try:
+            with self._lock:
+                if self.closed:
+                    raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
+                self.aggregator.add(tensors, num_examples, client_id=client_id, meta=meta)
+        except BaseException:
+            with self._members:  # not in the aggregate: a drop that came meanwhile stands
+                self.folded.discard(client_id)
+                if client_id in self.dropped_while_folding:
+                    self.dropped.add(client_id)
+            raise
 
     def close(self) -> None:
         with self._lock:

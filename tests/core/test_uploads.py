@@ -3,6 +3,10 @@ the model and codec, capped in number, and a silent participant leaves its round
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 import torch
 
@@ -201,3 +205,46 @@ def test_left_and_failed_are_final_whatever_request_was_in_flight(gone: ClientSt
     record.explain("dropped from round 1.1")
     assert record.state is gone and record.reason in ("kicked", "silent")
     assert told == [ClientState.JOINED, ClientState.TRAINING, ClientState.UPLOADING, gone]
+
+
+class StallingAggregator:
+    """Holds a fold inside the aggregate's lock until told, then refuses it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.entered, self.go = inner, threading.Event(), threading.Event()
+
+    def add(self, *args: object, **kwargs: object) -> None:
+        self.entered.set()
+        self.go.wait(10.0)
+        raise InvalidUpdate("refused by the aggregator")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_drop_never_waits_for_a_fold_and_stands_if_the_fold_fails() -> None:
+    federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
+    players = [await join(federation, n) for n in ("a", "b")]
+    federation.start()
+    try:
+        for player in players:
+            await player.train_task()
+        round_ = federation.round
+        assert isinstance(round_, Round)
+        stalling = StallingAggregator(round_.aggregator)
+        round_.aggregator = stalling  # type: ignore[assignment]
+        client_id = players[0].client_id
+        folding = asyncio.create_task(
+            asyncio.to_thread(round_.fold, tiny_model(1.0), 10, client_id)
+        )
+        assert await asyncio.to_thread(stalling.entered.wait, 5.0)
+        started = time.perf_counter()
+        assert not round_.drop(client_id)  # its update is going in: not dropped yet
+        assert time.perf_counter() - started < 0.5  # and the drop did not wait for the fold
+        stalling.go.set()
+        with pytest.raises(InvalidUpdate, match="refused by the aggregator"):
+            await folding
+        assert client_id in round_.dropped  # the fold failed: the drop stands
+        assert client_id not in round_.pending()
+    finally:
+        await federation.close()
