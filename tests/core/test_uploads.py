@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import torch
@@ -165,10 +166,9 @@ async def test_a_client_kicked_during_its_upload_stays_out_and_is_not_counted() 
         await federation.close()
 
 
-async def test_an_update_folded_before_its_client_leaves_stays_in_and_no_later() -> None:
-    # The fold (a worker thread) and a drop (the loop) meet under the round's lock: an
-    # update already in the aggregate stays there and the round stops waiting for no one;
-    # an update that arrives after the drop is refused, not added.
+@pytest.fixture
+async def open_round() -> AsyncIterator[tuple[Round, list[str]]]:
+    """The open round of a federation whose two clients took their tasks, and their ids."""
     federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
     players = [await join(federation, n) for n in ("a", "b")]
     federation.start()
@@ -177,16 +177,25 @@ async def test_an_update_folded_before_its_client_leaves_stays_in_and_no_later()
             await player.train_task()
         round_ = federation.round
         assert isinstance(round_, Round)
-        first, second = (p.client_id for p in players)
-        round_.fold(tiny_model(1.0), 10, first)
-        assert not round_.drop(first)  # its update is in: nothing to stop waiting for
-        assert round_.drop(second)
-        with pytest.raises(RoundClosed, match=f"{second} was dropped from round"):
-            round_.fold(tiny_model(100.0), 10, second)
-        assert round_.dropped == {second}
-        assert all(torch.equal(round_.result()[k], v) for k, v in tiny_model(1.0).items())
+        yield round_, [p.client_id for p in players]
     finally:
         await federation.close()
+
+
+def test_an_update_folded_before_its_client_leaves_stays_in_and_no_later(
+    open_round: tuple[Round, list[str]],
+) -> None:
+    # A fold (a worker thread) and a drop (the loop) are ordered by the round's membership
+    # lock: an update going into the aggregate stays there and the round stops waiting for
+    # no one; an update that arrives after the drop is refused, not added.
+    round_, (first, second) = open_round
+    round_.fold(tiny_model(1.0), 10, first)
+    assert not round_.drop(first)  # its update is in: nothing to stop waiting for
+    assert round_.drop(second)
+    with pytest.raises(RoundClosed, match=f"{second} was dropped from round"):
+        round_.fold(tiny_model(100.0), 10, second)
+    assert round_.dropped == {second}
+    assert all(torch.equal(round_.result()[k], v) for k, v in tiny_model(1.0).items())
 
 
 @pytest.mark.parametrize("gone", [ClientState.LEFT, ClientState.FAILED])
@@ -222,29 +231,19 @@ class StallingAggregator:
         return getattr(self.inner, name)
 
 
-async def test_a_drop_never_waits_for_a_fold_and_stands_if_the_fold_fails() -> None:
-    federation = Federation(tiny_model(), RunConfig(rounds=1, min_clients=2))
-    players = [await join(federation, n) for n in ("a", "b")]
-    federation.start()
-    try:
-        for player in players:
-            await player.train_task()
-        round_ = federation.round
-        assert isinstance(round_, Round)
-        stalling = StallingAggregator(round_.aggregator)
-        round_.aggregator = stalling  # type: ignore[assignment]
-        client_id = players[0].client_id
-        folding = asyncio.create_task(
-            asyncio.to_thread(round_.fold, tiny_model(1.0), 10, client_id)
-        )
-        assert await asyncio.to_thread(stalling.entered.wait, 5.0)
-        started = time.perf_counter()
-        assert not round_.drop(client_id)  # its update is going in: not dropped yet
-        assert time.perf_counter() - started < 0.5  # and the drop did not wait for the fold
-        stalling.go.set()
-        with pytest.raises(InvalidUpdate, match="refused by the aggregator"):
-            await folding
-        assert client_id in round_.dropped  # the fold failed: the drop stands
-        assert client_id not in round_.pending()
-    finally:
-        await federation.close()
+async def test_a_drop_never_waits_for_a_fold_and_stands_if_the_fold_fails(
+    open_round: tuple[Round, list[str]],
+) -> None:
+    round_, (client_id, _other) = open_round
+    stalling = StallingAggregator(round_.aggregator)
+    round_.aggregator = stalling  # type: ignore[assignment]
+    folding = asyncio.create_task(asyncio.to_thread(round_.fold, tiny_model(1.0), 10, client_id))
+    assert await asyncio.to_thread(stalling.entered.wait, 5.0)
+    started = time.perf_counter()
+    assert not round_.drop(client_id)  # its update is going in: not dropped yet
+    assert time.perf_counter() - started < 0.5  # and the drop did not wait for the fold
+    stalling.go.set()
+    with pytest.raises(InvalidUpdate, match="refused by the aggregator"):
+        await folding
+    assert client_id in round_.dropped  # the fold failed: the drop stands
+    assert client_id not in round_.pending()
