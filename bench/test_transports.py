@@ -194,7 +194,9 @@ def transfer(
     link = host.transports[transport]
     if direction == "down":
         return lambda: bench.run(download(link, host, codec))
-    payload = host.refused.setdefault(codec, refused_at_decode(host.payloads[codec]))
+    if codec not in host.refused:  # made once per codec: both transports send the same
+        host.refused[codec] = refused_at_decode(host.payloads[codec])
+    payload = host.refused[codec]
     update = host.update(codec, payload)
     return lambda: bench.run(upload_refused_at_decode(link, host.session, update))
 

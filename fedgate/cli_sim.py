@@ -193,9 +193,7 @@ def comparison_report_hint() -> str:
     """Where the newest committed full bench report is (one with every suite, the codecs'
     among them: not an experiment's or a single suite's), and how to make one here."""
     full = sorted((checkout_root() / "bench" / "reports").glob("*/results/codecs.json"))
-    reports = [
-        p.parent.parent / "report.html" for p in full if (p.parent.parent / "report.html").exists()
-    ]
+    reports = [html for html in (p.parent.parent / "report.html" for p in full) if html.exists()]
     made_here = "`make bench` measures this machine into runs/bench/report/report.html"
     if not reports:
         return f"comparison report: {made_here}"

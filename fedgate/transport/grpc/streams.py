@@ -74,9 +74,14 @@ def _field(tag: int, size: int) -> bytes:
     return bytes((tag,)) + varint(size)
 
 
+def _bytes_field(tag: int, data: memoryview) -> bytes:
+    """``data`` framed as the one length-delimited field ``tag`` of a message."""
+    return b"".join((_field(tag, len(data)), data))
+
+
 def model_chunk_to_wire(item: ModelPart) -> bytes:
     if isinstance(item, memoryview):
-        return b"".join((_field(MODEL_DATA, len(item)), item))
+        return _bytes_field(MODEL_DATA, item)
     return item.SerializeToString()
 
 
@@ -89,7 +94,7 @@ def task_part_to_wire(item: TaskItem) -> bytes:
 
 def update_chunk_to_wire(item: UpdateItem) -> bytes:
     if isinstance(item, memoryview):
-        return b"".join((_field(UPDATE_DATA, len(item)), item))
+        return _bytes_field(UPDATE_DATA, item)
     return item.SerializeToString()
 
 

@@ -83,6 +83,13 @@ def codec_for_accept(accept: str, explicit: str | None) -> str | None:
     raise UnknownCodec(f"Accept: {accept}", list(CODECS))
 
 
+def declared_length(request: Request) -> int | None:
+    """The body size a request's Content-Length declares, if it declares one (ASCII
+    digits only: ``"²".isdigit()`` is true and ``int`` refuses it)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isascii() and declared.isdecimal() else None
+
+
 async def read_body(
     request: Request, limit: int, timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
 ) -> bytes:
@@ -91,8 +98,8 @@ async def read_body(
 
     The pieces are kept as they come and joined once, off the event loop (`joined`): no
     copy of the whole body is made on the loop, and it never grows past ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdecimal() and int(declared) > limit:
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
     parts: list[bytes] = []
     size = 0
@@ -119,7 +126,13 @@ async def read_body(
         # line says so; the caller abandons what the body was for (an upload's permit).
         log.warning(
             "%s %s from %s: the client disconnected after %d of %s body bytes; abandoned",
-            *(request.method, request.url.path, peer_host(request), size, declared or "?"),
+            *(
+                request.method,
+                request.url.path,
+                peer_host(request),
+                size,
+                "?" if declared is None else declared,
+            ),
         )
         raise BadRequest(f"client disconnected after {size} body bytes") from None
 
@@ -303,10 +316,8 @@ async def submit_update(
         train_loss=_nan(train_loss),
         base_ref=base_ref,
     )
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isascii() and declared.isdecimal() else None
     federation = context.federation
-    permit = await federation.begin_update(client_id, token, header, size)
+    permit = await federation.begin_update(client_id, token, header, declared_length(request))
     try:
         limit = min(permit.max_bytes, context.max_update_bytes)
         payload = await read_body(request, limit, context.upload_timeouts)
