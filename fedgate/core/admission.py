@@ -10,6 +10,7 @@ tensors and folds them in (`check_and_fold`, when the body was decoded in a work
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from fedgate.core.messages import UpdateHeader
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.registry import ClientRecord
 from fedgate.core.rounds import Round
-from fedgate.core.validation import check_matches, check_num_examples
+from fedgate.core.validation import check_finite, check_layout, check_num_examples
 from fedgate.errors import DuplicateUpdate, NotSelected, PayloadTooLarge, RoundClosed
 
 
@@ -97,20 +98,34 @@ def check_and_fold(permit: Permit, tensors: TensorDict, started: float) -> float
     process, within `update_limits`) and fold them into the round; returns the seconds
     from ``started`` to the end of the check.
 
-    A delta is checked before it is added to its base, and the sum again (a finite delta
-    on a finite base can still overflow).
+    A delta is added to its base first and the sum is what is checked: a non-finite delta
+    gives a non-finite sum, and a finite delta on a finite base can still overflow.
     """
-    check_matches(tensors, permit.reference)
-    decode_s = time.perf_counter() - started
+    check_layout(tensors, permit.reference)
     header = permit.header
     if permit.base is not None:
         tensors = delta.apply(permit.base, tensors)
-        check_matches(tensors, permit.reference)
+        check_layout(tensors, permit.reference)
+    distance = checked_distance(permit.round, tensors)
+    decode_s = time.perf_counter() - started
     permit.round.fold(
         tensors,
         header.num_examples,
         permit.record.client_id,
         train_loss=header.train_loss,
         key_id=permit.record.key_id,
+        distance=distance,
     )
     return decode_s
+
+
+def checked_distance(round_: Round, tensors: TensorDict) -> float:
+    """The update's distance to the round's model, which also tells whether every value is
+    finite (a NaN or infinity makes the float64 sum of squares non-finite); only then are
+    the tensors read again, to name the one at fault."""
+    distance = round_.measure(tensors)
+    if not math.isfinite(distance):
+        # raises unless every value is finite and only the float64 sum overflowed, which
+        # the guard then refuses with the round's result
+        check_finite(tensors)
+    return distance

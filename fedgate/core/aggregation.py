@@ -25,6 +25,9 @@ Tensors = Mapping[str, torch.Tensor]
 # The largest stacked slice a coordinate-wise reduction sorts at once (elements): sorting
 # allocates values and int64 indices, so a whole large model at once would triple memory.
 REDUCE_CHUNK_ELEMENTS = 1 << 22
+# The size below which a tensor is measured packed with its neighbours (`Anchor`), and the
+# size of a pack: past it, one call's arithmetic outweighs its overhead.
+PACK_ELEMENTS = 1 << 16
 
 
 def zeros_accumulator(model: Tensors) -> TensorDict:
@@ -35,7 +38,8 @@ def zeros_accumulator(model: Tensors) -> TensorDict:
 def accumulate(acc: TensorDict, tensors: Tensors, weight: float) -> None:
     """acc += weight * tensors, in the accumulator's precision, in place."""
     for name, total in acc.items():
-        total.add_(tensors[name].to(total.dtype), alpha=weight)
+        # add_ computes in the accumulator's dtype (type promotion): no converted copy
+        total.add_(tensors[name], alpha=weight)
 
 
 def weighted_mean(acc: Tensors, total_weight: float, like: Tensors) -> TensorDict:
@@ -56,33 +60,88 @@ def distance(tensors: Tensors, base: Tensors) -> float:
     NaN or infinity when ``tensors`` holds a non-finite value (or the sum overflows):
     callers treat a non-finite distance as an update that cannot be trusted.
     """
-    total = 0.0
-    for name, reference in base.items():
-        if reference.is_floating_point():
-            diff = tensors[name].to(torch.float64) - reference.to(torch.float64)
-            total += float(torch.dot(diff.flatten(), diff.flatten()))
-    return math.sqrt(total) if total >= 0 else math.nan  # NaN stays NaN
+    return Anchor(base).distance(tensors)
 
 
 def norm(tensors: Tensors) -> float:
     """‖tensors‖₂ over the floating-point tensors, in float64."""
-    total = sum(
-        float(torch.dot(t.to(torch.float64).flatten(), t.to(torch.float64).flatten()))
-        for t in tensors.values()
-        if t.is_floating_point()
-    )
-    return math.sqrt(total) if total >= 0 else math.nan
+    return Anchor(tensors).norm
 
 
-def clip_update(tensors: Tensors, base: Tensors, clip_norm: float) -> tuple[TensorDict, float]:
+class Anchor:
+    """A model that many others are measured against (a round's global model): the
+    distances of every update to it, and of the result.
+
+    Per-update cost is what matters for small models, where each torch call costs more
+    than its arithmetic: the small floating-point tensors are packed, in order, into
+    float64 runs of up to `PACK_ELEMENTS` converted once here, so an update is measured in
+    a handful of calls. Large tensors are converted when measured (a float64 copy of a
+    large model held for a whole round would cost more memory than the calls save).
+    """
+
+    def __init__(self, model: Tensors) -> None:
+        self._packs: list[tuple[list[str], torch.Tensor]] = []  # names, float64 run
+        self._large: list[tuple[str, torch.Tensor]] = []
+        pending: list[str] = []
+        pending_elements = 0
+        for name, tensor in model.items():
+            if not tensor.is_floating_point():
+                continue
+            if tensor.numel() >= PACK_ELEMENTS:
+                self._large.append((name, tensor))
+                continue
+            pending.append(name)
+            pending_elements += tensor.numel()
+            if pending_elements >= PACK_ELEMENTS:
+                self._packs.append((pending, _packed(model, pending)))
+                pending, pending_elements = [], 0
+        if pending:
+            self._packs.append((pending, _packed(model, pending)))
+        self._norm: float | None = None
+
+    def distance(self, tensors: Tensors) -> float:
+        """‖tensors - model‖₂ (see `distance`); ``tensors`` has the model's layout."""
+        total = 0.0
+        for names, run in self._packs:
+            diff = _packed(tensors, names)
+            diff.sub_(run)
+            total += float(torch.dot(diff, diff))
+        for name, reference in self._large:
+            diff = tensors[name].to(torch.float64) - reference.to(torch.float64)
+            total += float(torch.dot(diff.flatten(), diff.flatten()))
+        return math.sqrt(total) if total >= 0 else math.nan  # NaN stays NaN
+
+    @property
+    def norm(self) -> float:
+        """‖model‖₂ over its floating-point tensors (computed once)."""
+        if self._norm is None:
+            total = sum(float(torch.dot(run, run)) for _, run in self._packs)
+            for _, reference in self._large:
+                flat = reference.to(torch.float64).flatten()
+                total += float(torch.dot(flat, flat))
+            self._norm = math.sqrt(total) if total >= 0 else math.nan
+        return self._norm
+
+
+def _packed(tensors: Tensors, names: Sequence[str]) -> torch.Tensor:
+    """The named tensors, flattened into one new float64 vector."""
+    flat = torch.cat([tensors[name].reshape(-1) for name in names])
+    # a float64 cat is already the new vector; any other is copied by the cast
+    return flat.to(torch.float64)
+
+
+def clip_update(
+    tensors: Tensors, base: Tensors, clip_norm: float, before: float | None = None
+) -> tuple[TensorDict, float]:
     """The update with its difference to ``base`` scaled down to norm ``clip_norm`` at most,
-    and the distance it had before.
+    and the distance it had before (``before``, when the caller measured it already).
 
     ``clip_norm <= 0`` turns clipping off. An update within the norm is returned as it is
     (same tensors, bit for bit); integer tensors are never changed. A non-finite distance
     is returned unclipped: no scaling makes NaN trustworthy, and the caller names it.
     """
-    before = distance(tensors, base)
+    if before is None:
+        before = distance(tensors, base)
     if clip_norm <= 0 or not math.isfinite(before) or before <= clip_norm:
         return dict(tensors), before
     scale = clip_norm / before

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fedgate.core.aggregation import clip_update, distance, norm
+from fedgate.core.aggregation import Anchor, clip_update
 from fedgate.core.strategy import Aggregator, UpdateMeta, get_strategy
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ class GuardedAggregator:
         self.weight_cap: int | None = None  # set by `cap_weights` when clipping is on
         self.stats: list[UpdateStats] = []
         self._global = dict(global_model)
+        self._anchor = Anchor(self._global)
 
     @property
     def count(self) -> int:
@@ -125,13 +126,21 @@ class GuardedAggregator:
         *,
         client_id: str,
         meta: UpdateMeta | None = None,
+        distance: float | None = None,
     ) -> None:
-        clipped, before = clip_update(tensors, self._global, self.clip_norm)
+        """Clip, cap and fold one update; ``distance`` is its `measure`, when taken."""
+        before = self.measure(tensors) if distance is None else distance
+        clipped, before = clip_update(tensors, self._global, self.clip_norm, before)
         clipping = self.clip_norm > 0 and math.isfinite(before)
         folded = min(before, self.clip_norm) if clipping else before
         folded_weight = weight if self.weight_cap is None else min(weight, self.weight_cap)
         self.inner.add(clipped, folded_weight, client_id=client_id, meta=meta)
         self.stats.append(UpdateStats(client_id, weight, before, folded, folded_weight))
+
+    def measure(self, tensors: Mapping[str, torch.Tensor]) -> float:
+        """The distance of ``tensors`` (the model's layout) to the global model; read-only,
+        so callers may measure outside the round's lock."""
+        return self._anchor.distance(tensors)
 
     def result(self) -> TensorDict:
         return self.inner.result()
@@ -155,8 +164,8 @@ class GuardedAggregator:
             return f"the aggregate holds {bad} NaN or infinite values"
         folded = [s.folded for s in self.stats]
         reach = self.reach(folded) if all(math.isfinite(d) for d in folded) else math.inf
-        moved = distance(result, self._global)
-        slack = _rounding(self._global) * (norm(self._global) + reach)
+        moved = self._anchor.distance(result)
+        slack = _rounding(self._global) * (self._anchor.norm + reach)
         if moved > EXPLOSION_FACTOR * reach + slack:
             return (
                 f"the aggregate lies {moved:.4g} from the global model, more than "

@@ -133,8 +133,10 @@ class Round:
         *,
         train_loss: float = math.nan,
         key_id: str = "",
+        distance: float | None = None,
     ) -> None:
-        """Add a validated update from ``client_id`` to the aggregate (worker thread)."""
+        """Add a validated update from ``client_id`` to the aggregate (worker thread);
+        ``distance``: its `measure`, when the caller took it."""
         meta = UpdateMeta(client_id, num_examples, train_loss, self.round_id, key_id)
         with self._members:
             if client_id in self.dropped:  # kicked, failed or left during its upload
@@ -147,13 +149,20 @@ class Round:
             with self._lock:
                 if self.closed:
                     raise RoundClosed(f"round {self.round_id} closed while the update was decoded")
-                self.aggregator.add(tensors, num_examples, client_id=client_id, meta=meta)
+                self.aggregator.add(
+                    tensors, num_examples, client_id=client_id, meta=meta, distance=distance
+                )
         except BaseException:
             with self._members:  # not in the aggregate: a drop that came meanwhile stands
                 self.folded.discard(client_id)
                 if client_id in self.dropped_while_folding:
                     self.dropped.add(client_id)
             raise
+
+    def measure(self, tensors: Mapping[str, torch.Tensor]) -> float:
+        """The distance of an update to the model this round trains (worker thread; no lock:
+        the global model does not change while the round is open)."""
+        return self.aggregator.measure(tensors)
 
     def close(self) -> None:
         with self._lock:

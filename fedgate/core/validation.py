@@ -10,10 +10,8 @@ from fedgate.core.enrolment import MAX_NUM_EXAMPLES
 from fedgate.errors import InvalidUpdate, NonFiniteUpdate
 
 
-def check_matches(
-    update: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
-) -> None:
-    """Same tensor names, shapes and dtypes as the global model, and only finite values."""
+def check_layout(update: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> None:
+    """Same tensor names, shapes and dtypes as the global model (values are not read)."""
     missing = [name for name in reference if name not in update]
     extra = [name for name in update if name not in reference]
     if missing or extra:
@@ -31,6 +29,11 @@ def check_matches(
             raise InvalidUpdate(
                 f"tensor {name!r} has dtype {got.dtype}, model has {expected.dtype}"
             )
+
+
+def check_finite(update: Mapping[str, torch.Tensor]) -> None:
+    """Only finite values in the floating-point tensors; else name the first that is not."""
+    for name, got in update.items():
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             bad = int((~torch.isfinite(got)).sum())
             raise NonFiniteUpdate(f"tensor {name!r} holds {bad} NaN or infinite values")

@@ -4,6 +4,8 @@ the model and codec, capped in number, and a silent participant leaves its round
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -14,12 +16,13 @@ import torch
 from fedgate.codecs import get_codec
 from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
-from fedgate.core.messages import ClientState, UpdateHeader
+from fedgate.core.messages import ClientState, Update, UpdateHeader
 from fedgate.core.registry import ClientRegistry
 from fedgate.core.rounds import Round
 from fedgate.errors import (
     DuplicateUpdate,
     InvalidUpdate,
+    NonFiniteUpdate,
     Overloaded,
     PayloadTooLarge,
     RoundClosed,
@@ -247,3 +250,39 @@ async def test_a_drop_never_waits_for_a_fold_and_stands_if_the_fold_fails(
         await folding
     assert client_id in round_.dropped  # the fold failed: the drop stands
     assert client_id not in round_.pending()
+
+
+@pytest.mark.parametrize(
+    ("change", "counted"),
+    [
+        ({"w": torch.tensor([[0.0, math.nan, 0.0], [0.0, 0.0, 0.0]])}, "tensor 'w' holds 1"),
+        # finite, but 3e38 + 3e38 is past float32's range: the sum is what must be finite
+        ({"b": torch.full((3,), 3e38)}, "tensor 'b' holds 3 NaN or infinite"),
+    ],
+)
+async def test_a_delta_whose_sum_is_not_finite_is_refused_and_the_client_may_send_again(
+    change: dict[str, torch.Tensor], counted: str
+) -> None:
+    federation = Federation(tiny_model(3e38), RunConfig(rounds=1, min_clients=2))
+    a, b = await join(federation, "a"), await join(federation, "b")
+    federation.start()
+    try:
+        tasks = [await p.train_task() for p in (a, b)]
+        base = await federation.fetch_model(a.client_id, a.token, tasks[0].model_version)
+        zero = {k: torch.zeros_like(v) for k, v in tiny_model().items()}
+        bad = Update(tasks[0].round_id, 0, 10, "raw", encode({**zero, **change}), base_ref=base.ref)
+        with pytest.raises(NonFiniteUpdate, match=counted):
+            await federation.submit_update(a.client_id, a.token, bad)
+        assert federation.clients.get(a.client_id).state is ClientState.TRAINING
+        good = dataclasses.replace(bad, payload=encode(zero))
+        for player in (a, b):
+            await federation.submit_update(player.client_id, player.token, good)
+        await until(lambda: federation.models.version == 1)
+        published = federation.models.current
+        assert all(torch.equal(published[k], v) for k, v in tiny_model(3e38).items())
+    finally:
+        await federation.close()
+
+
+def encode(tensors: dict[str, torch.Tensor]) -> bytes:
+    return get_codec("raw").encode(tensors)
