@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from fedgate.core.messages import EncodedModel
 from fedgate.core.observer import NULL_OBSERVER, Observer
 from fedgate.core.offload import CodecOffload
 from fedgate.errors import Conflict
+
+log = logging.getLogger("fedgate.models")
 
 KEEP_VERSIONS = 2  # the current model and the one before it, for clients a round behind
 # Cache budget: this many models' worth of encodings and references, at least MIN_BUDGET.
@@ -76,6 +79,10 @@ class ModelStore:
             MIN_BUDGET, BUDGET_MODELS * nbytes(self._versions[version])
         )
         self.observer: Observer = NULL_OBSERVER  # told each encoding's codec and time
+        # the codecs the latest versions went out in, in full: what the next version will
+        # be asked for (clients without deltas ask for every version in full)
+        self._full_codecs: dict[int, set[str]] = {}
+        self._preparing: set[asyncio.Task[EncodedModel]] = set()
         # where GIL-bound codecs run (the federation's pool); alone, in threads as the rest
         self.offload = CodecOffload(workers=0)
 
@@ -117,11 +124,33 @@ class ModelStore:
             self._forget(ref)
         for key in [k for k in self._encoded if k[0] < oldest]:
             self._forget(key)
+        for version in [v for v in self._full_codecs if v < self.version - 1]:
+            del self._full_codecs[version]
         return self.version
 
-    async def encoded(self, version: int, codec_name: str, have_ref: str = "") -> EncodedModel:
+    def prepare_next(self) -> None:
+        """Start encoding the current version in full in each codec the version before it
+        went out in full, without waiting: the clients that asked for that one will ask
+        for this one as the next round opens, and find it encoded (or under way)."""
+        for codec_name in sorted(self._full_codecs.get(self.version - 1, ())):
+            task = asyncio.create_task(self.encoded(self.version, codec_name, ahead=True))
+            self._preparing.add(task)
+            task.add_done_callback(self._prepared)
+
+    def _prepared(self, task: asyncio.Task[EncodedModel]) -> None:
+        self._preparing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # the clients' own requests will meet (and report) the same failure
+            log.warning(
+                "encoding model version %d ahead failed: %s", self.version, task.exception()
+            )
+
+    async def encoded(
+        self, version: int, codec_name: str, have_ref: str = "", *, ahead: bool = False
+    ) -> EncodedModel:
         """``version`` in ``codec_name``: a delta to ``have_ref`` if that is still known and
-        not newer, else in full. Computed at most once however many clients ask."""
+        not newer, else in full. Computed at most once however many clients ask.
+        ``ahead``: asked by `prepare_next`, not by a client (it does not count as asked)."""
         target = self.get(version)
         codec_name = get_codec(codec_name).name  # one cache key however the name is spelt
         base = self._refs.get(have_ref) if have_ref else None
@@ -129,6 +158,8 @@ class ModelStore:
             base = None
         if base is None:  # a whole model travels in the dense codec: every top-k shares it
             codec_name = dense_codec(get_codec(codec_name)).name
+            if not ahead:
+                self._full_codecs.setdefault(version, set()).add(codec_name)
         key = (version, codec_name, base.ref if base else "")
         task = self._encoded.get(key)
         if task is None:

@@ -24,8 +24,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from fedgate.core.config import RunConfig
-from fedgate.core.guard import fit_selection, open_aggregator
+from fedgate.core.guard import Refusal, fit_selection, open_aggregator
 from fedgate.core.messages import RoundOutcome, RoundRecord, RunState
 from fedgate.core.modelstore import ModelStore
 from fedgate.core.observer import NULL_OBSERVER, Observer
@@ -45,6 +44,15 @@ MIN_SILENCE_S = 1.0
 
 Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
 log = logging.getLogger("fedgate.scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class Concluded:
+    """A completed round's outcome, worked out off the loop: the model it publishes and
+    the strategy's state to keep."""
+
+    model: ModelVersion
+    state: dict[str, torch.Tensor]
 
 
 class Scheduler:
@@ -145,34 +153,41 @@ class Scheduler:
 
     async def _complete(self, round_: Round) -> None:
         started = time.perf_counter()  # updates were folded as they came: this is the rest
-        aggregate, refusal = await asyncio.to_thread(round_.checked_result)
-        if refusal is not None:
+        concluded = await asyncio.to_thread(self._conclude, round_, self.models.version + 1)
+        if isinstance(concluded, Refusal):
             # Never published: the offenders are dropped (they must join again to take
             # part; status shows why) and the round is retried by the others at once.
-            round_.refuse(refusal.offenders, refusal.reason)
-            why = f"excluded from round {round_.round_id}: {refusal.reason}"
+            round_.refuse(concluded.offenders, concluded.reason)
+            why = f"excluded from round {round_.round_id}: {concluded.reason}"
             for record in self.clients:
-                if record.client_id in refusal.offenders and not record.gone:
+                if record.client_id in concluded.offenders and not record.gone:
                     self.run.drop_client(record, why, failed=True)
             await self._close(round_, RoundOutcome.RETRIED)
             return
-        weights, state = await asyncio.to_thread(self._finish_strategy, round_.config, aggregate)
         self.observer.aggregated(round_.config.strategy, time.perf_counter() - started)
-        self.models.publish(weights)
-        self.run.strategy_state = state
+        version = self.models.publish(concluded.model.weights)
+        assert version == concluded.model.version, "only the round loop publishes"
+        self.models.prepare_next()  # encoded while the round is written, not once asked
+        self.run.strategy_state = concluded.state
         for client_id in round_.reported:
             self.clients.get(client_id).rounds_completed += 1
-        await self._close(round_, RoundOutcome.COMPLETED)
+        await self._close(round_, RoundOutcome.COMPLETED, concluded.model)
 
-    def _finish_strategy(
-        self, config: RunConfig, aggregate: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The next global model from the round's aggregate (worker thread): the aggregate
-        itself, or a server optimiser's step towards it."""
-        strategy = get_strategy(config.strategy)
-        return strategy.finish(self.models.current, aggregate, self.run.strategy_state)
+    def _conclude(self, round_: Round, version: int) -> Concluded | Refusal:
+        """Worker thread: the round's checked aggregate, the strategy's step to the next
+        model and that model as it is kept (hashed): one hop off the loop, not one each."""
+        aggregate, refusal = round_.checked_result()
+        if refusal is not None:
+            return refusal
+        strategy = get_strategy(round_.config.strategy)
+        weights, state = strategy.finish(self.models.current, aggregate, self.run.strategy_state)
+        return Concluded(ModelVersion.of(version, weights), state)
 
-    async def _close(self, round_: Round, outcome: RoundOutcome) -> None:
+    async def _close(
+        self, round_: Round, outcome: RoundOutcome, model: ModelVersion | None = None
+    ) -> None:
+        """Record the round and commit it (with ``model``, the version it published, when
+        it completed), then start its evaluation."""
         run, closed_at = self.run, self.clock()
         await self._settle()  # the last round's record (and its store write) goes first
         evaluating = outcome is RoundOutcome.COMPLETED and self.evaluator is not None
@@ -182,10 +197,6 @@ class Scheduler:
         run.round_closed(record, evaluating=evaluating)
         if not evaluating:
             self.observer.round_closed(record)
-        model = None
-        version, weights = self.models.version, self.models.current
-        if outcome is RoundOutcome.COMPLETED:  # hashing a large model is no work for the loop
-            model = await asyncio.to_thread(ModelVersion.of, version, weights)
         commit = RoundCommit(
             snapshot=run.snapshot(
                 self.models.version, self.traffic.by_transport, self.traffic.by_codec
@@ -197,7 +208,8 @@ class Scheduler:
         )
         await self.recorder.commit_round(commit)
         if evaluating:
-            self._evaluation = asyncio.create_task(self._evaluate(record, weights))
+            assert model is not None
+            self._evaluation = asyncio.create_task(self._evaluate(record, model.weights))
 
     # ---- evaluation, off the round's critical path ----------------------------------------
 

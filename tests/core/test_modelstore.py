@@ -3,11 +3,15 @@ derived references, and no new reference for asking again what one already holds
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fedgate.codecs import CODECS, SparseCodec, codecs_with, get_codec
 from fedgate.core.budget import BODY_FACTOR, BODY_SLACK, UploadBudget
 from fedgate.core.modelstore import ModelStore, nbytes
+from fedgate.core.observer import NullObserver
+from fedgate.errors import CodecError
+from tests.conftest import until
 
 
 def model(value: float = 1.0) -> dict[str, torch.Tensor]:
@@ -77,3 +81,46 @@ async def test_sparse_codecs_share_their_dense_codecs_whole_model_encoding() -> 
     dense = {codec.dense_codec for codec in map(get_codec, names) if isinstance(codec, SparseCodec)}
     assert len(names) > 5 and len({id(m) for m in sent.values()}) == len(dense)
     assert len(store._encoded) == len(dense)
+
+
+class Encodings(NullObserver):
+    """The codec of each encoding the store makes, in order."""
+
+    def __init__(self) -> None:
+        self.codecs: list[str] = []
+
+    def encoded(self, codec: str, seconds: float) -> None:
+        self.codecs.append(codec)
+
+
+async def test_a_new_version_is_encoded_ahead_in_the_codecs_the_last_went_out_in_full() -> None:
+    store, seen = ModelStore(model()), Encodings()
+    store.observer = seen
+    await store.encoded(0, "raw")
+    held = await store.encoded(0, "bf16-zstd")
+    store.publish(model(2.0))
+    store.prepare_next()  # version 0 went out in full in raw and in bf16-zstd
+    await until(lambda: not store._preparing)
+    assert sorted(seen.codecs[2:]) == ["bf16-zstd", "raw"]
+    raw = await store.encoded(1, "raw")  # found encoded: no encoding of its own
+    again = await store.encoded(1, "bf16-zstd", have_ref=held.ref)  # a delta: encoded now
+    assert seen.codecs[4:] == ["bf16-zstd"] and again.base_ref == held.ref
+    assert raw.payload == get_codec("raw").encode(model(2.0))
+    store.publish(model(3.0))
+    store.prepare_next()  # version 1 went out in full in raw only
+    await until(lambda: not store._preparing)
+    assert seen.codecs[5:] == ["raw"]
+    assert set(store._full_codecs) <= {1, 2}  # what older versions went out in is forgotten
+
+
+async def test_a_failed_encoding_ahead_is_logged_and_asked_for_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ModelStore(model())
+    await store.encoded(0, "raw")
+    store.publish({"w": torch.zeros(2, dtype=torch.complex64)})  # no codec encodes it
+    store.prepare_next()
+    await until(lambda: not store._preparing)
+    assert "encoding model version 1 ahead failed" in caplog.text
+    with pytest.raises(CodecError):  # not cached: the client's own request meets it too
+        await store.encoded(1, "raw")
