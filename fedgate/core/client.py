@@ -34,9 +34,17 @@ from typing import TypeVar
 
 from fedgate.codecs import TensorDict, get_codec
 from fedgate.core import delta
-from fedgate.core.messages import EncodedModel, JoinRequest, ModelWant, Task, TaskKind, Update
+from fedgate.core.messages import (
+    EncodedModel,
+    JoinRequest,
+    ModelWant,
+    Task,
+    TaskKind,
+    TrainConfig,
+    Update,
+)
 from fedgate.core.retry import Backoff, Link
-from fedgate.core.training import Trainer
+from fedgate.core.training import Trainer, TrainResult
 from fedgate.core.transport import ModelOnTask, Session, Transport
 from fedgate.errors import (
     BadRequest,
@@ -98,6 +106,17 @@ class HeldModel:
 
     ref: str
     weights: TensorDict
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One task's work, done on a worker thread: the model it started from, the result of
+    training it and the update to send (with the residual error feedback carries on)."""
+
+    start: HeldModel
+    result: TrainResult
+    payload: bytes
+    residual: TensorDict
 
 
 @dataclass
@@ -214,34 +233,49 @@ class FederatedClient:
 
     async def _train(self, session: Session, task: Task) -> None:
         assert task.train is not None
-        start = await self._start(session, task)
-        result = await asyncio.to_thread(self.trainer.train, start.weights, task.train)
-        payload, residual = await asyncio.to_thread(self._encode, result.weights, start)
+        offered = self._take_offered(task)
+        if offered is not None:
+            # the common case: one trip to a worker thread decodes, trains and encodes
+            # (on a busy machine each trip back to the loop waits for a core)
+            done = await asyncio.to_thread(self._decode_train_encode, offered, task.train)
+        else:
+            start = await self._fetch(session, task.model_version)
+            done = await asyncio.to_thread(self._train_encode, start, task.train)
+        self._held = done.start
         update = Update(
             round_id=task.round_id,
             model_version=task.model_version,
-            num_examples=result.num_examples,
+            num_examples=done.result.num_examples,
             codec=self.codec.name,
-            payload=payload,
-            train_loss=result.loss,
-            base_ref=start.ref if self.deltas else "",
+            payload=done.payload,
+            train_loss=done.result.loss,
+            base_ref=done.start.ref if self.deltas else "",
         )
         try:
             await self._reaching(lambda: self.transport.submit_update(session, update))
         finally:
-            self.report.bytes_up += len(payload)
-        self._residual = residual
+            self.report.bytes_up += len(done.payload)
+        self._residual = done.residual
         self.report.rounds.append(task.round)
-        log.info("%s: round %d sent (loss %.4f)", self.name, task.round, result.loss)
+        log.info("%s: round %d sent (loss %.4f)", self.name, task.round, done.result.loss)
 
-    async def _start(self, session: Session, task: Task) -> HeldModel:
-        """The model to train ``task`` from: the one that came with it, else fetched."""
+    def _take_offered(self, task: Task) -> EncodedModel | None:
+        """The model ``task`` came with, if it is the one to train from and can be held."""
         offered, self._offered = self._offered, None
-        if offered is not None and offered.version == task.model_version:
-            held = await self._hold(offered)
-            if held is not None:
-                return held
-        return await self._fetch(session, task.model_version)
+        if offered is None or offered.version != task.model_version:
+            return None
+        self.report.bytes_down += len(offered.payload)
+        return offered if self._holds(offered) else None
+
+    def _decode_train_encode(self, model: EncodedModel, config: TrainConfig) -> Trained:
+        """Worker thread: the model a task came with, decoded, trained and encoded."""
+        return self._train_encode(self._decoded(model), config)
+
+    def _train_encode(self, start: HeldModel, config: TrainConfig) -> Trained:
+        """Worker thread: ``start`` trained, and the update to send."""
+        result = self.trainer.train(start.weights, config)
+        payload, residual = self._encode(result.weights, start)
+        return Trained(start, result, payload, residual)
 
     async def _fetch(self, session: Session, version: int) -> HeldModel:
         """The model to train from: a delta to what this client holds, or in full."""
@@ -249,24 +283,30 @@ class FederatedClient:
         model = await self._reaching(
             lambda: self.transport.fetch_model(session, version, self.codec.name, have)
         )
-        held = await self._hold(model)
-        # a delta to a model not held here: `_hold` forgot what is held, so this is in full
-        return held if held is not None else await self._fetch(session, version)
-
-    async def _hold(self, model: EncodedModel) -> HeldModel | None:
-        """Decode ``model`` and hold it; None if it is a delta to a model not held here."""
         self.report.bytes_down += len(model.payload)
+        if not self._holds(model):  # `_holds` forgot what is held: this fetch is in full
+            return await self._fetch(session, version)
+        self._held = await asyncio.to_thread(self._decoded, model)
+        return self._held
+
+    def _holds(self, model: EncodedModel) -> bool:
+        """Whether ``model`` can be taken: whole, or a delta to the model held here. A
+        delta to another is not (and what is held is forgotten, so the next is whole)."""
         if model.base_ref and (self._held is None or model.base_ref != self._held.ref):
             log.warning("%s: got a delta to a model not held here; fetching in full", self.name)
             self._held = None
-            return None
-        # the server names the codec it used: a whole model may come in a dense one
-        decoded = await asyncio.to_thread(get_codec(model.codec).decode, model.payload)
+            return False
+        return True
+
+    def _decoded(self, model: EncodedModel) -> HeldModel:
+        """Worker thread: the model held once ``model`` (whole, or a delta to the held
+        one, see `_holds`) is decoded. The server names the codec it used: a whole model
+        may come in a dense one."""
+        decoded = get_codec(model.codec).decode(model.payload)
         if model.base_ref:
             assert self._held is not None
-            decoded = await asyncio.to_thread(delta.apply, self._held.weights, decoded)
-        self._held = HeldModel(model.ref, decoded)
-        return self._held
+            decoded = delta.apply(self._held.weights, decoded)
+        return HeldModel(model.ref, decoded)
 
     def _have_ref(self) -> str:
         """The model to ask for a delta to: the one held, with deltas on."""
