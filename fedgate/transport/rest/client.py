@@ -35,6 +35,7 @@ from fedgate.transport.rest.headers import (
     TASK_HEADER,
 )
 from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_response
+from fedgate.transport.rest.reads import LargeReadBackend, large_read_transport
 from fedgate.transport.slicing import streamed
 from fedgate.transport.tls import ClientTls, load_client_tls
 
@@ -104,8 +105,11 @@ class RestTransport:
         verify: ssl.SSLContext | bool = load_client_tls(tls).context if tls else True
         self._dropped_hint = dropped_connection_hint(self.base_url, tls)
         self._model_on_task = True  # False once the server has no task-with-model route
+        self.backend = LargeReadBackend()  # models download in large reads (`reads`)
         self._http = httpx.AsyncClient(
-            base_url=f"{self.base_url}/api/v1", timeout=httpx.Timeout(CALL_TIMEOUT_S), verify=verify
+            base_url=f"{self.base_url}/api/v1",
+            timeout=httpx.Timeout(CALL_TIMEOUT_S),
+            transport=large_read_transport(verify, self.backend),
         )
 
     async def join(self, request: JoinRequest) -> JoinAck:
