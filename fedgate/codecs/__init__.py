@@ -14,6 +14,7 @@ from fedgate.codecs import topk_int8
 from fedgate.codecs.base import (
     DEFAULT_LIMITS,
     BoundedCodec,
+    Buffer,
     Codec,
     DecodeLimits,
     GilBoundCodec,
@@ -105,6 +106,7 @@ __all__ = [
     "CODECS",
     "DEFAULT_LIMITS",
     "BoundedCodec",
+    "Buffer",
     "Codec",
     "DecodeLimits",
     "FrameCodec",

@@ -19,6 +19,9 @@ import torch
 from fedgate.errors import ConfigError, FedgateError, UnknownCodec
 
 TensorDict = dict[str, torch.Tensor]
+# What a decoder reads: bytes as received, or a bytearray handed over to it (an upload
+# assembled in one buffer), which its tensors may then share instead of copying it.
+Buffer = bytes | bytearray
 
 # The dtypes a payload may declare. Anything else is refused before any allocation.
 DTYPES: dict[str, torch.dtype] = {
@@ -133,7 +136,7 @@ class Codec(Protocol):
 
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes: ...
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict: ...
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict: ...
 
 
 @runtime_checkable

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from fedgate.codecs import bounds, compression, container, layouts, release
-from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, FLOAT_DTYPES, DecodeLimits, TensorDict
+from fedgate.codecs.base import (
+    DEFAULT_LIMITS,
+    DTYPES,
+    FLOAT_DTYPES,
+    Buffer,
+    DecodeLimits,
+    TensorDict,
+)
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,10 @@ class Bf16ZstdCodec:
         """2**-8 of |x| (2**-134 near zero); values beyond bfloat16's range become inf."""
         return bounds.bf16_bound(tensor)
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         return release.refusing(self._decode, data, limits)
 
-    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+    def _decode(self, data: Buffer, limits: DecodeLimits) -> TensorDict:
         packed = compression.decompress(self.name, data, content_cap(limits))
         specs, wire = container.unpack(self.name, packed, limits, wire_dtype)
         return {

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import zstandard
 
+from fedgate.codecs.base import Buffer
 from fedgate.errors import CodecError, DecodedSizeExceeded
 
 
@@ -16,7 +17,7 @@ def compress(data: bytes, level: int, threads: int = 0) -> bytes:
     return out
 
 
-def decompress(codec: str, data: bytes, cap: int) -> bytearray:
+def decompress(codec: str, data: Buffer, cap: int) -> bytearray:
     """Decompress exactly one zstd frame into a fresh buffer of at most ``cap`` bytes.
 
     The frame must declare its content size, which is checked against ``cap`` before

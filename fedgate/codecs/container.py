@@ -27,6 +27,7 @@ from fedgate.codecs.base import (
     DTYPES,
     MAX_DIMS,
     MAX_NAME_LENGTH,
+    Buffer,
     DecodeLimits,
     dtype_name,
     itemsize,
@@ -120,7 +121,7 @@ def same_dtype(dtype: str) -> str:
 
 
 def unpack(
-    codec: str, data: bytes | bytearray, limits: DecodeLimits, wire_for: WireRule = same_dtype
+    codec: str, data: Buffer, limits: DecodeLimits, wire_for: WireRule = same_dtype
 ) -> tuple[list[TensorSpec], list[torch.Tensor]]:
     """Read the container: the checked specs, and the tensors in their wire dtypes.
 
@@ -142,7 +143,7 @@ def unpack(
 
 
 def read_header(
-    codec: str, data: bytes | bytearray, limits: DecodeLimits, wire_for: WireRule = same_dtype
+    codec: str, data: Buffer, limits: DecodeLimits, wire_for: WireRule = same_dtype
 ) -> tuple[list[TensorSpec], int]:
     """Parse and check the header; return the specs and where the buffers start.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from fedgate.codecs import frames, planes
-from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, DecodeLimits, TensorDict
+from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, Buffer, DecodeLimits, TensorDict
 from fedgate.codecs.container import TensorSpec
 
 
@@ -39,7 +39,7 @@ class FrameCodec:
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
         return frames.pack(self.name, tensors, self.piece, self.level)
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         return frames.unpack(self.name, data, limits, self.plan)
 
     def piece(self, tensor: torch.Tensor) -> frames.Piece:

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import torch
 
 from fedgate.codecs import compression, container, layouts, release
-from fedgate.codecs.base import DecodeLimits, TensorDict
+from fedgate.codecs.base import Buffer, DecodeLimits, TensorDict
 from fedgate.errors import CodecError, DecodedSizeExceeded
 
 MAGIC = b"FGF1"
@@ -106,7 +106,7 @@ def pack(codec: str, tensors: Mapping[str, torch.Tensor], encode: Encoder, level
     return b"".join([MAGIC, _LENGTH.pack(len(head)), head, *chunks])
 
 
-def unpack(codec: str, data: bytes, limits: DecodeLimits, plan: Planner) -> TensorDict:
+def unpack(codec: str, data: Buffer, limits: DecodeLimits, plan: Planner) -> TensorDict:
     """Check the header, then decompress and build each frame's tensors.
 
     Everything the header says (against the limits' layout too) is checked before the
@@ -115,7 +115,7 @@ def unpack(codec: str, data: bytes, limits: DecodeLimits, plan: Planner) -> Tens
     return release.refusing(lambda body, bounds: _unpack(codec, body, bounds, plan), data, limits)
 
 
-def _unpack(codec: str, data: bytes, limits: DecodeLimits, plan: Planner) -> TensorDict:
+def _unpack(codec: str, data: Buffer, limits: DecodeLimits, plan: Planner) -> TensorDict:
     view = memoryview(data)
     header, start = _read_header(codec, view, limits)
     plans = _plans(codec, header.get("tensors"), limits, plan)

@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 
 from fedgate.codecs import container, layouts, release
-from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, DecodeLimits, TensorDict
+from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, Buffer, DecodeLimits, TensorDict
 from fedgate.errors import CodecError
 
 FORMAT = "fedgate-json/1"
@@ -31,10 +31,10 @@ class JsonCodec:
         entries = [self._entry(name, tensor) for name, tensor in tensors.items()]
         return json.dumps({"format": FORMAT, "tensors": entries}).encode()
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         return release.refusing(self._decode, data, limits)
 
-    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+    def _decode(self, data: Buffer, limits: DecodeLimits) -> TensorDict:
         try:
             document = json.loads(data)
         except (ValueError, RecursionError) as exc:

@@ -16,6 +16,7 @@ from fedgate.codecs.base import (
     MAX_DIMS,
     MAX_NAME_LENGTH,
     NAMED_EXTRAS,
+    Buffer,
     DecodeLimits,
     TensorDict,
 )
@@ -37,10 +38,10 @@ class MsgpackCodec:
         packed: bytes = msgpack.packb({"format": FORMAT, "tensors": entries}, use_bin_type=True)
         return packed
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         return release.refusing(self._decode, data, limits)
 
-    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+    def _decode(self, data: Buffer, limits: DecodeLimits) -> TensorDict:
         document = self._unpack(data, limits)
         entries = document.get("tensors")
         if not isinstance(entries, dict):
@@ -69,7 +70,7 @@ class MsgpackCodec:
             "data": bytes(container.tensor_bytes(tensor)),
         }
 
-    def _unpack(self, data: bytes, limits: DecodeLimits) -> dict[str, Any]:
+    def _unpack(self, data: Buffer, limits: DecodeLimits) -> dict[str, Any]:
         try:
             document = msgpack.unpackb(data, raw=False, strict_map_key=True, **_bounds(limits))
         except ValueError as exc:

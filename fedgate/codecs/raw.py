@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from fedgate.codecs import container, release
-from fedgate.codecs.base import DEFAULT_LIMITS, DecodeLimits, TensorDict
+from fedgate.codecs.base import DEFAULT_LIMITS, Buffer, DecodeLimits, TensorDict
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,9 @@ class RawCodec:
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
         return container.pack(self.name, tensors)
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         return release.refusing(self._decode, data, limits)
 
-    def _decode(self, data: bytes, limits: DecodeLimits) -> TensorDict:
+    def _decode(self, data: Buffer, limits: DecodeLimits) -> TensorDict:
         specs, tensors = container.unpack(self.name, data, limits)
         return {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}

@@ -16,13 +16,13 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from fedgate.codecs.base import DecodeLimits, TensorDict
+from fedgate.codecs.base import Buffer, DecodeLimits, TensorDict
 from fedgate.errors import CodecError, InvalidUpdate
 
-Decoder = Callable[[bytes, DecodeLimits], TensorDict]
+Decoder = Callable[[Buffer, DecodeLimits], TensorDict]
 
 
-def refusing(decode: Decoder, data: bytes, limits: DecodeLimits) -> TensorDict:
+def refusing(decode: Decoder, data: Buffer, limits: DecodeLimits) -> TensorDict:
     """``decode(data, limits)``; a refusal is re-raised holding no frame or buffer.
 
     Only refusals (`CodecError`, `InvalidUpdate`) are cut loose: any other exception is a

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from fedgate.codecs import DecodeLimits, TensorDict, get_codec
+from fedgate.codecs import Buffer, DecodeLimits, TensorDict, get_codec
 from fedgate.core import delta
 from fedgate.core.messages import UpdateHeader
 from fedgate.core.modelstore import ModelStore
@@ -80,7 +80,7 @@ def admit(
     return Permit(round_, record, header, reference, base.weights if base else None, max_bytes)
 
 
-def decode_and_fold(permit: Permit, payload: bytes) -> float:
+def decode_and_fold(permit: Permit, payload: Buffer) -> float:
     """Worker thread: decode within the model's layout, check, fold into the round;
     returns the seconds decoding and checking took (for the federation's observers)."""
     started = time.perf_counter()

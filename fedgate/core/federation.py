@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fedgate.codecs import get_codec
+from fedgate.codecs import Buffer, get_codec
 from fedgate.core.accounts import Accounts
 from fedgate.core.admission import Permit
 from fedgate.core.changes import Changes
@@ -291,7 +291,7 @@ class Federation:
         """Check an upload from its header alone (`UpdateIntake.begin`)."""
         return await self.intake.begin(client_id, token, header, size)
 
-    async def finish_update(self, permit: Permit, payload: bytes) -> UpdateReceipt:
+    async def finish_update(self, permit: Permit, payload: Buffer) -> UpdateReceipt:
         """Decode, check and fold the body of an upload `begin_update` admitted."""
         return await self.intake.finish(permit, payload)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedgate.codecs import get_codec
+from fedgate.codecs import Buffer, get_codec
 from fedgate.core.admission import Permit, admit, check_and_fold, decode_and_fold, update_limits
 from fedgate.core.budget import UploadBudget
 from fedgate.core.messages import UpdateHeader, UpdateReceipt
@@ -85,7 +85,7 @@ class UpdateIntake:
             raise
         return permit
 
-    async def finish(self, permit: Permit, payload: bytes) -> UpdateReceipt:
+    async def finish(self, permit: Permit, payload: Buffer) -> UpdateReceipt:
         """Decode, check and fold the body of an upload `begin` admitted."""
         round_, record, header = permit.round, permit.record, permit.header
         try:
@@ -108,7 +108,7 @@ class UpdateIntake:
         if self._release(permit):
             permit.record.abandon_upload()
 
-    async def _decode_and_fold(self, permit: Permit, payload: bytes) -> float:
+    async def _decode_and_fold(self, permit: Permit, payload: Buffer) -> float:
         """Decode in a thread, or in a worker process for a GIL-bound codec (which would
         hold the event loop from a thread); check and fold in a thread. Returns decode
         seconds."""

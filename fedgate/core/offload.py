@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from fedgate.codecs import Codec, DecodeLimits, TensorDict, get_codec, holds_gil
+from fedgate.codecs import Buffer, Codec, DecodeLimits, TensorDict, get_codec, holds_gil
 from fedgate.codecs.base import DEFAULT_LIMITS, DTYPES, dtype_name
 from fedgate.codecs.container import tensor_bytes
 from fedgate.errors import FedgateError, ServerError
@@ -104,7 +104,7 @@ class Packed:
         return out
 
 
-def spool_write(path: str, chunks: Iterable[bytes | memoryview]) -> None:
+def spool_write(path: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
     """Write ``chunks`` to a new file at ``path``; `os.write` lets go of the GIL while the
     kernel copies, where pickling would hold it for the whole copy (a second per 260 MB)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -215,7 +215,7 @@ class CodecOffload:
         """Whether ``codec``'s work on ``size`` bytes goes to a worker process."""
         return self.workers > 0 and size >= self.min_bytes and not self._closed and holds_gil(codec)
 
-    async def decode(self, codec: Codec, data: bytes, limits: DecodeLimits) -> TensorDict:
+    async def decode(self, codec: Codec, data: Buffer, limits: DecodeLimits) -> TensorDict:
         """``codec.decode(data, limits)``, in a worker process or a thread; the same
         tensors, and the same refusals, either way. The loop itself copies no bulk bytes."""
         if not self.offloads(codec, len(data)):
@@ -229,7 +229,7 @@ class CodecOffload:
                 raise self._broken(executor) from None
             return await asyncio.to_thread(_unpacked, outcome, dst)
 
-    def decode_here(self, codec: Codec, data: bytes, limits: DecodeLimits) -> TensorDict:
+    def decode_here(self, codec: Codec, data: Buffer, limits: DecodeLimits) -> TensorDict:
         """`decode` in a worker process, waited for on this (worker) thread."""
         with self._files() as (src, dst):
             spool_write(src, [data])
@@ -375,7 +375,7 @@ class OffloadedCodec:
             return self.codec.encode(tensors)
         return self.offload.encode_here(self.codec, tensors)
 
-    def decode(self, data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
+    def decode(self, data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS) -> TensorDict:
         if not self.offload.offloads(self.codec, len(data)):
             return self.codec.decode(data, limits)
         return self.offload.decode_here(self.codec, data, limits)

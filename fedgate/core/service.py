@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from fedgate.codecs import Buffer
 from fedgate.core.accounts import Accounts
 from fedgate.core.admission import Permit
 from fedgate.core.config import RunConfig
@@ -86,7 +87,7 @@ class FederationService(Protocol):
         ``permit.max_bytes`` and calls `finish_update`, or `abandon_update`."""
         ...
 
-    async def finish_update(self, permit: Permit, payload: bytes) -> UpdateReceipt: ...
+    async def finish_update(self, permit: Permit, payload: Buffer) -> UpdateReceipt: ...
 
     def abandon_update(self, permit: Permit) -> None: ...
 

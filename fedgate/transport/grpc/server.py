@@ -26,7 +26,6 @@ from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.servers import Extensions, ServerSettings, host_port
-from fedgate.transport.slicing import joined
 from fedgate.transport.tls import ServerTls
 from fedgate.transport.watch import status_stream
 
@@ -143,7 +142,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         chunks = aiter(request_iterator)
         async with asyncio.timeout(self.timeouts.idle_s):
             first = await anext(chunks, None)
-        if first is None or isinstance(first, bytes) or first.WhichOneof("part") != "header":
+        if first is None or isinstance(first, memoryview) or first.WhichOneof("part") != "header":
             raise InvalidUpdate("an update upload must start with its header")
         header = serde.update_header_from_proto(first.header)
         permit = await self.federation.begin_update(
@@ -171,17 +170,18 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     async def _receive_body(
         self, chunks: AsyncIterator[streams.UpdateData], declared: int, limit: int
-    ) -> bytes:
+    ) -> bytearray:
         """The upload's body, refused as soon as it passes what it declared or the limit
         allows, or when it stalls or takes too long (see `UploadTimeouts`).
 
         The declared size is checked against the limit before the first body chunk is
-        read, and the body never grows past it; the chunks are joined once, off the event
-        loop (`joined`): no copy of the whole body is made on the loop."""
+        read, and the body never grows past it. Each chunk is copied once, as it comes,
+        into the one buffer the body is assembled in (a few milliseconds on the loop per
+        4 MiB chunk at most), which then goes to the decoder as it is: the raw codec's
+        tensors share it (before: a copy per chunk, a join and the decoder's copy)."""
         if declared > limit:
             raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
-        parts: list[bytes] = []
-        size = 0
+        body = bytearray()
         try:
             async with asyncio.timeout(self.timeouts.total_s):
                 while True:
@@ -189,19 +189,17 @@ class FederationServicer(pb_grpc.FederationServicer):
                         chunk = await anext(chunks, None)
                     if chunk is None:
                         break
-                    data = chunk if isinstance(chunk, bytes) else chunk.data
-                    size += len(data)
-                    if size > declared:
+                    data = chunk if isinstance(chunk, memoryview) else chunk.data
+                    if len(body) + len(data) > declared:
                         raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
-                    if data:
-                        parts.append(data)
+                    body += data
         except TimeoutError:
             raise InvalidUpdate(
-                f"upload too slow: refused after {size} of {declared} bytes"
+                f"upload too slow: refused after {len(body)} of {declared} bytes"
             ) from None
-        if size != declared:
-            raise InvalidUpdate(f"upload ended after {size} of {declared} bytes")
-        return await joined(parts)
+        if len(body) != declared:
+            raise InvalidUpdate(f"upload ended after {len(body)} of {declared} bytes")
+        return body
 
 
 class OperatorServicer(pb_grpc.OperatorServicer):

@@ -41,7 +41,7 @@ MAX_VARINT_BYTES = 10
 ModelPart = pb.ModelChunk | memoryview  # a header (or any chunk) as a message, or bytes alone
 TaskItem = pb.TaskPart | memoryview  # the task as a message, or a model's bytes alone
 UpdateItem = pb.UpdateChunk | memoryview  # going out: the header, or the update's bytes
-UpdateData = pb.UpdateChunk | bytes  # coming in: a message, or the bytes of a data chunk
+UpdateData = pb.UpdateChunk | memoryview  # coming in: a message, or a data chunk's bytes
 
 
 def model_chunks(model: EncodedModel, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ModelPart]:
@@ -125,10 +125,10 @@ def task_part_from_wire(message: bytes) -> TaskItem:
 
 
 def update_chunk_from_wire(message: bytes) -> UpdateData:
-    """The bytes of a data chunk as ``bytes`` (one copy: the server joins exact bytes off
-    its event loop, see `fedgate.transport.slicing.joined`); any other message parsed."""
+    """The bytes of a data chunk as a slice of ``message`` (no copy: the server copies
+    them once, into the buffer the update is assembled in); any other message parsed."""
     data = _one_field(memoryview(message), UPDATE_DATA)
-    return pb.UpdateChunk.FromString(message) if data is None else data.tobytes()
+    return pb.UpdateChunk.FromString(message) if data is None else data
 
 
 # ---- the server: the Federation service with these (de)serialisers ------------------
