@@ -265,7 +265,7 @@ class FederatedClient:
         if offered is None or offered.version != task.model_version:
             return None
         self.report.bytes_down += len(offered.payload)
-        return offered if self._holds(offered) else None
+        return offered if self._usable(offered) else None
 
     def _decode_train_encode(self, model: EncodedModel, config: TrainConfig) -> Trained:
         """Worker thread: the model a task came with, decoded, trained and encoded."""
@@ -284,13 +284,13 @@ class FederatedClient:
             lambda: self.transport.fetch_model(session, version, self.codec.name, have)
         )
         self.report.bytes_down += len(model.payload)
-        if not self._holds(model):  # `_holds` forgot what is held: this fetch is in full
+        if not self._usable(model):  # `_usable` forgot what is held: this fetch is in full
             return await self._fetch(session, version)
         self._held = await asyncio.to_thread(self._decoded, model)
         return self._held
 
-    def _holds(self, model: EncodedModel) -> bool:
-        """Whether ``model`` can be taken: whole, or a delta to the model held here. A
+    def _usable(self, model: EncodedModel) -> bool:
+        """Whether ``model`` can be used: whole, or a delta to the model held here. A
         delta to another is not (and what is held is forgotten, so the next is whole)."""
         if model.base_ref and (self._held is None or model.base_ref != self._held.ref):
             log.warning("%s: got a delta to a model not held here; fetching in full", self.name)
@@ -300,7 +300,7 @@ class FederatedClient:
 
     def _decoded(self, model: EncodedModel) -> HeldModel:
         """Worker thread: the model held once ``model`` (whole, or a delta to the held
-        one, see `_holds`) is decoded. The server names the codec it used: a whole model
+        one, see `_usable`) is decoded. The server names the codec it used: a whole model
         may come in a dense one."""
         decoded = get_codec(model.codec).decode(model.payload)
         if model.base_ref:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import secrets
@@ -135,15 +136,13 @@ class ModelStore:
         for codec_name in sorted(self._full_codecs.get(self.version - 1, ())):
             task = asyncio.create_task(self.encoded(self.version, codec_name, ahead=True))
             self._preparing.add(task)
-            task.add_done_callback(self._prepared)
+            task.add_done_callback(functools.partial(self._prepared, self.version))
 
-    def _prepared(self, task: asyncio.Task[EncodedModel]) -> None:
+    def _prepared(self, version: int, task: asyncio.Task[EncodedModel]) -> None:
         self._preparing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # the clients' own requests will meet (and report) the same failure
-            log.warning(
-                "encoding model version %d ahead failed: %s", self.version, task.exception()
-            )
+            log.warning("encoding model version %d ahead failed: %s", version, task.exception())
 
     async def encoded(
         self, version: int, codec_name: str, have_ref: str = "", *, ahead: bool = False

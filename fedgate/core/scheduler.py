@@ -190,7 +190,7 @@ class Scheduler:
         it completed), then start its evaluation."""
         run, closed_at = self.run, self.clock()
         await self._settle()  # the last round's record (and its store write) goes first
-        evaluating = outcome is RoundOutcome.COMPLETED and self.evaluator is not None
+        evaluating = model is not None and self.evaluator is not None  # a published model
         record = round_.record(
             outcome, self.models.version, closed_at, accuracy=math.nan, loss=math.nan
         )
@@ -207,8 +207,7 @@ class Scheduler:
             strategy_state=dict(run.strategy_state),
         )
         await self.recorder.commit_round(commit)
-        if evaluating:
-            assert model is not None
+        if model is not None and self.evaluator is not None:
             self._evaluation = asyncio.create_task(self._evaluate(record, model.weights))
 
     # ---- evaluation, off the round's critical path ----------------------------------------
