@@ -5,7 +5,9 @@ Why not ``fedgate serve``: it holds the model built for its data set's inputs (1
 digits), while the transport suite needs the resnets at 3x32x32 as the codec suite
 measures them; and it serves one run per process, while the rounds suite runs dozens of
 federations, each of which would pay ~3 s of interpreter and torch start-up. Everything
-else is what ``fedgate serve`` does (`fedgate.core.factory`, `fedgate.gateway.Gateway`).
+else is what ``fedgate serve`` does (`fedgate.core.factory`, `fedgate.gateway.Gateway`),
+with one torch thread (``fedgate serve --threads 1``), as ``fedgate sim`` runs its server:
+the suites run every client on this machine too.
 
 Protocol (`benchkit.BenchServer` speaks it): one JSON command per stdin line, one reply
 per command on stdout, prefixed with ``benchkit.REPLY_PREFIX``:
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from benchkit import MODEL_SPECS, REPLY_PREFIX
 
 from fedgate.core.config import RunConfig
@@ -280,4 +283,5 @@ async def serve(host: Host | None = None) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # as `fedgate sim`'s server (`fedgate serve --threads 1`)
     asyncio.run(serve())

@@ -13,6 +13,7 @@ from fedgate.cli_limits import add_limit_options, join_limits, max_update_bytes,
 from fedgate.cli_tls import add_server_tls_options, server_tls
 from fedgate.cli_train import add_data_dir_option
 from fedgate.core.config import RunConfig, settings_of
+from fedgate.errors import ConfigError
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,14 @@ def add_serve_command(commands: Any) -> None:
     serve_parser.add_argument("--dataset", default="digits", help="for server-side evaluation")
     serve_parser.add_argument("--model", default="cnn")
     add_data_dir_option(serve_parser)
+    serve_parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for the server's own tensor work: update checks, aggregation, "
+        "evaluation (0: torch's default, one per core; fedgate sim gives its server 1, as "
+        "each of its clients: on a machine shared with them more only compete)",
+    )
     serve_parser.add_argument("--ready-file", type=Path, help="write the bound ports here")
     serve_parser.add_argument("--results", type=Path, help="write the results JSON here")
     serve_parser.add_argument(
@@ -105,6 +114,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from fedgate.gateway.server import GatewaySettings  # noqa: PLC0415
     from fedgate.store import DEFAULT_DB_URL  # noqa: PLC0415 - SQLAlchemy is no client's business
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 (torch's default) or more, not {args.threads}")
+    if args.threads:
+        import torch  # noqa: PLC0415 - the server imports it anyway; set before any work
+
+        torch.set_num_threads(args.threads)  # every thread started after this one too
     settings = GatewaySettings(
         host=args.host,
         grpc_port=args.grpc_port,

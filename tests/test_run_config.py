@@ -6,8 +6,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from fedgate.cli import build_parser
+from fedgate.cli_serve import run_serve
 from fedgate.core.config import MUTABLE_FIELDS, RunConfig
+from fedgate.errors import ConfigError
 from fedgate.run.sim_config import SimConfig
 from fedgate.run.simulation import serve_arguments
 from fedgate.transport.grpc import serde
@@ -90,3 +94,11 @@ def test_sim_passes_its_run_options_through_to_the_server_it_starts() -> None:
     assert {name: defaults[name] for name in shared} == {
         name: getattr(SimConfig(), name) for name in shared
     }
+
+
+def test_a_simulation_gives_its_server_one_torch_thread_as_each_client() -> None:
+    served = vars(build_parser().parse_args(["serve", *serve_arguments(SimConfig(), Path())]))
+    assert served["threads"] == 1
+    assert vars(build_parser().parse_args(["serve"]))["threads"] == 0  # torch's default
+    with pytest.raises(ConfigError, match="--threads must be 0"):
+        run_serve(build_parser().parse_args(["serve", "--threads", "-1"]))

@@ -243,6 +243,10 @@ def serve_arguments(config: SimConfig, results_path: Path) -> list[str]:
         # every simulated client joins from this machine's one address
         "--peer-join-burst",
         str(max(PEER_JOINS.burst, config.clients + 10)),
+        # one torch thread, as each client has: on one machine, more only compete with
+        # the clients' training (10 clients on 2 cores: 4-9 ms a round, bench/README.md)
+        "--threads",
+        "1",
     ]
 
 
