@@ -21,7 +21,8 @@ Both frameworks run as a server process and one process per client, on loopback:
   (or ``$FEDGATE_FLOWER_VENV`` points elsewhere) or cannot import flwr, Flower's
   benchmarks are skipped with a message naming ``make flower-env``, and fedgate's still
   run.
-- fedgate: the bench server process (a real Gateway; warmed up once, untimed) and
+- fedgate: the bench server process (a real Gateway, with one torch thread as ``fedgate
+  sim`` runs its server; warmed up once, untimed) and
   ``fedgate client --threads 1 --codec raw --deltas auto`` processes (no deltas for raw);
   ``raw`` is the codec closest to Flower's ``np.save`` buffers, so bytes compare like for
   like. One more fedgate run, over gRPC with ``int8-zstd`` (model deltas both ways, the
