@@ -1,13 +1,13 @@
 """The REST client's connections, read in large pieces.
 
 httpx (through httpcore) reads a response 64 KiB at a time, and every piece then passes
-h11's parser, httpcore's and httpx's iterators and a join: 1,600 rounds of Python for a
-100 MB model, which, not the socket, bound a ResNet-50 download on loopback (458 MB/s
-against 1,465 for plain TCP). httpcore's network backends are its seam for the socket
-layer: this one hands every read whatever the socket has, up to `READ_BYTES` (asyncio
-delivers at most 256 KiB a time), so the same download takes a quarter of the pieces
-(664 MB/s in the same run). Nothing else changes: the bytes, their order and every
-timeout are httpcore's.
+h11's parser and httpcore's and httpx's iterators: 1,600 rounds of Python for a 100 MB
+model, which, with h11's and httpx's copies, bound a ResNet-50 download on loopback
+(458 to 478 MB/s against ~1,450 for plain TCP). httpcore's network backends are its seam
+for the socket layer: this one hands every read whatever the socket has, up to
+`READ_BYTES` (asyncio delivers at most 256 KiB a time), so the same download takes a
+quarter of the pieces (546 to 638 MB/s over six runs). Nothing else changes: the bytes,
+their order and every timeout are httpcore's.
 """
 
 # httpcore's network interface takes its timeouts as arguments:
