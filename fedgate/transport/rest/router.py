@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -93,15 +94,37 @@ def declared_length(request: Request) -> int | None:
 async def read_body(
     request: Request, limit: int, timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
 ) -> bytes:
-    """The request body, refused as soon as it is known to pass ``limit`` bytes, or when
-    it stalls for ``timeouts.idle_s`` or takes longer than ``timeouts.total_s`` in all.
+    """The request body (see `collect_body` for how it is bounded). The pieces are kept as
+    they come and joined once, off the event loop (`joined`): no copy of the whole body is
+    made on the loop."""
+    parts: list[bytes] = []
+    await collect_body(request, limit, parts.append, timeouts)
+    return await joined(parts)
 
-    The pieces are kept as they come and joined once, off the event loop (`joined`): no
-    copy of the whole body is made on the loop, and it never grows past ``limit``."""
+
+async def read_upload(
+    request: Request, limit: int, timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS
+) -> bytearray:
+    """An update's body (bounded as `collect_body` says), copied once, piece by piece as
+    it comes, into the one buffer the decoder then reads in place (the raw codec's
+    tensors share it): one copy of a ResNet-50 upload, not a join and the decoder's own."""
+    body = bytearray()
+    await collect_body(request, limit, body.extend, timeouts)
+    return body
+
+
+async def collect_body(
+    request: Request,
+    limit: int,
+    take: Callable[[bytes], object],
+    timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
+) -> None:
+    """Hand each piece of the request body to ``take`` as it comes; refused as soon as it
+    is known to pass ``limit`` bytes (never more is taken), or when it stalls for
+    ``timeouts.idle_s`` or takes longer than ``timeouts.total_s`` in all."""
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
-    parts: list[bytes] = []
     size = 0
     chunks = aiter(request.stream())
     try:
@@ -110,12 +133,12 @@ async def read_body(
                 async with asyncio.timeout(timeouts.idle_s):
                     chunk = await anext(chunks, None)
                 if chunk is None:
-                    return await joined(parts)
+                    return
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"body passed the limit of {limit} bytes")
                 if chunk:
-                    parts.append(chunk)
+                    take(chunk)
     except TimeoutError:
         raise BadRequest(
             f"upload too slow: refused after {size} bytes (idle limit "
@@ -320,7 +343,7 @@ async def submit_update(
     permit = await federation.begin_update(client_id, token, header, declared_length(request))
     try:
         limit = min(permit.max_bytes, context.max_update_bytes)
-        payload = await read_body(request, limit, context.upload_timeouts)
+        payload = await read_upload(request, limit, context.upload_timeouts)
     except BaseException:
         federation.abandon_update(permit)
         raise
