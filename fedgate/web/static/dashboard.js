@@ -68,11 +68,13 @@ function wireAccess() {
 
 // ---- actions ----------------------------------------------------------------------------
 
-// An operator call; its answer (the status right after it) is shown and returned.
+// An operator call; its answer (the status right after it, with the round open then) is
+// shown and returned. Not the last snapshot's open round: the stream may lag the answer,
+// and a round that opened meanwhile would show as none (a pause would look settled).
 async function act(path, options, messageId) {
   try {
     const status = await (await call(path, { method: "POST", ...options })).json();
-    render({ status, open_round: latest?.open_round ?? null });
+    render({ status, open_round: status.open_round ?? null });
     return status;
   } catch (error) {
     $(messageId).textContent = error.message;
