@@ -97,8 +97,9 @@ def large_read_transport(
     that downloads go through ``backend``, so an httpx that builds its pool otherwise
     fails a test rather than losing the large reads in silence.
     """
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=LIMITS)
+    # one TLS context (loading the CAs takes ~20 ms), handed to httpx as it is and shared
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+    transport = httpx.AsyncHTTPTransport(verify=context, limits=LIMITS)
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=context,
         max_connections=LIMITS.max_connections,
