@@ -283,5 +283,7 @@ async def serve(host: Host | None = None) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)  # as `fedgate sim`'s server (`fedgate serve --threads 1`)
+    # one torch thread, as `fedgate sim`'s server (`fedgate serve --threads 1`); another
+    # count for comparing (`cpu_per_round.py --server-threads`)
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
     asyncio.run(serve())

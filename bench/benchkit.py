@@ -96,11 +96,15 @@ class BenchServer:
     log (stderr) goes to ``log_path`` and is quoted when something fails.
     """
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(
+        self, log_path: Path, threads: int | None = 1, script: Path = SERVER_SCRIPT
+    ) -> None:
+        """``threads``: the server's torch threads (None: the script's own choice)."""
         self.log_path = log_path
+        argv = [sys.executable, str(script), *([] if threads is None else [str(threads)])]
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(SERVER_SCRIPT)],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -17,6 +17,8 @@ client) for `SHORT` and for `LONG` rounds; the difference of the two, over
 Run from the checkout (Flower's side needs ``make flower-env``)::
 
     .venv/bin/python bench/cpu_per_round.py --clients 10 [--transport rest] [--repeat 2]
+        [--short 5 --long 35]  (defaults 3 and 13; 35 minus 5 is steadier, and longer)
+        [--server-threads 2]  (the bench server's torch threads; default 1, as sim's)
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ def flower_spent(spec: FederationSpec, dataset: Dataset, workdir: Path) -> Spent
     return Spent(wall, server_s, children_cpu_s() - children_before - server_s)
 
 
-def per_round(short: Spent, long: Spent) -> str:
-    rounds = LONG - SHORT
+def per_round(short: Spent, long: Spent, rounds: int) -> str:
+    """One round's share of what ``long`` spent beyond ``short``, ``rounds`` rounds longer."""
 
     def ms(a: float, b: float) -> str:
         return f"{1000 * (b - a) / rounds:6.1f} ms"
@@ -133,13 +135,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--transport", default="grpc", choices=("grpc", "rest"))
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--short", type=int, default=SHORT, help="rounds of the short run")
+    parser.add_argument("--long", type=int, default=LONG, help="rounds of the long run")
+    parser.add_argument(
+        "--server-threads", type=int, default=1, help="fedgate server's torch threads"
+    )
     args = parser.parse_args()
+    if not 0 < args.short < args.long:
+        parser.error("--short and --long: 0 < short < long rounds")
     dataset = load_dataset("digits", 0)
     no_flower = flower_unavailable(flower_venv())
     if no_flower is not None:
         print(f"Flower skipped: {no_flower} (make flower-env)")
     with tempfile.TemporaryDirectory(prefix="fedgate-cpu-") as tmp:
-        server = BenchServer(Path(tmp) / "server.log")
+        server = BenchServer(Path(tmp) / "server.log", threads=args.server_threads)
         try:
             loop = EventLoop()
             try:
@@ -148,7 +157,7 @@ def main() -> None:
                 loop.close()
             for _ in range(args.repeat):
                 spent: dict[str, list[Spent]] = {"flower": [], "fedgate": []}
-                for rounds in (SHORT, LONG):
+                for rounds in (args.short, args.long):
                     spec = FederationSpec(
                         args.transport, "raw", args.clients, rounds, partition=PARTITION
                     )
@@ -160,7 +169,8 @@ def main() -> None:
                     where = (
                         f"{framework} ({args.transport})" if framework == "fedgate" else framework
                     )
-                    print(f"{where}, {args.clients} clients, per round: {per_round(short, long)}")
+                    spent_per_round = per_round(short, long, args.long - args.short)
+                    print(f"{where}, {args.clients} clients, per round: {spent_per_round}")
         finally:
             server.close()
 

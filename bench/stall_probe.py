@@ -56,8 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -165,16 +163,8 @@ class ProbedHost(Host):
 class ProbedBenchServer(BenchServer):
     """This file as the bench server process (`BenchServer`'s protocol, probed)."""
 
-    def __init__(self, log_path: Path) -> None:  # BenchServer's, with this script
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(__file__))],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
+    def __init__(self, log_path: Path) -> None:
+        super().__init__(log_path, threads=None, script=Path(__file__))  # torch's default
 
     def start_probed(self, spec: FederationSpec, offload: bool, min_bytes: int) -> Hosted:
         """Host ``spec``'s federation, its GIL-bound codecs on worker processes for payloads
