@@ -194,6 +194,36 @@ class GrpcWire:
         return b"".join(c.data for c in self.stub.FetchModel(request, metadata=meta))
 
 
+class GrpcWorkWire(GrpcWire):
+    """gRPC with uploads on a Work call (the long-lived call fedgate's client uses), the
+    rest as `GrpcWire`: the update's messages, then the first answer (its receipt, or
+    the error that ended the call)."""
+
+    name = "grpc-work"
+
+    def submit_stream(
+        self,
+        client_id: str,
+        token: str,
+        header: Header,
+        parts: Iterator[bytes],
+        total_size: int = 0,
+    ) -> tuple[Outcome, int]:
+        sent = [0]
+
+        def messages() -> Iterator[pb.WorkUp]:
+            yield pb.WorkUp(update=pb.UpdateChunk(header=_proto_header(header, total_size)))
+            for part in parts:
+                sent[0] += len(part)
+                yield pb.WorkUp(update=pb.UpdateChunk(data=part))
+
+        def first_answer() -> Any:
+            replies = self.stub.Work(messages(), metadata=_metadata(client_id, token), timeout=60)
+            return next(replies)
+
+        return _rpc(first_answer), sent[0]
+
+
 def raw_http(url: str, head: str, parts: Iterator[bytes]) -> tuple[Outcome, int]:
     """Write ``head`` then ``parts`` as chunks until the server answers or closes."""
     host, port = url.split("//")[1].split(":")

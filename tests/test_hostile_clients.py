@@ -27,6 +27,7 @@ from fedgate.transport.servers import SERVER_ADAPTERS
 from tests.hostile_payloads import attacks, json_of_numel
 from tests.hostile_wire import (
     GrpcWire,
+    GrpcWorkWire,
     Header,
     Outcome,
     RestWire,
@@ -34,11 +35,12 @@ from tests.hostile_wire import (
     server_rss,
 )
 
-TRANSPORTS = sorted(SERVER_ADAPTERS)
-WIRES: dict[str, Callable[[str], RestWire | GrpcWire]] = {
-    RestWire.name: RestWire,
-    GrpcWire.name: GrpcWire,
-}  # a raw wire per server transport: a new one must be attacked here too
+# a raw wire per way in to a server transport: a new one must be attacked here too
+WIRES: dict[str, tuple[str, Callable[[str], RestWire | GrpcWire]]] = {
+    RestWire.name: ("rest", RestWire),
+    GrpcWire.name: ("grpc", GrpcWire),
+    GrpcWorkWire.name: ("grpc", GrpcWorkWire),  # uploads on the Work call
+}
 KEY_LIMIT = 1000  # the largest num_examples the key grants
 CLIENT_EXAMPLES = 500
 IDLE_S = 1.0  # the server's upload idle timeout here (20 s by default)
@@ -106,13 +108,18 @@ def create_key(server: ServerProcess) -> str:
     return secret
 
 
-@pytest.fixture(scope="module", params=TRANSPORTS)
+def test_every_server_transport_is_attacked() -> None:
+    assert {transport for transport, _ in WIRES.values()} == set(SERVER_ADAPTERS)
+
+
+@pytest.fixture(scope="module", params=sorted(WIRES))
 def arena(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Arena]:
     workdir = tmp_path_factory.mktemp(f"hostile-{request.param}")
     server = start_server(SERVE_ARGS, workdir)
-    wire: Wire = WIRES[request.param](server.address(request.param))
+    transport, kind = WIRES[request.param]
+    wire: Wire = kind(server.address(transport))
     try:
         key = create_key(server)
         joined = wire.join("hostile", "raw", CLIENT_EXAMPLES, key)

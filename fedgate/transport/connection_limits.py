@@ -31,7 +31,9 @@ class ConnectionLimits:
     grpc_handshake_timeout_s: float = 10.0
     """TLS and HTTP/2 handshakes must be done in this long, or the connection is closed."""
     grpc_max_concurrent_rpcs: int = 1000
-    """Calls in progress over all connections; one beyond gets RESOURCE_EXHAUSTED."""
+    """Calls in progress over all connections; one beyond gets RESOURCE_EXHAUSTED. Each
+    client holds one (its Work call) for as long as it takes part, and another now and
+    then (a heartbeat): raise this above twice the clients a federation is to hold."""
     grpc_max_streams_per_connection: int = 100
     """Calls in progress on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
     grpc_max_metadata_bytes: int = 8 * 1024

@@ -117,12 +117,13 @@ class SixCalls:
 
 
 class HideNextTaskWithModel(grpc.aio.ServerInterceptor):
-    """A gRPC server as an older fedgate is: without NextTaskWithModel."""
+    """A gRPC server as an older fedgate is: without NextTaskWithModel (nor Work, which
+    came after it)."""
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
-        if details.method.endswith("/NextTaskWithModel"):
+        if details.method.endswith(("/NextTaskWithModel", "/Work")):
             return None  # grpc answers UNIMPLEMENTED, as for a call it does not know
         return await continuation(details)
 

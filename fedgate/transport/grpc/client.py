@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, error_from_rpc
+from fedgate.transport.grpc.work import WorkStream
 from fedgate.transport.slicing import slices
 from fedgate.transport.tls import ClientTls, load_client_tls, looks_like_tls_failure
 
@@ -113,6 +115,10 @@ def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+class WorkUnavailable(Exception):
+    """The server has no Work call (an older fedgate): the single calls it is then."""
+
+
 class GrpcTransport:
     name = "grpc"
 
@@ -140,7 +146,15 @@ class GrpcTransport:
             request_serializer=streams.update_chunk_to_wire,
             response_deserializer=pb.UpdateReceipt.FromString,
         )
+        self._work_call = self._channel.stream_stream(
+            method_path("Work"),
+            request_serializer=streams.work_up_to_wire,
+            response_deserializer=streams.work_down_from_wire,
+        )
         self._model_on_task = True  # False once the server turns NextTaskWithModel away
+        self._on_work = True  # False once the server turns Work away (an older fedgate)
+        self._work: WorkStream | None = None
+        self._work_lock = asyncio.Lock()  # one step at a time on the Work call
 
     async def join(self, request: JoinRequest) -> JoinAck:
         # the enrolment key travels as a bearer credential in metadata, not in the message
@@ -163,8 +177,16 @@ class GrpcTransport:
         return serde.task_from_proto(reply)
 
     async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
-        """The next task, a TRAIN task with its model (one call); from a server older than
-        NextTaskWithModel, the task alone (the client then fetches the model)."""
+        """The next task, a TRAIN task with its model: on the Work call; from a server older
+        than Work, with NextTaskWithModel; from one older than that, the task alone (the
+        client then fetches the model)."""
+        if self._on_work:
+            try:
+                return await self._step(
+                    session, lambda work: work.next_task(want, wait_s), wait_s + TRANSFER_TIMEOUT_S
+                )
+            except WorkUnavailable:
+                self._on_work = False
         if self._model_on_task:
             async with translated_errors(self.target, self.tls is not None):
                 call = self._task_with_model(
@@ -191,6 +213,13 @@ class GrpcTransport:
             return await streams.model_from_chunks(call)
 
     async def submit_update(self, session: Session, update: Update) -> UpdateReceipt:
+        if self._on_work:
+            try:
+                return await self._step(
+                    session, lambda work: work.submit(update, self.chunk_bytes), TRANSFER_TIMEOUT_S
+                )
+            except WorkUnavailable:
+                self._on_work = False
         reply = await self._call(
             lambda: self._submit_update(
                 self._update_chunks(update),
@@ -218,7 +247,41 @@ class GrpcTransport:
         )
 
     async def close(self) -> None:
+        work, self._work = self._work, None
+        if work is not None:
+            await work.close()
         await self._channel.close()
+
+    async def _step(
+        self, session: Session, step: Callable[[WorkStream], Awaitable[T]], timeout_s: float
+    ) -> T:
+        """``step`` on the session's Work call (opened first if there is none, or renewed);
+        a call that fails is dropped, and the next step opens another."""
+        async with self._work_lock, translated_errors(self.target, self.tls is not None):
+            work = await self._work_for(session)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await step(work)
+            except BaseException as error:
+                self._work = None
+                work.drop()
+                if isinstance(error, grpc.aio.AioRpcError) and unimplemented(error):
+                    raise WorkUnavailable from None
+                if isinstance(error, TimeoutError):
+                    raise TransportError(
+                        f"no answer on the Work call in {timeout_s:.0f} s"
+                    ) from None
+                raise
+
+    async def _work_for(self, session: Session) -> WorkStream:
+        work = self._work
+        if work is not None and (work.token != session.token or work.worn):
+            await work.close()  # between steps: nothing is lost
+            work = None
+        if work is None:
+            call = self._work_call(metadata=session_metadata(session))
+            self._work = work = WorkStream(call, session.token)
+        return work
 
     async def _update_chunks(self, update: Update) -> AsyncIterator[streams.UpdateItem]:
         yield pb.UpdateChunk(header=serde.update_header_to_proto(update))

@@ -16,13 +16,14 @@ import grpc
 
 from fedgate.core.accounts import Principal, Role, audit
 from fedgate.core.service import FederationService
-from fedgate.errors import FedgateError, InvalidUpdate, PayloadTooLarge, Unauthorized
+from fedgate.errors import FedgateError, InvalidUpdate, Unauthorized
 from fedgate.transport.connection_limits import ConnectionLimits, grpc_server_options
-from fedgate.transport.grpc import access, admin_serde, serde, streams
+from fedgate.transport.grpc import access, admin_serde, serde, streams, uploads
 from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
+from fedgate.transport.grpc.work import WorkCalls
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.servers import Extensions, ServerSettings, host_port
@@ -84,6 +85,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         self.federation = federation
         self.max_update_bytes = max_update_bytes
         self.timeouts = timeouts
+        self.work = WorkCalls(federation, max_update_bytes, timeouts)
 
     @mapped
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinReply:
@@ -137,25 +139,37 @@ class FederationServicer(pb_grpc.FederationServicer):
         self, request_iterator: AsyncIterator[streams.UpdateData], context: Any
     ) -> pb.UpdateReceipt:
         """Credentials are checked before anything is read, the header before the body."""
-        client_id, token = credentials(context)
-        self.federation.authenticate(client_id, token)
+        client = credentials(context)
+        self.federation.authenticate(*client)
         chunks = aiter(request_iterator)
         async with asyncio.timeout(self.timeouts.idle_s):
             first = await anext(chunks, None)
         if first is None or isinstance(first, memoryview) or first.WhichOneof("part") != "header":
             raise InvalidUpdate("an update upload must start with its header")
-        header = serde.update_header_from_proto(first.header)
-        permit = await self.federation.begin_update(
-            client_id, token, header, first.header.total_size
+        declared = first.header.total_size
+
+        def body(limit: int) -> Awaitable[bytearray]:
+            return uploads.receive_body(
+                chunks, update_data, declared, limit, self.timeouts, to_end=True
+            )
+
+        receipt = await uploads.receive_update(
+            self.federation, client, first.header, self.max_update_bytes, body
         )
-        try:
-            limit = min(permit.max_bytes, self.max_update_bytes)
-            payload = await self._receive_body(chunks, first.header.total_size, limit)
-        except BaseException:
-            self.federation.abandon_update(permit)
-            raise
-        receipt = await self.federation.finish_update(permit, payload)
         return serde.receipt_to_proto(receipt)
+
+    async def Work(  # type: ignore[override]  # answers by context.write, returns nothing
+        self, request_iterator: AsyncIterator[streams.WorkUpItem], context: Any
+    ) -> None:
+        """A client's asks and updates on one call (see `fedgate.transport.grpc.work`)."""
+        try:
+            client = credentials(context)
+            self.federation.authenticate(*client)
+            await self.work.serve(client, aiter(request_iterator), context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: nothing unplanned leaves as it is
+            await abort_with(context, as_fedgate_error(error, "Work"))
 
     @mapped
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
@@ -168,38 +182,14 @@ class FederationServicer(pb_grpc.FederationServicer):
         await self.federation.leave(client_id, token)
         return pb.LeaveReply()
 
-    async def _receive_body(
-        self, chunks: AsyncIterator[streams.UpdateData], declared: int, limit: int
-    ) -> bytearray:
-        """The upload's body, refused as soon as it passes what it declared or the limit
-        allows, or when it stalls or takes too long (see `UploadTimeouts`).
 
-        The declared size is checked against the limit before the first body chunk is
-        read, and the body never grows past it. Each chunk is copied once, as it comes,
-        into the one buffer the body is assembled in (a few milliseconds on the loop per
-        4 MiB chunk at most), which then goes to the decoder as it is: the raw codec's
-        tensors share it (before: a copy per chunk, a join and the decoder's copy)."""
-        if declared > limit:
-            raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
-        body = bytearray()
-        try:
-            async with asyncio.timeout(self.timeouts.total_s):
-                while True:
-                    async with asyncio.timeout(self.timeouts.idle_s):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    data = chunk if isinstance(chunk, memoryview) else chunk.data
-                    if len(body) + len(data) > declared:
-                        raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
-                    body += data
-        except TimeoutError:
-            raise InvalidUpdate(
-                f"upload too slow: refused after {len(body)} of {declared} bytes"
-            ) from None
-        if len(body) != declared:
-            raise InvalidUpdate(f"upload ended after {len(body)} of {declared} bytes")
-        return body
+def update_data(chunk: streams.UpdateData) -> bytes | memoryview:
+    """A SubmitUpdate chunk's bytes (a message that is not data: refused)."""
+    if isinstance(chunk, memoryview):
+        return chunk
+    if chunk.WhichOneof("part") != "data":
+        raise InvalidUpdate("an update carries one header, then only data")
+    return chunk.data
 
 
 class OperatorServicer(pb_grpc.OperatorServicer):

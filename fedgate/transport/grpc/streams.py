@@ -1,8 +1,9 @@
 """Models in chunks on the gRPC wire: cut up by the server, put together by the client.
 
 FetchModel streams `ModelChunk`s; NextTaskWithModel streams `TaskPart`s, the task first
-and then the same chunks. Both are cut and reassembled here, with the same checks, so a
-model arrives byte for byte the same whichever call carried it.
+and then the same chunks; Work sends them as `WorkDown` models. All are cut and
+reassembled here, with the same checks, so a model arrives byte for byte the same
+whichever call carried it.
 
 The bulk of a model or an update is chunks that carry nothing but bytes. Through
 protobuf message objects each such chunk was copied three times before grpc's own copy
@@ -36,12 +37,16 @@ from fedgate.transport.slicing import joined, slices
 MODEL_DATA = 4 << 3 | 2  # ModelChunk.data
 TASK_MODEL = 2 << 3 | 2  # TaskPart.model
 UPDATE_DATA = 2 << 3 | 2  # UpdateChunk.data
+WORK_MODEL = 2 << 3 | 2  # WorkDown.model
+WORK_UPDATE = 2 << 3 | 2  # WorkUp.update
 MAX_VARINT_BYTES = 10
 
 ModelPart = pb.ModelChunk | memoryview  # a header (or any chunk) as a message, or bytes alone
 TaskItem = pb.TaskPart | memoryview  # the task as a message, or a model's bytes alone
 UpdateItem = pb.UpdateChunk | memoryview  # going out: the header, or the update's bytes
 UpdateData = pb.UpdateChunk | memoryview  # coming in: a message, or a data chunk's bytes
+WorkUpItem = pb.WorkUp | memoryview  # an ask or an update's header, or an update's bytes
+WorkDownItem = pb.WorkDown | memoryview  # a task, a model's header or a receipt, or bytes
 
 
 def model_chunks(model: EncodedModel, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ModelPart]:
@@ -85,10 +90,27 @@ def model_chunk_to_wire(item: ModelPart) -> bytes:
     return item.SerializeToString()
 
 
+def _nested_bytes_field(outer: int, inner: int, data: memoryview) -> bytes:
+    """``data`` as the one field ``inner`` of the one message field ``outer``."""
+    head = _field(inner, len(data))
+    return b"".join((_field(outer, len(head) + len(data)), head, data))
+
+
 def task_part_to_wire(item: TaskItem) -> bytes:
     if isinstance(item, memoryview):
-        inner = _field(MODEL_DATA, len(item))
-        return b"".join((_field(TASK_MODEL, len(inner) + len(item)), inner, item))
+        return _nested_bytes_field(TASK_MODEL, MODEL_DATA, item)
+    return item.SerializeToString()
+
+
+def work_down_to_wire(item: WorkDownItem) -> bytes:
+    if isinstance(item, memoryview):
+        return _nested_bytes_field(WORK_MODEL, MODEL_DATA, item)
+    return item.SerializeToString()
+
+
+def work_up_to_wire(item: WorkUpItem) -> bytes:
+    if isinstance(item, memoryview):
+        return _nested_bytes_field(WORK_UPDATE, UPDATE_DATA, item)
     return item.SerializeToString()
 
 
@@ -118,10 +140,27 @@ def model_chunk_from_wire(message: bytes) -> ModelPart:
     return pb.ModelChunk.FromString(message) if data is None else data
 
 
+def _nested_one_field(message: bytes, outer: int, inner: int) -> memoryview | None:
+    """The contents of ``message`` if it is exactly one field ``outer`` that is exactly
+    one field ``inner``."""
+    contents = _one_field(memoryview(message), outer)
+    return None if contents is None else _one_field(contents, inner)
+
+
 def task_part_from_wire(message: bytes) -> TaskItem:
-    inner = _one_field(memoryview(message), TASK_MODEL)
-    data = None if inner is None else _one_field(inner, MODEL_DATA)
+    data = _nested_one_field(message, TASK_MODEL, MODEL_DATA)
     return pb.TaskPart.FromString(message) if data is None else data
+
+
+def work_down_from_wire(message: bytes) -> WorkDownItem:
+    data = _nested_one_field(message, WORK_MODEL, MODEL_DATA)
+    return pb.WorkDown.FromString(message) if data is None else data
+
+
+def work_up_from_wire(message: bytes) -> WorkUpItem:
+    """An update's data chunk as a slice of ``message``; any other message parsed."""
+    data = _nested_one_field(message, WORK_UPDATE, UPDATE_DATA)
+    return pb.WorkUp.FromString(message) if data is None else data
 
 
 def update_chunk_from_wire(message: bytes) -> UpdateData:
@@ -138,13 +177,17 @@ CHUNK_SERIALIZERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "FetchModel": {"response_serializer": model_chunk_to_wire},
     "NextTaskWithModel": {"response_serializer": task_part_to_wire},
     "SubmitUpdate": {"request_deserializer": update_chunk_from_wire},
+    "Work": {
+        "request_deserializer": work_up_from_wire,
+        "response_serializer": work_down_to_wire,
+    },
 }
 
 
 class WithChunkSerializers:
     """The server, as the generated code registering the Federation service sees it: the
     handlers it builds are registered with the chunk (de)serialisers swapped in. (The
-    generated code stays the one list of methods; only these three differ.)"""
+    generated code stays the one list of methods; only those in CHUNK_SERIALIZERS differ.)"""
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self.server = server
@@ -203,6 +246,11 @@ class ModelAssembly:
             )
         if data:
             self._parts.append(data)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the header and all the bytes it declared have come."""
+        return self.header is not None and self._size == self.header.total_size
 
     async def model(self) -> EncodedModel:
         if self.header is None or self._size != self.header.total_size:

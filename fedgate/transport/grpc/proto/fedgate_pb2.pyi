@@ -186,6 +186,74 @@ class TaskPart(_message.Message):
 Global___TaskPart: _TypeAlias = TaskPart  # noqa: Y015
 
 @_typing.final
+class WorkUp(_message.Message):
+    """A client's message on a Work call: an ask for its next task, or one message of an
+    update (the header first, then its data).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASK_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ask(self) -> Global___NextTaskWithModelRequest: ...
+    @_builtins.property
+    def update(self) -> Global___UpdateChunk: ...
+    def __init__(
+        self,
+        *,
+        ask: Global___NextTaskWithModelRequest | None = ...,
+        update: Global___UpdateChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "part", b"part", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "part", b"part", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["ask", "update"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___WorkUp: _TypeAlias = WorkUp  # noqa: Y015
+
+@_typing.final
+class WorkDown(_message.Message):
+    """The server's message on a Work call: a task (then its model's chunks when
+    model_follows), one of those chunks, or an update's receipt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    MODEL_FOLLOWS_FIELD_NUMBER: _builtins.int
+    model_follows: _builtins.bool
+    """set with a task that its model's chunks come next"""
+    @_builtins.property
+    def task(self) -> Global___Task: ...
+    @_builtins.property
+    def model(self) -> Global___ModelChunk: ...
+    @_builtins.property
+    def receipt(self) -> Global___UpdateReceipt: ...
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+        model: Global___ModelChunk | None = ...,
+        receipt: Global___UpdateReceipt | None = ...,
+        model_follows: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "part", b"part", "receipt", b"receipt", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_follows", b"model_follows", "part", b"part", "receipt", b"receipt", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["task", "model", "receipt"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___WorkDown: _TypeAlias = WorkDown  # noqa: Y015
+
+@_typing.final
 class TrainConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -59,6 +59,11 @@ class FederationStub:
                 request_serializer=fedgate_dot_v1_dot_fedgate__pb2.UpdateChunk.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.UpdateReceipt.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/fedgate.v1.Federation/Work',
+                request_serializer=fedgate_dot_v1_dot_fedgate__pb2.WorkUp.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_fedgate__pb2.WorkDown.FromString,
+                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/fedgate.v1.Federation/Heartbeat',
                 request_serializer=fedgate_dot_v1_dot_fedgate__pb2.HeartbeatRequest.SerializeToString,
@@ -115,6 +120,24 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Work(self, request_iterator, context):
+        """A client's tasks and updates on one long-lived call, in turn (what a round costs
+        the wire once it is open: a message or two each way, no call set up per step).
+        Each WorkUp is an ask or an update, and gets its answer before the next is sent:
+        - ask (NextTaskWithModel's request) -> a WorkDown task; when its model_follows, the
+        model's ModelChunks come next as WorkDown models, the first carrying the header,
+        the rest its bytes up to the header's total_size;
+        - update (SubmitUpdate's UpdateChunks: the header, then data up to its total_size)
+        -> a WorkDown receipt.
+        Credentials are checked when the call opens and again at every ask and update. A
+        refusal ends the call with the status the call on its own would have ended with; the
+        client opens another for its next ask. A client has one Work call open at a time: a
+        new one ends the one before (FAILED_PRECONDITION, conflict).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Heartbeat(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,6 +177,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.SubmitUpdate,
                     request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.UpdateChunk.FromString,
                     response_serializer=fedgate_dot_v1_dot_fedgate__pb2.UpdateReceipt.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=fedgate_dot_v1_dot_fedgate__pb2.WorkUp.FromString,
+                    response_serializer=fedgate_dot_v1_dot_fedgate__pb2.WorkDown.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -301,6 +329,33 @@ class Federation:
             '/fedgate.v1.Federation/SubmitUpdate',
             fedgate_dot_v1_dot_fedgate__pb2.UpdateChunk.SerializeToString,
             fedgate_dot_v1_dot_fedgate__pb2.UpdateReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedgate.v1.Federation/Work',
+            fedgate_dot_v1_dot_fedgate__pb2.WorkUp.SerializeToString,
+            fedgate_dot_v1_dot_fedgate__pb2.WorkDown.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,20 @@ class FederationStub:
     """The global model in the requested codec, in chunks (the first carries the header)."""
     SubmitUpdate: _grpc.StreamUnaryMultiCallable[_fedgate_pb2.UpdateChunk, _fedgate_pb2.UpdateReceipt]
     """An update in chunks: the first message is the header, the rest carry bytes."""
+    Work: _grpc.StreamStreamMultiCallable[_fedgate_pb2.WorkUp, _fedgate_pb2.WorkDown]
+    """A client's tasks and updates on one long-lived call, in turn (what a round costs
+    the wire once it is open: a message or two each way, no call set up per step).
+    Each WorkUp is an ask or an update, and gets its answer before the next is sent:
+    - ask (NextTaskWithModel's request) -> a WorkDown task; when its model_follows, the
+      model's ModelChunks come next as WorkDown models, the first carrying the header,
+      the rest its bytes up to the header's total_size;
+    - update (SubmitUpdate's UpdateChunks: the header, then data up to its total_size)
+      -> a WorkDown receipt.
+    Credentials are checked when the call opens and again at every ask and update. A
+    refusal ends the call with the status the call on its own would have ended with; the
+    client opens another for its next ask. A client has one Work call open at a time: a
+    new one ends the one before (FAILED_PRECONDITION, conflict).
+    """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.HeartbeatRequest, _fedgate_pb2.HeartbeatReply]
     Leave: _grpc.UnaryUnaryMultiCallable[_fedgate_pb2.LeaveRequest, _fedgate_pb2.LeaveReply]
 
@@ -90,6 +104,20 @@ class FederationAsyncStub(FederationStub):
     """The global model in the requested codec, in chunks (the first carries the header)."""
     SubmitUpdate: _aio.StreamUnaryMultiCallable[_fedgate_pb2.UpdateChunk, _fedgate_pb2.UpdateReceipt]  # type: ignore[assignment]
     """An update in chunks: the first message is the header, the rest carry bytes."""
+    Work: _aio.StreamStreamMultiCallable[_fedgate_pb2.WorkUp, _fedgate_pb2.WorkDown]  # type: ignore[assignment]
+    """A client's tasks and updates on one long-lived call, in turn (what a round costs
+    the wire once it is open: a message or two each way, no call set up per step).
+    Each WorkUp is an ask or an update, and gets its answer before the next is sent:
+    - ask (NextTaskWithModel's request) -> a WorkDown task; when its model_follows, the
+      model's ModelChunks come next as WorkDown models, the first carrying the header,
+      the rest its bytes up to the header's total_size;
+    - update (SubmitUpdate's UpdateChunks: the header, then data up to its total_size)
+      -> a WorkDown receipt.
+    Credentials are checked when the call opens and again at every ask and update. A
+    refusal ends the call with the status the call on its own would have ended with; the
+    client opens another for its next ask. A client has one Work call open at a time: a
+    new one ends the one before (FAILED_PRECONDITION, conflict).
+    """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.HeartbeatRequest, _fedgate_pb2.HeartbeatReply]  # type: ignore[assignment]
     Leave: _aio.UnaryUnaryMultiCallable[_fedgate_pb2.LeaveRequest, _fedgate_pb2.LeaveReply]  # type: ignore[assignment]
 
@@ -141,6 +169,26 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fedgate_pb2.UpdateReceipt, _abc.Awaitable[_fedgate_pb2.UpdateReceipt]]:
         """An update in chunks: the first message is the header, the rest carry bytes."""
+
+    @_abc_1.abstractmethod
+    def Work(
+        self,
+        request_iterator: _MaybeAsyncIterator[_fedgate_pb2.WorkUp],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fedgate_pb2.WorkDown], _abc.AsyncIterator[_fedgate_pb2.WorkDown]]:
+        """A client's tasks and updates on one long-lived call, in turn (what a round costs
+        the wire once it is open: a message or two each way, no call set up per step).
+        Each WorkUp is an ask or an update, and gets its answer before the next is sent:
+        - ask (NextTaskWithModel's request) -> a WorkDown task; when its model_follows, the
+          model's ModelChunks come next as WorkDown models, the first carrying the header,
+          the rest its bytes up to the header's total_size;
+        - update (SubmitUpdate's UpdateChunks: the header, then data up to its total_size)
+          -> a WorkDown receipt.
+        Credentials are checked when the call opens and again at every ask and update. A
+        refusal ends the call with the status the call on its own would have ended with; the
+        client opens another for its next ask. A client has one Work call open at a time: a
+        new one ends the one before (FAILED_PRECONDITION, conflict).
+        """
 
     @_abc_1.abstractmethod
     def Heartbeat(

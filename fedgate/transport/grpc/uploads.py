@@ -1,0 +1,81 @@
+"""An update's body read off a gRPC call, for SubmitUpdate (the call's own stream, to its
+end) and for Work (the long-lived call's next messages, up to the declared size).
+
+Both check the declared size against the limit before the first body chunk is read, and
+the body never grows past it. Each chunk is copied once, as it comes, into the one
+buffer the body is assembled in (a few milliseconds on the loop per 4 MiB chunk at
+most), which then goes to the decoder as it is: the raw codec's tensors share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from fedgate.core.messages import UpdateReceipt
+from fedgate.core.service import FederationService
+from fedgate.errors import InvalidUpdate, PayloadTooLarge
+from fedgate.transport.grpc import serde
+from fedgate.transport.grpc.proto import fedgate_pb2 as pb
+from fedgate.transport.limits import UploadTimeouts
+
+M = TypeVar("M")
+DataOf = Callable[[M], "bytes | memoryview"]  # a chunk's bytes, or InvalidUpdate
+
+
+async def receive_update(
+    federation: FederationService,
+    credentials: tuple[str, str],
+    header: pb.UpdateHeader,
+    max_bytes: int,
+    body: Callable[[int], Awaitable[bytearray]],
+) -> UpdateReceipt:
+    """Admit an upload from its ``header``, read its body (``body(limit)``: at most
+    ``limit`` bytes, the lower of ``max_bytes`` and what the federation admits) and hand
+    it to the federation; an upload that fails on the way is abandoned."""
+    client_id, token = credentials
+    update = serde.update_header_from_proto(header)
+    permit = await federation.begin_update(client_id, token, update, header.total_size)
+    try:
+        payload = await body(min(permit.max_bytes, max_bytes))
+    except BaseException:
+        federation.abandon_update(permit)
+        raise
+    return await federation.finish_update(permit, payload)
+
+
+async def receive_body(
+    chunks: AsyncIterator[M],
+    data_of: DataOf[M],
+    declared: int,
+    limit: int,
+    timeouts: UploadTimeouts,
+    *,
+    to_end: bool,
+) -> bytearray:
+    """The body of an upload of ``declared`` bytes: ``chunks`` read to their end
+    (``to_end``: the call's own stream, which must end with the body) or up to the declared
+    size (a Work call's, which goes on). Refused as soon as it passes what it declared or
+    the limit allows, ends short, or stalls or takes too long (see `UploadTimeouts`)."""
+    if declared > limit:
+        raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeouts.total_s):
+            while to_end or len(body) < declared:
+                async with asyncio.timeout(timeouts.idle_s):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                data = data_of(chunk)
+                if len(body) + len(data) > declared:
+                    raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
+                body += data
+    except TimeoutError:
+        raise InvalidUpdate(
+            f"upload too slow: refused after {len(body)} of {declared} bytes"
+        ) from None
+    if len(body) != declared:
+        raise InvalidUpdate(f"upload ended after {len(body)} of {declared} bytes")
+    return body
