@@ -64,8 +64,10 @@ class Player:
         await self.federation.leave(self.client_id, self.token)
 
 
-async def join(federation: Federation, name: str, codec: str = "raw") -> Player:
-    ack = await federation.join(JoinRequest(name=name, codec=codec, num_examples=100))
+async def join(
+    federation: Federation, name: str, codec: str = "raw", num_examples: int = 100
+) -> Player:
+    ack = await federation.join(JoinRequest(name=name, codec=codec, num_examples=num_examples))
     return Player(federation, ack.client_id, ack.token, codec)
 
 

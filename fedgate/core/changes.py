@@ -22,7 +22,9 @@ EVENT_LOG = 4096  # transitions kept for watchers that fall behind
 class Changes:
     def __init__(self) -> None:
         self._changed = asyncio.Event()
-        self._run_changed = asyncio.Event()  # run-level changes only: no client transition
+        # waiters for run-level changes only (no client transition), by their turn
+        self._run_waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
+        self._turns = itertools.count()
         self._events: deque[tuple[int, ClientEvent]] = deque(maxlen=EVENT_LOG)
         self._seq = itertools.count(1)
         self.last_seq = 0
@@ -31,8 +33,11 @@ class Changes:
     def notify(self) -> None:
         """Wake every waiter (long-polls, the round loop, watchers): the run changed (a
         round opened or closed, its phase, its config, a client dropped)."""
-        self._run_changed.set()
-        self._run_changed = asyncio.Event()
+        waiters, self._run_waiters = self._run_waiters, {}
+        for turn in sorted(waiters, key=lambda turn: (waiters[turn][0], turn)):
+            future = waiters[turn][1]
+            if not future.done():
+                future.set_result(None)  # resumed in this order: the loop's queue is FIFO
         self._wake()
 
     def client_event(self, event: ClientEvent) -> None:
@@ -58,13 +63,26 @@ class Changes:
             return
         await _within(self._changed, at_most_s)
 
-    async def wait_for_run(self, at_most_s: float) -> None:
+    async def wait_for_run(self, at_most_s: float, first: float = 0.0) -> None:
         """Return at the next run-level change (`notify`), or after ``at_most_s`` seconds.
+        Waiters woken by one change resume in order of ``first``, the largest first (then
+        in the order they came).
 
         For task long-polls: a task comes only with such a change, and with ten clients
         each client transition woke every waiting long-poll for nothing (about 60 wake-ups
-        a round, each re-authenticating)."""
-        await _within(self._run_changed, at_most_s)
+        a round, each re-authenticating). Their order is the order the round's tasks go
+        out in, which on a busy machine is about the order the clients start training:
+        the task long-poll passes the client's example count, so the longest training
+        starts first and the round is not left waiting on it alone at its end."""
+        turn = next(self._turns)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters[turn] = (-first, future)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(at_most_s):
+                    await future
+        finally:
+            self._run_waiters.pop(turn, None)
 
 
 async def _within(event: asyncio.Event, at_most_s: float) -> None:

@@ -240,7 +240,7 @@ class Federation:
             remaining = give_up - self.clock()
             if remaining <= 0:
                 return Task(TaskKind.WAIT)
-            await self.changes.wait_for_run(remaining)
+            await self.changes.wait_for_run(remaining, first=record.num_examples)
             record = self.clients.authenticate(client_id, token)
 
     async def fetch_model(
