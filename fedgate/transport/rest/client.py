@@ -106,11 +106,13 @@ class RestTransport:
         self._dropped_hint = dropped_connection_hint(self.base_url, tls)
         self._model_on_task = True  # False once the server has no task-with-model route
         self.backend = LargeReadBackend()  # models download in large reads (`reads`)
-        self._http = httpx.AsyncClient(
-            base_url=f"{self.base_url}/api/v1",
-            timeout=httpx.Timeout(CALL_TIMEOUT_S),
-            transport=large_read_transport(verify, self.backend),
-        )
+        # Requests go to the transport itself, not through an httpx.AsyncClient: the
+        # client's machinery (URL merging, cookies, auth and redirect flows, hooks) is
+        # nothing this client uses, and cost a third of a round's client CPU on the wire
+        # (bare loopback, a 153 KB model down and up: 2.1 ms a round through the client,
+        # 1.6-1.8 ms to the transport). Errors are the transport's: the same httpx ones.
+        self._api = f"{self.base_url}/api/v1"
+        self._transport = large_read_transport(verify, self.backend)
 
     async def join(self, request: JoinRequest) -> JoinAck:
         body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
@@ -193,7 +195,7 @@ class RestTransport:
         await self._send("DELETE", f"/clients/{session.client_id}", session=session)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._send(method, path, **kwargs)
@@ -217,10 +219,20 @@ class RestTransport:
         if session is not None:
             all_headers["Authorization"] = f"Bearer {session.token}"
             all_headers[CLIENT_HEADER] = session.client_id
+        timeout = httpx.Timeout(limit_s).as_dict()
         async with translated_errors(self.base_url, self._dropped_hint):
-            response = await self._http.request(
-                method, path, headers=all_headers, timeout=limit_s, **kwargs
+            request = httpx.Request(
+                method,
+                self._api + path,
+                headers=all_headers,
+                extensions={"timeout": timeout},
+                **kwargs,
             )
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
