@@ -7,6 +7,7 @@ transport, so one table of expectations serves both.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
@@ -178,15 +179,23 @@ class GrpcWire:
     ) -> tuple[Outcome, int]:
         sent = [0]
 
-        def messages() -> Iterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=_proto_header(header, total_size))
+        def counted() -> Iterator[bytes]:
             for part in parts:
                 sent[0] += len(part)
-                yield pb.UpdateChunk(data=part)
+                yield part
 
         meta = _metadata(client_id, token)
-        outcome = _rpc(lambda: self.stub.SubmitUpdate(messages(), metadata=meta, timeout=60))
-        return outcome, sent[0]
+        first = _proto_header(header, total_size)
+        return _rpc(lambda: self._upload(first, counted(), meta)), sent[0]
+
+    def _upload(
+        self, header: pb.UpdateHeader, parts: Iterator[bytes], meta: tuple[tuple[str, str], ...]
+    ) -> Any:
+        """SubmitUpdate: the header, then the parts; its receipt."""
+        messages = (pb.UpdateChunk(data=part) for part in parts)
+        return self.stub.SubmitUpdate(
+            itertools.chain([pb.UpdateChunk(header=header)], messages), metadata=meta, timeout=60
+        )
 
     def fetch(self, client_id: str, token: str, version: int, codec: str) -> bytes:
         meta = _metadata(client_id, token)
@@ -201,27 +210,15 @@ class GrpcWorkWire(GrpcWire):
 
     name = "grpc-work"
 
-    def submit_stream(
-        self,
-        client_id: str,
-        token: str,
-        header: Header,
-        parts: Iterator[bytes],
-        total_size: int = 0,
-    ) -> tuple[Outcome, int]:
-        sent = [0]
-
-        def messages() -> Iterator[pb.WorkUp]:
-            yield pb.WorkUp(update=pb.UpdateChunk(header=_proto_header(header, total_size)))
-            for part in parts:
-                sent[0] += len(part)
-                yield pb.WorkUp(update=pb.UpdateChunk(data=part))
-
-        def first_answer() -> Any:
-            replies = self.stub.Work(messages(), metadata=_metadata(client_id, token), timeout=60)
-            return next(replies)
-
-        return _rpc(first_answer), sent[0]
+    def _upload(
+        self, header: pb.UpdateHeader, parts: Iterator[bytes], meta: tuple[tuple[str, str], ...]
+    ) -> Any:
+        """A Work call: the update's messages, then its first answer (the receipt, or the
+        error that ended the call)."""
+        messages = (pb.WorkUp(update=pb.UpdateChunk(data=part)) for part in parts)
+        first = pb.WorkUp(update=pb.UpdateChunk(header=header))
+        replies = self.stub.Work(itertools.chain([first], messages), metadata=meta, timeout=60)
+        return next(replies)
 
 
 def raw_http(url: str, head: str, parts: Iterator[bytes]) -> tuple[Outcome, int]:

@@ -96,6 +96,16 @@ def unimplemented(error: grpc.aio.AioRpcError) -> bool:
     return error.code() is grpc.StatusCode.UNIMPLEMENTED and not codes
 
 
+def cut_off(error: grpc.aio.AioRpcError) -> bool:
+    """A call ended by its connection, not by fedgate (whose refusals all carry their
+    code): a server that stopped or went away resets its calls (HTTP/2 RST_STREAM or
+    GOAWAY), which grpc reports as INTERNAL or CANCELLED. For a single call that is rare;
+    a long-lived call meets it whenever its server restarts."""
+    codes = [value for key, value in error.trailing_metadata() or () if key == ERROR_CODE_KEY]
+    cut = (grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED)
+    return error.code() in cut and not codes
+
+
 def method_path(name: str) -> str:
     """The path of a Federation call, from the proto (``/fedgate.v1.Federation/<name>``)."""
     descriptor = pb.DESCRIPTOR.services_by_name["Federation"]
@@ -267,6 +277,10 @@ class GrpcTransport:
                 work.drop()
                 if isinstance(error, grpc.aio.AioRpcError) and unimplemented(error):
                     raise WorkUnavailable from None
+                if isinstance(error, grpc.aio.AioRpcError) and cut_off(error):
+                    raise TransportError(
+                        f"the Work call was cut off (gRPC {error.code().name}: {error.details()})"
+                    ) from None
                 if isinstance(error, TimeoutError):
                     raise TransportError(
                         f"no answer on the Work call in {timeout_s:.0f} s"
@@ -275,6 +289,8 @@ class GrpcTransport:
 
     async def _work_for(self, session: Session) -> WorkStream:
         work = self._work
+        if work is not None and work.call.done():  # ended between steps: the server went
+            work = None
         if work is not None and (work.token != session.token or work.worn):
             await work.close()  # between steps: nothing is lost
             work = None

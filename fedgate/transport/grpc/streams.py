@@ -247,6 +247,16 @@ class ModelAssembly:
         if data:
             self._parts.append(data)
 
+    def add_part(self, part: TaskItem | WorkDownItem, refusal: str) -> None:
+        """A chunk that came in a task's answer: bytes alone, or a message's ``model``;
+        any other message fails the download with ``refusal``."""
+        if isinstance(part, memoryview):
+            self.add(part)
+        elif part.WhichOneof("part") == "model":
+            self.add(part.model)
+        else:
+            raise TransportError(refusal)
+
     @property
     def complete(self) -> bool:
         """Whether the header and all the bytes it declared have come."""
@@ -276,12 +286,7 @@ async def task_from_parts(reply: AsyncIterable[TaskItem]) -> Task:
     task = serde.task_from_proto(first.task)
     assembly = ModelAssembly()
     async for part in parts:
-        if isinstance(part, memoryview):
-            assembly.add(part)
-        elif part.WhichOneof("part") == "model":
-            assembly.add(part.model)
-        else:
-            raise TransportError("a task reply carries one task, then only its model")
+        assembly.add_part(part, "a task reply carries one task, then only its model")
     if assembly.header is None:
         return task
     return dataclasses.replace(task, model=await assembly.model())

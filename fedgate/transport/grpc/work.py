@@ -190,13 +190,7 @@ class WorkStream:
             return task
         assembly = ModelAssembly()
         while not assembly.complete:
-            part = await self._read()
-            if isinstance(part, memoryview):
-                assembly.add(part)
-            elif part.WhichOneof("part") == "model":
-                assembly.add(part.model)
-            else:
-                raise TransportError("a task's model was cut off by another message")
+            assembly.add_part(await self._read(), "a task's model was cut off by another message")
         return dataclasses.replace(task, model=await assembly.model())
 
     async def submit(self, update: Update, chunk_bytes: int) -> UpdateReceipt:

@@ -25,7 +25,7 @@ from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest, ModelWant, TaskKind, Update
 from fedgate.core.ports import weights_hash
 from fedgate.core.transport import Session
-from fedgate.errors import RoundClosed, UnknownClient
+from fedgate.errors import RoundClosed, TransportError, UnknownClient
 from fedgate.transport.grpc import streams
 from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.client import GrpcTransport, method_path
@@ -226,3 +226,61 @@ def test_the_work_messages_take_the_short_way_and_parse_the_same() -> None:
     assert bytes(streams.work_down_from_wire(down)) == bytes(data)  # type: ignore[arg-type]
     task = pb.WorkDown(task=pb.Task(round_id="r"), model_follows=True)
     assert streams.work_down_from_wire(task.SerializeToString()) == task
+
+
+@pytest.mark.parametrize("settle_s", [0.0, 0.2], ids=["at-once", "settled"])
+async def test_a_work_call_its_server_ended_is_a_lost_connection(settle_s: float) -> None:
+    """The server stops under an open Work call (as on a restart): the next step says the
+    server cannot be reached (a TransportError, which the client waits out), not that it
+    failed, whether the call's end has reached the client yet or not."""
+    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
+    adapter = SERVER_ADAPTERS["grpc"]()
+    address = await adapter.start(federation, ServerSettings(admin_token="t"))
+    federation.start()
+    transport = GrpcTransport(address)
+    try:
+        ack = await transport.join(JoinRequest("w", "raw", 10))
+        session = Session(ack.client_id, ack.token)
+        task = await transport.next_task_with_model(session, 5, ModelWant("raw", ""))
+        await adapter.stop(0.0)
+        await asyncio.sleep(settle_s)
+        update = Update(task.round_id, 0, 10, "raw", get_codec("raw").encode(tiny_model()))
+        with pytest.raises(TransportError) as caught:
+            await transport.submit_update(session, update)
+        assert type(caught.value) is TransportError, caught.value
+    finally:
+        await transport.close()
+        await federation.close()
+
+
+class ResetWork(grpc.aio.ServerInterceptor):
+    """Work calls end as a reset connection ends them: INTERNAL, no fedgate code."""
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        if not details.method.endswith("/Work"):
+            return await continuation(details)
+
+        async def reset(requests: Any, context: Any) -> None:
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+        return grpc.stream_stream_rpc_method_handler(reset)
+
+
+async def test_a_work_call_reset_without_a_fedgate_code_is_a_lost_connection() -> None:
+    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
+    adapter = SERVER_ADAPTERS["grpc"]()
+    reset = Extensions(grpc_interceptors=(ResetWork(),))
+    settings = ServerSettings(admin_token="t", extensions=reset)
+    address = await adapter.start(federation, settings)
+    transport = GrpcTransport(address)
+    try:
+        ack = await transport.join(JoinRequest("w", "raw", 10))
+        with pytest.raises(TransportError) as caught:
+            await transport.next_task_with_model(Session(ack.client_id, ack.token), 1, ModelWant())
+        assert type(caught.value) is TransportError and "cut off" in caught.value.message
+    finally:
+        await transport.close()
+        await adapter.stop(0.0)
+        await federation.close()
