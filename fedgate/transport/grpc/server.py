@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -314,6 +314,12 @@ class OperatorServicer(pb_grpc.OperatorServicer):
         return pb.RemoveUserReply()
 
 
+class Serving(NamedTuple):
+    server: grpc.aio.Server
+    port: int
+    work: WorkCalls  # the Work calls open on it
+
+
 async def start_grpc_server(
     federation: FederationService,
     host: str,
@@ -325,8 +331,8 @@ async def start_grpc_server(
     limits: ConnectionLimits | None = None,
     upload_timeouts: UploadTimeouts = DEFAULT_UPLOAD_TIMEOUTS,
     extensions: Extensions | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Start serving on host:port (0 picks a free port); returns the server and its port.
+) -> Serving:
+    """Start serving on host:port (0 picks a free port).
 
     With ``tls`` the port speaks only TLS (mutual TLS when it names a client CA); ``limits``
     bound connections (handshake time, idle and age, streams, metadata, pings)."""
@@ -339,9 +345,8 @@ async def start_grpc_server(
     )
     for extend in extensions.grpc:
         extend(server)
-    streams.add_federation_servicer(
-        FederationServicer(federation, max_update_bytes, upload_timeouts), server
-    )
+    servicer = FederationServicer(federation, max_update_bytes, upload_timeouts)
+    streams.add_federation_servicer(servicer, server)
     pb_grpc.add_OperatorServicer_to_server(OperatorServicer(federation, admin_token), server)
     address = host_port(host, port)
     if tls is None:
@@ -357,7 +362,7 @@ async def start_grpc_server(
         raise OSError(f"cannot bind gRPC to {address}")
     await server.start()
     log.info("gRPC listening on %s%s", host_port(host, bound), " (TLS)" if tls else "")
-    return server, bound
+    return Serving(server, bound, servicer.work)
 
 
 class GrpcServerAdapter:
@@ -366,10 +371,10 @@ class GrpcServerAdapter:
     name = TRANSPORT
 
     def __init__(self) -> None:
-        self._server: grpc.aio.Server | None = None
+        self._serving: Serving | None = None
 
     async def start(self, service: FederationService, settings: ServerSettings) -> str:
-        self._server, port = await start_grpc_server(
+        self._serving = await start_grpc_server(
             service,
             settings.host,
             settings.port,
@@ -380,9 +385,12 @@ class GrpcServerAdapter:
             upload_timeouts=settings.upload_timeouts,
             extensions=settings.extensions,
         )
-        return host_port(settings.host, port)
+        return host_port(settings.host, self._serving.port)
 
     async def stop(self, grace_s: float) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await server.stop(grace_s)
+        """Stop serving: calls in progress get ``grace_s``; Work calls waiting for their
+        client's next step end at once (their clients wait for the server's return)."""
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.work.end_waiting()
+            await serving.server.stop(grace_s)

@@ -70,6 +70,7 @@ class OpenCall:
     task: asyncio.Task[Any]
     idle: bool = False
     taken_over: bool = False
+    stopping: bool = False  # the server stops
 
 
 class WorkCalls:
@@ -96,6 +97,14 @@ class WorkCalls:
             if self._open.get(client[0]) is call:
                 del self._open[client[0]]
 
+    def end_waiting(self) -> None:
+        """End every call that waits for its client's next step (the server stops: a call
+        in a step gets the server's grace period to finish it)."""
+        for call in self._open.values():
+            call.stopping = True
+            if call.idle:
+                call.task.cancel()
+
     def _take_over(self, client_id: str) -> OpenCall:
         """This call, registered as the client's; the one before it told to end (at once if
         it waits for its next step, else once the step it is in is answered)."""
@@ -114,17 +123,19 @@ class WorkCalls:
     ) -> WorkUpItem | None:
         """The next ask or update's first message; None when the client ended the call. No
         deadline: the client trains between an ask and its update."""
-        if not call.taken_over:
+        if not (call.taken_over or call.stopping):
             call.idle = True
             try:
                 return await anext(messages, None)
             except asyncio.CancelledError:
-                if not call.taken_over:
-                    raise  # the call itself was cancelled (the client went, the server stops)
+                if not (call.taken_over or call.stopping):
+                    raise  # the call itself was cancelled (the client went)
                 call.task.uncancel()
             finally:
                 call.idle = False
-        raise Conflict("this client opened another Work call, which took over from this one")
+        if call.taken_over:
+            raise Conflict("this client opened another Work call, which took over from this one")
+        raise TransportError("the server is stopping: ask again when it is back")
 
     async def _answer(
         self,

@@ -10,6 +10,7 @@ a refused step ends the call while fedgate's client goes on with a new one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -112,16 +113,24 @@ async def raw_work() -> AsyncIterator[tuple[Federation, Any, tuple[tuple[str, st
         grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
     ):
         federation.start()
-        joining = GrpcTransport(address)
-        ack = await joining.join(JoinRequest("w", "raw", 10))
-        await joining.close()
-        meta = (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
-        work: Any = channel.stream_stream(
-            method_path("Work"),
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=pb.WorkDown.FromString,
-        )
-        yield federation, work, meta
+        yield federation, raw_work_calls(channel), await joined(address)
+
+
+async def joined(address: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of a client that joined."""
+    joining = GrpcTransport(address)
+    ack = await joining.join(JoinRequest("w", "raw", 10))
+    await joining.close()
+    return (("fedgate-client-id", ack.client_id), ("authorization", f"Bearer {ack.token}"))
+
+
+def raw_work_calls(channel: grpc.aio.Channel) -> Any:
+    """A factory of raw Work calls: messages in, parsed `WorkDown`s out."""
+    return channel.stream_stream(
+        method_path("Work"),
+        request_serializer=lambda message: message.SerializeToString(),
+        response_deserializer=pb.WorkDown.FromString,
+    )
 
 
 def error_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
@@ -284,3 +293,22 @@ async def test_a_work_call_reset_without_a_fedgate_code_is_a_lost_connection() -
         await transport.close()
         await adapter.stop(0.0)
         await federation.close()
+
+
+async def test_a_stopping_server_ends_waiting_work_calls_without_its_grace() -> None:
+    """A client between two steps holds nothing the server must wait for: a stop with a
+    long grace period returns at once, and the client's call ends as unavailable."""
+    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
+    adapter = SERVER_ADAPTERS["grpc"]()
+    address = await adapter.start(federation, ServerSettings(admin_token="t"))
+    federation.start()
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = raw_work_calls(channel)(metadata=await joined(address))
+        await call.write(ASK)
+        for _ in range(3):  # the task, its model's header and bytes: now it trains
+            await call.read()
+        started = time.monotonic()
+        await adapter.stop(10.0)
+        assert time.monotonic() - started < 2.0
+        assert await ended_with(call) == (grpc.StatusCode.UNAVAILABLE, "transport_error")
+    await federation.close()
