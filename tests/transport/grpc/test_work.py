@@ -28,6 +28,7 @@ from fedgate.core.ports import weights_hash
 from fedgate.core.transport import Session
 from fedgate.errors import RoundClosed, TransportError, UnknownClient
 from fedgate.transport.grpc import streams
+from fedgate.transport.grpc import work as work_module
 from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.client import GrpcTransport, method_path
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
@@ -99,6 +100,17 @@ async def test_without_work_the_client_makes_the_single_calls_to_the_same_end() 
     assert single == on_work
     assert calls["Work"] == 1  # asked once
     assert calls["NextTaskWithModel"] >= ROUNDS and calls["SubmitUpdate"] == ROUNDS
+
+
+async def test_a_worn_work_call_is_renewed_between_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renewed before every step (as it is after ten minutes): each old call is ended
+    between two steps, nothing is lost, the run ends as it does on one call."""
+    on_one_call, _ = await run_one_client()
+    monkeypatch.setattr(work_module, "RENEW_AFTER_S", 0.0)
+    renewed, calls = await run_one_client()
+    assert renewed == on_one_call
+    assert calls["Work"] >= 2 * ROUNDS + 1  # an ask and an update a round, the last ask
+    assert calls["NextTaskWithModel"] == calls["SubmitUpdate"] == 0
 
 
 # ---- hand-written calls ---------------------------------------------------------------
