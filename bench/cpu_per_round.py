@@ -17,6 +17,7 @@ client) for `SHORT` and for `LONG` rounds; the difference of the two, over
 Run from the checkout (Flower's side needs ``make flower-env``)::
 
     .venv/bin/python bench/cpu_per_round.py --clients 10 [--transport rest] [--repeat 2]
+        [--no-flower]  (fedgate alone: A/B runs of a change)
         [--short 5 --long 35]  (defaults 3 and 13; 35 minus 5 is steadier, and longer)
         [--server-threads 2]  (the bench server's torch threads; default 1, as sim's)
 """
@@ -140,13 +141,14 @@ def main() -> None:
     parser.add_argument(
         "--server-threads", type=int, default=1, help="fedgate server's torch threads"
     )
+    parser.add_argument("--no-flower", action="store_true", help="fedgate alone (A/B runs)")
     args = parser.parse_args()
     if not 0 < args.short < args.long:
         parser.error("--short and --long: 0 < short < long rounds")
     dataset = load_dataset("digits", 0)
-    no_flower = flower_unavailable(flower_venv())
+    no_flower = "not asked for" if args.no_flower else flower_unavailable(flower_venv())
     if no_flower is not None:
-        print(f"Flower skipped: {no_flower} (make flower-env)")
+        print(f"Flower skipped: {no_flower}" + ("" if args.no_flower else " (make flower-env)"))
     with tempfile.TemporaryDirectory(prefix="fedgate-cpu-") as tmp:
         server = BenchServer(Path(tmp) / "server.log", threads=args.server_threads)
         try:
