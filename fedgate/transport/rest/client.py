@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json as jsonlib
 import math
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -35,7 +37,7 @@ from fedgate.transport.rest.headers import (
     TASK_HEADER,
 )
 from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_response
-from fedgate.transport.rest.reads import LargeReadBackend, large_read_transport
+from fedgate.transport.rest.reads import LargeReadBackend, as_httpx_error, large_read_pool
 from fedgate.transport.slicing import streamed
 from fedgate.transport.tls import ClientTls, load_client_tls
 
@@ -106,13 +108,15 @@ class RestTransport:
         self._dropped_hint = dropped_connection_hint(self.base_url, tls)
         self._model_on_task = True  # False once the server has no task-with-model route
         self.backend = LargeReadBackend()  # models download in large reads (`reads`)
-        # Requests go to the transport itself, not through an httpx.AsyncClient: the
-        # client's machinery (URL merging, cookies, auth and redirect flows, hooks) is
-        # nothing this client uses, and cost a third of a round's client CPU on the wire
-        # (bare loopback, a 153 KB model down and up: 2.1 ms a round through the client,
-        # 1.6-1.8 ms to the transport). Errors are the transport's: the same httpx ones.
+        # Requests go to httpcore's connection pool, not through an httpx.AsyncClient: the
+        # client's machinery (URL merging, cookies, auth and redirect flows, hooks, its
+        # request and response models) is nothing this client uses, and cost a third of a
+        # round's client CPU on the wire (bare loopback, a 153 KB model down and up: 2.1 ms
+        # a round through httpx's client, 1.6-1.8 through its transport, 1.3-1.5 on the
+        # pool). Errors are raised as httpx's (`reads.as_httpx_error`); an answer is read
+        # whole and kept as an httpx.Response, which the rest of this module reads.
         self._api = f"{self.base_url}/api/v1"
-        self._transport = large_read_transport(verify, self.backend)
+        self._pool = large_read_pool(verify, self.backend)
 
     async def join(self, request: JoinRequest) -> JoinAck:
         body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
@@ -195,7 +199,7 @@ class RestTransport:
         await self._send("DELETE", f"/clients/{session.client_id}", session=session)
 
     async def close(self) -> None:
-        await self._transport.aclose()
+        await self._pool.aclose()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._send(method, path, **kwargs)
@@ -219,23 +223,39 @@ class RestTransport:
         if session is not None:
             all_headers["Authorization"] = f"Bearer {session.token}"
             all_headers[CLIENT_HEADER] = session.client_id
-        timeout = httpx.Timeout(limit_s).as_dict()
         async with translated_errors(self.base_url, self._dropped_hint):
-            request = httpx.Request(
-                method,
-                self._api + path,
-                headers=all_headers,
-                extensions={"timeout": timeout},
-                **kwargs,
-            )
-            response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            response = await self._exchange(method, path, all_headers, limit_s, **kwargs)
         if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        limit_s: float,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+    ) -> httpx.Response:
+        """One request and its whole answer, on the pool."""
+        url = self._api + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        if json is not None:  # as httpx encodes it
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        timeout = {"timeout": httpx.Timeout(limit_s).as_dict()}
+        try:
+            answer = await self._pool.request(
+                method, url, headers=list(headers.items()), content=content, extensions=timeout
+            )
+        except Exception as error:
+            mapped = as_httpx_error(error)
+            if mapped is None:
+                raise
+            raise mapped from error  # the cause kept: TLS failures are found down the chain
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.content)
 
 
 def route_missing(response: httpx.Response) -> bool:

@@ -87,24 +87,45 @@ class LargeReadBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def large_read_transport(
+def large_read_pool(
     verify: ssl.SSLContext | bool, backend: LargeReadBackend
-) -> httpx.AsyncHTTPTransport:
-    """httpx's transport, its connections opened through ``backend``.
-
-    httpx takes no network backend, so its connection pool is replaced by an equal one
-    that does (the same TLS context and limits); tests/transport/rest/test_reads.py checks
-    that downloads go through ``backend``, so an httpx that builds its pool otherwise
-    fails a test rather than losing the large reads in silence.
-    """
-    # one TLS context (loading the CAs takes ~20 ms), handed to httpx as it is and shared
+) -> httpcore.AsyncConnectionPool:
+    """httpcore's connection pool (httpx's limits and TLS context), its connections opened
+    through ``backend``. The REST client sends its requests to it directly (`RestTransport`)."""
+    # one TLS context (loading the CAs takes ~20 ms)
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
-    transport = httpx.AsyncHTTPTransport(verify=context, limits=LIMITS)
-    transport._pool = httpcore.AsyncConnectionPool(
+    return httpcore.AsyncConnectionPool(
         ssl_context=context,
         max_connections=LIMITS.max_connections,
         max_keepalive_connections=LIMITS.max_keepalive_connections,
         keepalive_expiry=LIMITS.keepalive_expiry,
         network_backend=backend,
     )
-    return transport
+
+
+# httpcore's errors as httpx names them (httpx's transport maps them the same way), so
+# that the client tells a failed request alike whichever layer it came through
+HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.ProtocolError: httpx.ProtocolError,
+}
+
+
+def as_httpx_error(error: Exception) -> httpx.TransportError | None:
+    """``error`` as httpx would have raised it; None for an error httpcore does not define."""
+    for kind, httpx_kind in HTTPX_ERRORS.items():  # the subclasses come first
+        if isinstance(error, kind):
+            return httpx_kind(str(error))
+    return None

@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 import httpcore
+import pytest
 import torch
 
 from fedgate.codecs import get_codec
@@ -15,8 +16,9 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest
 from fedgate.core.transport import Session
+from fedgate.errors import TransportError
 from fedgate.transport.rest.client import RestTransport
-from fedgate.transport.rest.reads import READ_BYTES, LargeReadStream
+from fedgate.transport.rest.reads import HTTPX_ERRORS, READ_BYTES, LargeReadStream, as_httpx_error
 from tests.transport.conftest import serving
 
 
@@ -66,3 +68,24 @@ async def test_a_model_comes_down_whole_through_the_large_reads() -> None:
             received = get_codec("raw").decode(model.payload)
             assert all(torch.equal(received[k], weights[k]) for k in weights)
         assert client.backend.connections == 1  # every call on one kept-alive connection
+
+
+def test_httpcore_errors_are_raised_as_httpx_names_them() -> None:
+    """The client sends to httpcore's pool: its errors become httpx's (as httpx's own
+    transport maps them), each to the class of its own name, the subclasses before their
+    bases."""
+    for kind, httpx_kind in HTTPX_ERRORS.items():
+        assert kind.__name__ == httpx_kind.__name__
+        mapped = as_httpx_error(kind("boom"))
+        assert type(mapped) is httpx_kind and str(mapped) == "boom"
+    assert as_httpx_error(ValueError("not httpcore's")) is None
+
+
+async def test_a_refused_connection_is_a_transport_error_naming_it() -> None:
+    client = RestTransport("http://127.0.0.1:9")  # the discard port: nothing listens
+    try:
+        with pytest.raises(TransportError) as caught:
+            await client.join(JoinRequest("a", "raw", 10))
+        assert caught.value.message.startswith("HTTP request failed: ConnectError:")
+    finally:
+        await client.close()
