@@ -208,13 +208,16 @@ def test_a_client_stopped_across_a_server_restart_takes_part_again(tmp_path: Pat
             os.kill(clients[name].pid, signal.SIGSTOP)
         stopped_in = server.status()["round"]
         stalled_ids = [resilience.ids_of(seen, name)[0] for name in resilience.STALLED]
-        resilience.wait_for(
+        failed = resilience.wait_for(
             server,
             lambda s: (
                 s["round"] >= stopped_in + 2
                 and all(resilience.state_of(s, i) == "failed" for i in stalled_ids)
             ),
         )
+        # client transitions reach the store with the next round's commit (or within a
+        # second): killed before it, the server would come back with them not failed
+        resilience.wait_for(server, lambda s: s["rounds_completed"] > failed["rounds_completed"])
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
         server = start_server(
