@@ -1,4 +1,5 @@
-"""The client side of the REST adapter: a `Transport` over httpx."""
+"""The client side of the REST adapter: a `Transport` over httpcore's connection pool (its
+answers and errors read as httpx's)."""
 
 from __future__ import annotations
 
