@@ -33,7 +33,7 @@ from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.client import GrpcTransport, method_path
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
-from fedgate.transport.servers import SERVER_ADAPTERS, Extensions, ServerSettings
+from fedgate.transport.servers import SERVER_ADAPTERS, Extensions, ServerAdapter, ServerSettings
 from tests.conftest import tiny_model
 from tests.transport.test_task_with_model import StepTrainer
 
@@ -57,15 +57,19 @@ class CountCalls(grpc.aio.ServerInterceptor):
 
 @asynccontextmanager
 async def served(
-    counter: CountCalls, rounds: int = ROUNDS
-) -> AsyncIterator[tuple[Federation, str]]:
+    interceptor: grpc.aio.ServerInterceptor, rounds: int = ROUNDS
+) -> AsyncIterator[tuple[Federation, str, ServerAdapter]]:
+    """A gRPC server with ``interceptor`` on one federation: it, its address and adapter
+    (a test may stop the adapter itself; stopping it again is nothing)."""
     config = RunConfig(rounds=rounds, min_clients=1, round_deadline_s=10.0, seed=0)
     federation = Federation(tiny_model(), config)
     adapter = SERVER_ADAPTERS["grpc"]()
-    settings = ServerSettings(admin_token="t", extensions=Extensions(grpc_interceptors=(counter,)))
-    address = await adapter.start(federation, settings)
+    extensions = Extensions(grpc_interceptors=(interceptor,))
+    address = await adapter.start(
+        federation, ServerSettings(admin_token="t", extensions=extensions)
+    )
     try:
-        yield federation, address
+        yield federation, address, adapter
     finally:
         await adapter.stop(1.0)
         await federation.close()
@@ -74,7 +78,7 @@ async def served(
 async def run_one_client(hidden: tuple[str, ...] = ()) -> tuple[str, Counter[str]]:
     """A whole run of one fedgate client: the final model's hash and the calls made."""
     counter = CountCalls(hidden)
-    async with served(counter) as (federation, address):
+    async with served(counter) as (federation, address, _):
         run = federation.start()
         transport = GrpcTransport(address)
         member = FederatedClient(transport, StepTrainer(), "a", "raw", poll_s=5.0)
@@ -121,7 +125,7 @@ async def raw_work() -> AsyncIterator[tuple[Federation, Any, tuple[tuple[str, st
     """A started run, a client joined over a raw channel: the federation, a factory of
     raw Work calls (bytes in, parsed `WorkDown`s out) and the client's metadata."""
     async with (
-        served(CountCalls(), rounds=50) as (federation, address),
+        served(CountCalls(), rounds=50) as (federation, address, _),
         grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
     ):
         federation.start()
@@ -215,7 +219,7 @@ async def test_a_second_work_call_takes_over_from_the_first() -> None:
 
 async def test_a_refused_step_ends_the_call_and_the_client_goes_on_with_another() -> None:
     counter = CountCalls()
-    async with served(counter, rounds=50) as (federation, address):
+    async with served(counter, rounds=50) as (federation, address, _):
         federation.start()
         transport = GrpcTransport(address)
         try:
@@ -254,24 +258,21 @@ async def test_a_work_call_its_server_ended_is_a_lost_connection(settle_s: float
     """The server stops under an open Work call (as on a restart): the next step says the
     server cannot be reached (a TransportError, which the client waits out), not that it
     failed, whether the call's end has reached the client yet or not."""
-    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
-    adapter = SERVER_ADAPTERS["grpc"]()
-    address = await adapter.start(federation, ServerSettings(admin_token="t"))
-    federation.start()
-    transport = GrpcTransport(address)
-    try:
-        ack = await transport.join(JoinRequest("w", "raw", 10))
-        session = Session(ack.client_id, ack.token)
-        task = await transport.next_task_with_model(session, 5, ModelWant("raw", ""))
-        await adapter.stop(0.0)
-        await asyncio.sleep(settle_s)
-        update = Update(task.round_id, 0, 10, "raw", get_codec("raw").encode(tiny_model()))
-        with pytest.raises(TransportError) as caught:
-            await transport.submit_update(session, update)
-        assert type(caught.value) is TransportError, caught.value
-    finally:
-        await transport.close()
-        await federation.close()
+    async with served(CountCalls()) as (federation, address, adapter):
+        federation.start()
+        transport = GrpcTransport(address)
+        try:
+            ack = await transport.join(JoinRequest("w", "raw", 10))
+            session = Session(ack.client_id, ack.token)
+            task = await transport.next_task_with_model(session, 5, ModelWant("raw", ""))
+            await adapter.stop(0.0)
+            await asyncio.sleep(settle_s)
+            update = Update(task.round_id, 0, 10, "raw", get_codec("raw").encode(tiny_model()))
+            with pytest.raises(TransportError) as caught:
+                await transport.submit_update(session, update)
+            assert type(caught.value) is TransportError, caught.value
+        finally:
+            await transport.close()
 
 
 class ResetWork(grpc.aio.ServerInterceptor):
@@ -290,31 +291,26 @@ class ResetWork(grpc.aio.ServerInterceptor):
 
 
 async def test_a_work_call_reset_without_a_fedgate_code_is_a_lost_connection() -> None:
-    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
-    adapter = SERVER_ADAPTERS["grpc"]()
-    reset = Extensions(grpc_interceptors=(ResetWork(),))
-    settings = ServerSettings(admin_token="t", extensions=reset)
-    address = await adapter.start(federation, settings)
-    transport = GrpcTransport(address)
-    try:
-        ack = await transport.join(JoinRequest("w", "raw", 10))
-        with pytest.raises(TransportError) as caught:
-            await transport.next_task_with_model(Session(ack.client_id, ack.token), 1, ModelWant())
-        assert type(caught.value) is TransportError and "cut off" in caught.value.message
-    finally:
-        await transport.close()
-        await adapter.stop(0.0)
-        await federation.close()
+    async with served(ResetWork()) as (_, address, _):
+        transport = GrpcTransport(address)
+        try:
+            ack = await transport.join(JoinRequest("w", "raw", 10))
+            session = Session(ack.client_id, ack.token)
+            with pytest.raises(TransportError) as caught:
+                await transport.next_task_with_model(session, 1, ModelWant())
+            assert type(caught.value) is TransportError and "cut off" in caught.value.message
+        finally:
+            await transport.close()
 
 
 async def test_a_stopping_server_ends_waiting_work_calls_without_its_grace() -> None:
     """A client between two steps holds nothing the server must wait for: a stop with a
     long grace period returns at once, and the client's call ends as unavailable."""
-    federation = Federation(tiny_model(), RunConfig(rounds=5, min_clients=1, seed=0))
-    adapter = SERVER_ADAPTERS["grpc"]()
-    address = await adapter.start(federation, ServerSettings(admin_token="t"))
-    federation.start()
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    async with (
+        served(CountCalls()) as (federation, address, adapter),
+        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
+    ):
+        federation.start()
         call = raw_work_calls(channel)(metadata=await joined(address))
         await call.write(ASK)
         for _ in range(3):  # the task, its model's header and bytes: now it trains
@@ -323,4 +319,3 @@ async def test_a_stopping_server_ends_waiting_work_calls_without_its_grace() -> 
         await adapter.stop(10.0)
         assert time.monotonic() - started < 2.0
         assert await ended_with(call) == (grpc.StatusCode.UNAVAILABLE, "transport_error")
-    await federation.close()
