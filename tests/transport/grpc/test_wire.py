@@ -114,6 +114,9 @@ async def test_each_bad_call_gets_its_status_code(stubs: tuple[Any, Any, Federat
     await expect(
         client.SubmitUpdate([pb.UpdateChunk(data=good)], metadata=meta), invalid, "invalid_update"
     )
+    # a whole body and then a second header: one header an upload, not an empty chunk
+    second_header = [*chunks(header(), good), pb.UpdateChunk(header=header())]
+    await expect(client.SubmitUpdate(second_header, metadata=meta), invalid, "invalid_update")
     await expect(
         client.Heartbeat(
             pb.HeartbeatRequest(), metadata=(("fedgate-client-id", "nobody"), meta[1])
