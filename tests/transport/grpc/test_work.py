@@ -241,6 +241,28 @@ async def test_a_refused_step_ends_the_call_and_the_client_goes_on_with_another(
             await transport.close()
 
 
+async def test_a_call_taken_over_in_a_step_answers_it_then_ends() -> None:
+    """The first call is in a step (its update's body on the way) when the second opens:
+    that step is answered, and the call then ends (conflict) without waiting for another."""
+    async with raw_work() as (_, work, meta):
+        first = work(metadata=meta)
+        await first.write(ASK)
+        task = (await first.read()).task
+        for _ in range(2):  # the model's header and bytes
+            await first.read()
+        body = get_codec("raw").encode(tiny_model(1.0))
+        header = pb.UpdateHeader(round_id=task.round_id, codec="raw", num_examples=10)
+        header.total_size = len(body)
+        await first.write(pb.WorkUp(update=pb.UpdateChunk(header=header)))
+        await asyncio.sleep(0.1)  # the server reads the body now
+        second = work(metadata=meta)
+        await second.write(pb.WorkUp(ask=pb.NextTaskWithModelRequest(wait_s=0.1)))
+        assert (await second.read()).HasField("task")
+        await first.write(pb.WorkUp(update=pb.UpdateChunk(data=body)))
+        assert (await first.read()).receipt.accepted == 1  # its step, answered
+        assert await ended_with(first) == (grpc.StatusCode.FAILED_PRECONDITION, "conflict")
+
+
 def test_the_work_messages_take_the_short_way_and_parse_the_same() -> None:
     data = memoryview(bytes(range(256)) * 3)
     up = streams.work_up_to_wire(data)
