@@ -32,8 +32,12 @@ SERVER_SIDE = {
     "fedgate.report",
     "fedgate.core.federation",
     "fedgate.core.scheduler",
+    "fedgate.core.service",
+    "fedgate.core.rounds",
+    "fedgate.core.admission",
     "fedgate.transport.rest.server",
     "fedgate.transport.grpc.server",
+    "fedgate.transport.grpc.work_calls",
     "fedgate.run.simulation",
 }
 # each transport's client leaves the other's library alone

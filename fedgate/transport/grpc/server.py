@@ -23,7 +23,7 @@ from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
 from fedgate.transport.grpc.status import ERROR_CODE_KEY, status_for
-from fedgate.transport.grpc.work import WorkCalls
+from fedgate.transport.grpc.work_calls import WorkCalls
 from fedgate.transport.internal import internal_error
 from fedgate.transport.limits import DEFAULT_UPLOAD_TIMEOUTS, UploadTimeouts
 from fedgate.transport.servers import Extensions, ServerSettings, host_port
@@ -161,7 +161,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     async def Work(  # type: ignore[override]  # answers by context.write, returns nothing
         self, request_iterator: AsyncIterator[streams.WorkUpItem], context: Any
     ) -> None:
-        """A client's asks and updates on one call (see `fedgate.transport.grpc.work`)."""
+        """A client's asks and updates on one call (see `fedgate.transport.grpc.work_calls`)."""
         try:
             client = credentials(context)
             self.federation.authenticate(*client)
