@@ -22,6 +22,7 @@ from fedgate.core.messages import (
 from fedgate.core.transport import Session
 from fedgate.errors import FedgateError, Overloaded, TlsError, TransportError
 from fedgate.transport.grpc import serde, streams
+from fedgate.transport.grpc.call_status import ServerStatus
 from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
@@ -230,13 +231,17 @@ class GrpcTransport:
                 )
             except WorkUnavailable:
                 self._on_work = False
-        reply = await self._call(
-            lambda: self._submit_update(
+        async with translated_errors(self.target, self.tls is not None):
+            call = self._submit_update(
                 self._update_chunks(update),
                 metadata=session_metadata(session),
                 timeout=TRANSFER_TIMEOUT_S,
             )
-        )
+            status = ServerStatus(call)  # a refusal at the header races the body's chunks
+            try:
+                reply = await call
+            except grpc.aio.AioRpcError as error:
+                raise await status.server_error(error) from None
         return serde.receipt_from_proto(reply)
 
     async def heartbeat(self, session: Session) -> HeartbeatAck:

@@ -25,6 +25,7 @@ import grpc
 from fedgate.core.messages import ModelWant, Task, Update, UpdateReceipt
 from fedgate.errors import TransportError
 from fedgate.transport.grpc import serde
+from fedgate.transport.grpc.call_status import ServerStatus
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.streams import ModelAssembly, WorkDownItem, WorkUpItem
 from fedgate.transport.slicing import slices
@@ -42,6 +43,7 @@ class WorkStream:
 
     def __init__(self, call: Any, token: str) -> None:
         self.call = call
+        self._status = ServerStatus(call)
         self.token = token  # the session it was opened with
         self.opened = time.monotonic()
 
@@ -94,6 +96,8 @@ class WorkStream:
             await self.call.write(item)
         except asyncio.InvalidStateError:  # the server has ended the call
             await self._ended()
+        except grpc.aio.AioRpcError as error:  # it may stand in for the server's status
+            raise await self._status.server_error(error) from None
 
     async def _read(self) -> WorkDownItem:
         message = await self.call.read()

@@ -10,6 +10,7 @@ a refused step ends the call while fedgate's client goes on with a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +30,8 @@ from fedgate.core.transport import Session
 from fedgate.errors import RoundClosed, TransportError, UnknownClient
 from fedgate.transport.grpc import streams
 from fedgate.transport.grpc import work as work_module
-from fedgate.transport.grpc.channel import CHANNEL_OPTIONS
+from fedgate.transport.grpc.call_status import ServerStatus
+from fedgate.transport.grpc.channel import CHANNEL_OPTIONS, CHUNK_BYTES
 from fedgate.transport.grpc.client import GrpcTransport, method_path
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.status import ERROR_CODE_KEY
@@ -154,12 +156,14 @@ def error_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     return error.code(), str(codes[0]) if codes else ""
 
 
-async def ended_with(call: Any) -> tuple[grpc.StatusCode, str]:
+async def ended_with(call: Any, status: ServerStatus | None = None) -> tuple[grpc.StatusCode, str]:
+    """The status ``call`` ended with (the server's, as ``status`` noted it, if given)."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         while True:
             assert await call.read() is not grpc.aio.EOF, "the call ended without an error"
-    assert caught.value.details()
-    return error_of(caught.value)
+    error = caught.value if status is None else await status.server_error(caught.value)
+    assert error.details()
+    return error_of(error)
 
 
 ASK = pb.WorkUp(ask=pb.NextTaskWithModelRequest(wait_s=5, codec="raw"))
@@ -169,8 +173,11 @@ async def test_no_credentials_no_work_call() -> None:
     async with raw_work() as (_, work, meta):
         for metadata in [(), (meta[0], ("authorization", "Bearer forged"))]:
             call = work(metadata=metadata)
-            await call.write(ASK)
-            assert await ended_with(call) == (grpc.StatusCode.UNAUTHENTICATED, "unauthorized")
+            status = ServerStatus(call)  # refused before it is read: the write may fail
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call.write(ASK)
+            ended = await ended_with(call, status)
+            assert ended == (grpc.StatusCode.UNAUTHENTICATED, "unauthorized")
 
 
 @pytest.mark.parametrize(
@@ -237,6 +244,29 @@ async def test_a_refused_step_ends_the_call_and_the_client_goes_on_with_another(
             federation.kick(ack.client_id, "test")
             with pytest.raises(UnknownClient):  # as the single call says it
                 await transport.next_task_with_model(session, 0.2, want)
+        finally:
+            await transport.close()
+
+
+@pytest.mark.parametrize("hidden", [(), ("Work",)], ids=["work", "single-calls"])
+async def test_an_update_refused_at_its_header_says_why_though_its_body_was_on_the_way(
+    hidden: tuple[str, ...],
+) -> None:
+    """The server refuses an update at its header and ends the call while the client is
+    still writing the body's chunks: the write fails, and grpc reports the call INTERNAL
+    ("Internal error from Core") in place of the server's status (`call_status`). Every
+    refusal is the server's (RoundClosed), on the Work call and on SubmitUpdate (a server
+    without Work; its first refusal also tells the client so: UNIMPLEMENTED, not a cut)."""
+    async with served(CountCalls(hidden), rounds=50) as (federation, address, _):
+        federation.start()
+        transport = GrpcTransport(address)
+        try:
+            session = Session.from_ack(await transport.join(JoinRequest("w", "raw", 10)))
+            body = bytes(6 * CHUNK_BYTES)  # seven messages: the header, six chunks
+            stale = Update("no-such-round", 0, 10, "raw", body)
+            for _ in range(20):
+                with pytest.raises(RoundClosed):
+                    await transport.submit_update(session, stale)
         finally:
             await transport.close()
 
