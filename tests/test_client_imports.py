@@ -40,10 +40,19 @@ SERVER_SIDE = {
     "fedgate.transport.grpc.work_calls",
     "fedgate.run.simulation",
 }
-# each transport's client leaves the other's library alone
-OTHER_WIRE = {"rest": {"grpc", "fedgate.transport.grpc"}, "grpc": {"httpx"}}
+# each transport's client leaves the other's library alone (and httpx, the admin client's)
+OTHER_WIRE = {"rest": {"grpc", "fedgate.transport.grpc", "httpx"}, "grpc": {"aiohttp", "httpx"}}
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$")
-PARSER_HEAVY = ("torch", "grpc", "httpx", "fastapi", "uvicorn", "matplotlib", "sqlalchemy")
+PARSER_HEAVY = (
+    "torch",
+    "grpc",
+    "aiohttp",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "matplotlib",
+    "sqlalchemy",
+)
 
 
 def imported(log: str) -> set[str]:

@@ -16,6 +16,7 @@ FORBIDDEN = {
         "fastapi",
         "starlette",
         "httpx",
+        "aiohttp",
         "uvicorn",
         "sqlalchemy",
         "alembic",
@@ -75,6 +76,7 @@ FORBIDDEN = {
         "fastapi",
         "starlette",
         "httpx",
+        "aiohttp",
         "uvicorn",
         "fedgate.transport",
         "fedgate.gateway",
@@ -85,6 +87,7 @@ FORBIDDEN = {
         "fastapi",
         "starlette",
         "httpx",
+        "aiohttp",
         "uvicorn",
         "sqlalchemy",
         "fedgate.core",
@@ -118,7 +121,7 @@ def test_layer_imports_nothing_above_it(layer: str) -> None:
 def test_importing_the_core_loads_no_web_or_rpc_library() -> None:
     probe = (
         "import sys, fedgate.core.federation, fedgate.core.client, fedgate.codecs;"
-        "print(sorted(m for m in ('grpc','fastapi','starlette','httpx','sqlalchemy')"
+        "print(sorted(m for m in ('grpc','fastapi','starlette','httpx','aiohttp','sqlalchemy')"
         " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -1,1 +1,1 @@
-"""The REST adapter: FastAPI routes over a Federation, and an httpx client Transport."""
+"""The REST adapter: FastAPI routes over a Federation, and an aiohttp client Transport."""

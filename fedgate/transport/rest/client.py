@@ -1,18 +1,16 @@
-"""The client side of the REST adapter: a `Transport` over httpcore's connection pool (its
-answers and errors read as httpx's)."""
+"""The client side of the REST adapter: a `Transport` over one aiohttp session
+(`http_session`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json as jsonlib
 import math
-import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
 from fedgate.codecs import get_codec
@@ -27,7 +25,7 @@ from fedgate.core.messages import (
     UpdateReceipt,
 )
 from fedgate.core.transport import Session
-from fedgate.errors import ConfigError, ServerError, TlsError, TransportError, UnknownCodec
+from fedgate.errors import ConfigError, ServerError, UnknownCodec
 from fedgate.transport.rest import schemas
 from fedgate.transport.rest.headers import (
     BASE_REF_HEADER,
@@ -37,52 +35,14 @@ from fedgate.transport.rest.headers import (
     REF_HEADER,
     TASK_HEADER,
 )
+from fedgate.transport.rest.http_session import Answer, HttpSession
 from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_response
-from fedgate.transport.rest.reads import LargeReadBackend, as_httpx_error, large_read_pool
 from fedgate.transport.slicing import streamed
 from fedgate.transport.tls import ClientTls, load_client_tls
 
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
 TRANSFER_TIMEOUT_S = 900.0
-
-
-@asynccontextmanager
-async def translated_errors(base_url: str = "", dropped_hint: str = "") -> AsyncIterator[None]:
-    """No httpx or pydantic exception escapes: each becomes a fedgate error."""
-    try:
-        yield
-    except httpx.HTTPError as error:
-        raise http_failure(error, base_url, dropped_hint) from None
-    except ValidationError as error:
-        raise ServerError(f"the server sent an unexpected body: {error}") from None
-
-
-def http_failure(error: httpx.HTTPError, base_url: str, dropped_hint: str) -> TransportError:
-    """The fedgate error for a request that got no response; TLS failures told as such."""
-    failure = f"{type(error).__name__}: {error}"
-    cause = ssl_error_in(error)
-    if cause is not None:
-        return TlsError(
-            f"TLS handshake with {base_url} failed ({cause}): check that --tls-ca names the "
-            "CA that signed the server's certificate, that the certificate names the host, "
-            "and that the server speaks TLS"
-        )
-    if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError) and dropped_hint:
-        return TransportError(f"HTTP request failed: {failure} ({dropped_hint})")
-    return TransportError(f"HTTP request failed: {failure}")
-
-
-def ssl_error_in(error: BaseException) -> ssl.SSLError | None:
-    """The ssl error somewhere in an exception's chain of causes, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def dropped_connection_hint(base_url: str, tls: ClientTls | None) -> str:
@@ -105,19 +65,10 @@ class RestTransport:
         if tls is not None and not self.base_url.startswith("https://"):
             raise ConfigError(f"TLS options given for {base_url}: use an https:// URL")
         # tls None: plain http, or an https:// URL checked against the system's CAs
-        verify: ssl.SSLContext | bool = load_client_tls(tls).context if tls else True
-        self._dropped_hint = dropped_connection_hint(self.base_url, tls)
+        context = load_client_tls(tls).context if tls else None
         self._model_on_task = True  # False once the server has no task-with-model route
-        self.backend = LargeReadBackend()  # models download in large reads (`reads`)
-        # Requests go to httpcore's connection pool, not through an httpx.AsyncClient: the
-        # client's machinery (URL merging, cookies, auth and redirect flows, hooks, its
-        # request and response models) is nothing this client uses, and cost a third of a
-        # round's client CPU on the wire (bare loopback, a 153 KB model down and up: 2.1 ms
-        # a round through httpx's client, 1.6-1.8 through its transport, 1.3-1.5 on the
-        # pool). Errors are raised as httpx's (`reads.as_httpx_error`); an answer is read
-        # whole and kept as an httpx.Response, which the rest of this module reads.
         self._api = f"{self.base_url}/api/v1"
-        self._pool = large_read_pool(verify, self.backend)
+        self._http = HttpSession(context, dropped_connection_hint(self.base_url, tls))
 
     async def join(self, request: JoinRequest) -> JoinAck:
         body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
@@ -200,11 +151,11 @@ class RestTransport:
         await self._send("DELETE", f"/clients/{session.client_id}", session=session)
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        await self._http.close()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._send(method, path, **kwargs)
-        async with translated_errors():
+        with _unexpected_reply():
             return response.json()
 
     async def _send(
@@ -217,15 +168,14 @@ class RestTransport:
         limit_s: float = CALL_TIMEOUT_S,
         missing_ok: bool = False,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Answer:
         """The response; an error status raises its fedgate error, unless ``missing_ok``
         and the route is missing (`route_missing`: the response is returned)."""
         all_headers = dict(headers or {})
         if session is not None:
             all_headers["Authorization"] = f"Bearer {session.token}"
             all_headers[CLIENT_HEADER] = session.client_id
-        async with translated_errors(self.base_url, self._dropped_hint):
-            response = await self._exchange(method, path, all_headers, limit_s, **kwargs)
+        response = await self._exchange(method, path, all_headers, limit_s, **kwargs)
         if response.status_code >= 400 and not (missing_ok and route_missing(response)):
             raise error_from_response(response)
         return response
@@ -239,34 +189,24 @@ class RestTransport:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
-        content: bytes | AsyncIterator[bytes] | None = None,
-    ) -> httpx.Response:
-        """One request and its whole answer, on the pool."""
+        content: bytes | AsyncIterator[bytes | memoryview] | None = None,
+    ) -> Answer:
+        """One request and its whole answer."""
         url = self._api + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
-        if json is not None:  # as httpx encodes it
+        if json is not None:
             content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
             headers = {**headers, "Content-Type": "application/json"}
-        timeout = {"timeout": httpx.Timeout(limit_s).as_dict()}
-        try:
-            answer = await self._pool.request(
-                method, url, headers=list(headers.items()), content=content, extensions=timeout
-            )
-        except Exception as error:
-            mapped = as_httpx_error(error)
-            if mapped is None:
-                raise
-            raise mapped from error  # the cause kept: TLS failures are found down the chain
-        return httpx.Response(answer.status, headers=answer.headers, content=answer.content)
+        return await self._http.request(method, url, headers, limit_s, content)
 
 
-def route_missing(response: httpx.Response) -> bool:
+def route_missing(response: Answer) -> bool:
     """A route the server does not have (an older fedgate): a 404 or 405 that is not one
     of fedgate's own problems (an unknown client is a 404 too, with a problem body)."""
     content_type = response.headers.get("content-type", "")
     return response.status_code in (404, 405) and not content_type.startswith(PROBLEM_MEDIA_TYPE)
 
 
-def task_with_model(response: httpx.Response) -> Task:
+def task_with_model(response: Answer) -> Task:
     """The task in a task-with-model response, with the model its body carries, if any."""
     with _unexpected_reply():
         body = schemas.TaskJson.model_validate_json(response.headers.get(TASK_HEADER, ""))
@@ -276,7 +216,7 @@ def task_with_model(response: httpx.Response) -> Task:
     return dataclasses.replace(task, model=model_of(response, task.model_version, ""))
 
 
-def model_of(response: httpx.Response, version: int, codec: str) -> EncodedModel:
+def model_of(response: Answer, version: int, codec: str) -> EncodedModel:
     """The model a response's body and headers carry (version and codec: if unsaid)."""
     with _unexpected_reply():
         return EncodedModel(
@@ -290,8 +230,8 @@ def model_of(response: httpx.Response, version: int, codec: str) -> EncodedModel
 
 @contextmanager
 def _unexpected_reply() -> Iterator[None]:
-    """A reply the client cannot read is the server's fault (a ServerError), as a body
-    `translated_errors` refuses."""
+    """A reply the client cannot read (its JSON, its headers) is the server's fault (a
+    ServerError)."""
     try:
         yield
     except (ValidationError, ValueError) as error:

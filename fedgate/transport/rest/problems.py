@@ -9,8 +9,7 @@ federation raised; the status alone is enough for any other HTTP client. The ser
 from __future__ import annotations
 
 import json
-
-import httpx
+from typing import Protocol
 
 from fedgate import errors
 from fedgate.transport import errors_table
@@ -29,7 +28,21 @@ def status_for(error: errors.FedgateError) -> int:
     return errors_table.row_for(error).http
 
 
-def error_from_response(response: httpx.Response) -> errors.FedgateError:
+class HttpAnswer(Protocol):
+    """What an error response is read by: httpx's ``Response`` is one, and so is the REST
+    client's `fedgate.transport.rest.answer.Answer`."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+
+
+def error_from_response(response: HttpAnswer) -> errors.FedgateError:
     """The fedgate error an HTTP error response stands for: the one its problem body
     names, else the one its status stands for alone (the table's fallbacks)."""
     status = response.status_code
