@@ -15,7 +15,7 @@ from fedgate.errors import ConfigError
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    # HTTP (uvicorn + h11)
+    # HTTP (uvicorn + httptools, `fedgate.transport.rest.http_protocol`)
     http_head_timeout_s: float = 10.0
     """A request head (request line and headers) must be complete this long after the
     connection opens or its first byte arrives; else the connection is closed. uvicorn
@@ -23,7 +23,7 @@ class ConnectionLimits:
     http_keep_alive_s: int = 5
     """An idle keep-alive connection is closed this long after its last response."""
     http_max_head_bytes: int = 8 * 1024
-    """Largest request head; a longer one gets 400 and the connection is closed."""
+    """Largest request head; a longer one gets 431 and the connection is closed."""
     http_max_concurrency: int = 1000
     """Open connections plus running requests; a request beyond gets 503."""
 

@@ -177,6 +177,34 @@ async def test_oversized_headers_are_refused_without_the_server_growing(
     assert await healthz(gateway) == 200
 
 
+async def exchange(port: int, request: bytes) -> bytes:
+    """``request`` sent whole on a new connection; all the server answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_a_head_over_the_limit_gets_431_and_a_body_never_counts_as_head(
+    gateway: Gateway,
+) -> None:
+    """The head alone is measured: a head of 20 KiB (the limit: 4 KiB) is answered 431 and
+    the connection closed; a small head whose 64 KiB body arrives in the same write is a
+    request like any other (here a 404: no such route, but read and answered)."""
+    big = b"GET /healthz HTTP/1.1\r\nHost: fedgate\r\nX-Big: " + b"a" * (20 << 10) + b"\r\n\r\n"
+    assert (await exchange(gateway.http_port, big)).startswith(b"HTTP/1.1 431 ")
+    body = b"x" * (64 << 10)
+    post = (
+        b"POST /no-such-route HTTP/1.1\r\nHost: fedgate\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    assert (await exchange(gateway.http_port, post)).startswith(b"HTTP/1.1 404 ")
+    assert await healthz(gateway) == 200
+
+
 async def test_beyond_the_concurrency_limit_requests_get_503(gateway: Gateway) -> None:
     idle = [await asyncio.open_connection("127.0.0.1", gateway.http_port) for _ in range(8)]
     assert await healthz(gateway) == 503

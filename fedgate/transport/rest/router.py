@@ -283,9 +283,9 @@ async def fetch_model(
 def model_response(model: EncodedModel, headers: dict[str, str] | None = None) -> Response:
     """A model as the body, with `model_headers` (and ``headers``).
 
-    A large one goes in slices of the cached payload: handed over whole, h11 and the
-    socket transport would each copy it on the event loop (two copies of 100 MB for a
-    ResNet-50), and the loop would be held for each."""
+    A large one goes in slices of the cached payload: handed over whole, the socket
+    transport would copy what the socket does not take at once into its buffer, on the
+    event loop (nearly 100 MB for a ResNet-50), and the loop would be held for it."""
     all_headers = {**(headers or {}), **model_headers(model)}
     media_type = get_codec(model.codec).media_type
     payload = model.payload

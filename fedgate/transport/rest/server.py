@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from fedgate.core.service import FederationService
 from fedgate.transport.connection_limits import ConnectionLimits
 from fedgate.transport.rest.app import create_app
-from fedgate.transport.rest.http_protocol import protocol_with_head_timeout
+from fedgate.transport.rest.http_protocol import protocol_with_head_limits
 from fedgate.transport.rest.router import TRANSPORT
 from fedgate.transport.servers import ServerSettings, host_port
 from fedgate.transport.tls import ServerTls
@@ -116,7 +116,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: Any, limits: ConnectionLimits, tls: ServerTls | None) -> uvicorn.Config:
-    """uvicorn on h11 with the connection limits (and TLS) applied."""
+    """uvicorn on httptools with the connection limits (and TLS) applied."""
     tls_options: dict[str, Any] = {}
     if tls is not None:
         # the same files load_server_tls has just checked
@@ -129,13 +129,12 @@ def uvicorn_config(app: Any, limits: ConnectionLimits, tls: ServerTls | None) ->
             tls_options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     return uvicorn.Config(
         app,
-        http=protocol_with_head_timeout(limits.http_head_timeout_s),
+        http=protocol_with_head_limits(limits.http_head_timeout_s, limits.http_max_head_bytes),
         log_level="warning",
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,
         timeout_keep_alive=limits.http_keep_alive_s,
-        h11_max_incomplete_event_size=limits.http_max_head_bytes,
         limit_concurrency=limits.http_max_concurrency,
         **tls_options,
     )
