@@ -65,6 +65,7 @@ from fedgate.core.ports import (
     StoredRun,
 )
 from fedgate.core.training import state_dict_copy
+from fedgate.gateway.heap import settle_heap
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.run.results import results_document
 from fedgate.store import SqlStore, open_store
@@ -172,6 +173,7 @@ class Host:
     def __init__(self) -> None:
         self.running: Running | None = None
         self.datasets: dict[tuple[str, int], Dataset] = {}
+        self.heap_settled = False
 
     async def start(self, command: dict[str, Any]) -> dict[str, Any]:
         if self.running is not None:
@@ -187,6 +189,9 @@ class Host:
         except BaseException:
             await asyncio.to_thread(close_all, closers)
             raise
+        if not self.heap_settled:  # as `fedgate serve` does; once, not each federation's
+            settle_heap()
+            self.heap_settled = True
         federation.start()
         config = {"model": model, "dataset": dataset, "store": kind, **command["run"]}
         self.running = Running(gateway, config, time.perf_counter(), store, closers)

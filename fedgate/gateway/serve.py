@@ -24,6 +24,7 @@ from fedgate.core.messages import FINAL_RUN_STATES, FederationStatus, RunState
 from fedgate.core.ports import RunMeta, StoredRun
 from fedgate.errors import ConfigError
 from fedgate.gateway.access_notes import print_access_notes
+from fedgate.gateway.heap import settle_heap
 from fedgate.gateway.server import Gateway, GatewaySettings
 from fedgate.run.results import results_document, write_json
 from fedgate.store import SqlStore, open_store, printable
@@ -77,6 +78,7 @@ async def _serve(options: ServeOptions, store: SqlStore) -> FederationStatus:
         loop.add_signal_handler(sig, stop.set)
     async with Gateway(federation, settings) as gateway:
         announce(gateway, options)
+        settle_heap()  # start-up's objects out of the collector's full passes (`heap`)
         run = federation.start()
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
         if options.exit_when_done:
