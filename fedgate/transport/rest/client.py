@@ -9,9 +9,9 @@ import math
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fedgate.codecs import get_codec
 from fedgate.core.messages import (
@@ -40,6 +40,7 @@ from fedgate.transport.rest.problems import PROBLEM_MEDIA_TYPE, error_from_respo
 from fedgate.transport.slicing import streamed
 from fedgate.transport.tls import ClientTls, load_client_tls
 
+Reply = TypeVar("Reply", bound=BaseModel)
 CALL_TIMEOUT_S = 30.0
 OCTET_STREAM = "application/octet-stream"
 TRANSFER_TIMEOUT_S = 900.0
@@ -74,18 +75,19 @@ class RestTransport:
         body = {"name": request.name, "codec": request.codec, "num_examples": request.num_examples}
         # the enrolment key travels as a bearer credential, not in the body
         headers = {"Authorization": f"Bearer {request.key}"} if request.key else {}
-        reply = await self._json("POST", "/clients", json=body, headers=headers)
-        return schemas.join_ack_from_json(schemas.JoinReply.model_validate(reply))
+        reply = await self._json("POST", "/clients", schemas.JoinReply, json=body, headers=headers)
+        return schemas.join_ack_from_json(reply)
 
     async def next_task(self, session: Session, wait_s: float) -> Task:
         reply = await self._json(
             "GET",
             f"/clients/{session.client_id}/task",
+            schemas.TaskJson,
             session=session,
             params={"wait_s": wait_s},
             limit_s=wait_s + CALL_TIMEOUT_S,
         )
-        return schemas.task_from_json(schemas.TaskJson.model_validate(reply))
+        return schemas.task_from_json(reply)
 
     async def next_task_with_model(self, session: Session, wait_s: float, want: ModelWant) -> Task:
         """The next task, a TRAIN task with its model (one request); from a server older
@@ -134,6 +136,7 @@ class RestTransport:
         reply = await self._json(
             "POST",
             f"/rounds/{update.round_id}/updates",
+            schemas.ReceiptJson,
             session=session,
             params=params,
             content=streamed(update.payload),
@@ -141,11 +144,12 @@ class RestTransport:
             # the size up front (not chunked): the server checks it before the body
             headers={"Content-Type": media_type, "Content-Length": str(len(update.payload))},
         )
-        return schemas.receipt_from_json(schemas.ReceiptJson.model_validate(reply))
+        return schemas.receipt_from_json(reply)
 
     async def heartbeat(self, session: Session) -> HeartbeatAck:
-        reply = await self._json("POST", f"/clients/{session.client_id}/heartbeat", session=session)
-        return schemas.heartbeat_from_json(schemas.HeartbeatJson.model_validate(reply))
+        path = f"/clients/{session.client_id}/heartbeat"
+        reply = await self._json("POST", path, schemas.HeartbeatJson, session=session)
+        return schemas.heartbeat_from_json(reply)
 
     async def leave(self, session: Session) -> None:
         await self._send("DELETE", f"/clients/{session.client_id}", session=session)
@@ -153,10 +157,11 @@ class RestTransport:
     async def close(self) -> None:
         await self._http.close()
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _json(self, method: str, path: str, reply: type[Reply], **kwargs: Any) -> Reply:
+        """The response's JSON body as ``reply``; one it is not is the server's fault."""
         response = await self._send(method, path, **kwargs)
         with _unexpected_reply():
-            return response.json()
+            return reply.model_validate_json(response.content)
 
     async def _send(
         self,

@@ -12,11 +12,9 @@ into one buffer: 940-1,320); uploads are the server's pace either way (880-910 M
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import yarl
@@ -48,9 +46,6 @@ class Answer:
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
 
 
 class HttpSession:

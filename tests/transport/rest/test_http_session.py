@@ -1,7 +1,8 @@
 """The REST client's HTTP (`http_session`): a model comes down whole over one kept-alive
-connection; a task's long header is read; and every way of getting no answer (nothing
+connection; a task's long header is read; every way of getting no answer (nothing
 listening, a server that says nothing, one that hangs up mid-body) is a TransportError
-that says which, while the session goes on to the next request."""
+that says which, while the session goes on to the next request; and an answer the client
+cannot read is the server's fault (a ServerError), never a pydantic or JSON error."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest
 from fedgate.core.transport import Session
-from fedgate.errors import TransportError
+from fedgate.errors import ServerError, TransportError
 from fedgate.transport.rest.client import RestTransport
 from fedgate.transport.rest.http_session import MAX_FIELD_BYTES, HttpSession
 from tests.transport.conftest import serving
@@ -138,3 +139,19 @@ async def test_a_body_cut_short_is_a_transport_error_and_the_next_request_goes_t
             assert (await http.request("GET", url + "/", {}, 5.0)).content == b"ok"
         finally:
             await http.close()
+
+
+@pytest.mark.parametrize("body", [b'{"unexpected": true}', b"not json", b""])
+async def test_an_answer_the_client_cannot_read_is_a_server_error(body: bytes) -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = response_head(len(body), Content_Type="application/json")
+        writer.write(head + body)
+        await writer.drain()
+
+    async with raw_server(reply) as url:
+        client = RestTransport(url)
+        try:
+            with pytest.raises(ServerError, match="unexpected reply"):
+                await client.join(JoinRequest("a", "raw", 10))
+        finally:
+            await client.close()
