@@ -30,7 +30,7 @@ def status_for(error: errors.FedgateError) -> int:
 
 class HttpAnswer(Protocol):
     """What an error response is read by: httpx's ``Response`` is one, and so is the REST
-    client's `fedgate.transport.rest.answer.Answer`."""
+    client's `fedgate.transport.rest.http_session.Answer`."""
 
     @property
     def status_code(self) -> int: ...
