@@ -241,7 +241,7 @@ class GrpcTransport:
             try:
                 reply = await call
             except grpc.aio.AioRpcError as error:
-                raise await status.server_error(error) from None
+                raise status.server_error(error) from None
         return serde.receipt_from_proto(reply)
 
     async def heartbeat(self, session: Session) -> HeartbeatAck:

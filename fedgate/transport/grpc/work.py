@@ -97,7 +97,7 @@ class WorkStream:
         except asyncio.InvalidStateError:  # the server has ended the call
             await self._ended()
         except grpc.aio.AioRpcError as error:  # it may stand in for the server's status
-            raise await self._status.server_error(error) from None
+            raise self._status.server_error(error) from None
 
     async def _read(self) -> WorkDownItem:
         message = await self.call.read()

@@ -161,7 +161,7 @@ async def ended_with(call: Any, status: ServerStatus | None = None) -> tuple[grp
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         while True:
             assert await call.read() is not grpc.aio.EOF, "the call ended without an error"
-    error = caught.value if status is None else await status.server_error(caught.value)
+    error = caught.value if status is None else status.server_error(caught.value)
     assert error.details()
     return error_of(error)
 
