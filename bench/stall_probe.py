@@ -216,8 +216,9 @@ class EchoJsonClient:
             task = await self.link.next_task(session, 30.0)
             if task.kind is TaskKind.TRAIN:
                 model = await self.link.fetch_model(session, task.model_version, "json")
+                payload = bytes(model.payload)
                 update = Update(
-                    task.round_id, task.model_version, self.num_examples, "json", model.payload
+                    task.round_id, task.model_version, self.num_examples, "json", payload
                 )
                 await self.link.submit_update(session, update)
                 self.updates += 1

@@ -162,7 +162,7 @@ def update_payload(host: ModelHost, codec: str, downloaded: EncodedModel | None)
     that codec; else (a codec for deltas only, whose whole models travel in a dense codec)
     the codec's own encoding of the weights, the size of the update such a client sends."""
     if downloaded is not None and downloaded.codec == codec:
-        return downloaded.payload
+        return bytes(downloaded.payload)
     return CODECS[codec].encode(host.weights)
 
 

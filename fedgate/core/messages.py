@@ -125,7 +125,9 @@ class EncodedModel:
 
     version: int
     codec: str
-    payload: bytes
+    # A download's bytes may come as the bytearray they were received into, handed over:
+    # the decoder's tensors share it (`fedgate.transport.filling`).
+    payload: bytes | bytearray
     ref: str = ""
     base_ref: str = ""
 

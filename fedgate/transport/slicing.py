@@ -16,14 +16,16 @@ SLICE_BYTES = 1 << 20  # REST bodies; gRPC cuts its chunks at its own CHUNK_BYTE
 JOIN_ON_LOOP_BYTES = 1 << 20
 
 
-def slices(payload: bytes, size: int = SLICE_BYTES) -> Iterator[memoryview]:
+def slices(payload: bytes | bytearray, size: int = SLICE_BYTES) -> Iterator[memoryview]:
     """``payload`` in ``size`` pieces, without a copy."""
     view = memoryview(payload)
     for start in range(0, len(view), size):
         yield view[start : start + size]
 
 
-async def streamed(payload: bytes, size: int = SLICE_BYTES) -> AsyncIterator[memoryview]:
+async def streamed(
+    payload: bytes | bytearray, size: int = SLICE_BYTES
+) -> AsyncIterator[memoryview]:
     """`slices` as an async iterator, for an HTTP body streamed in or out."""
     for piece in slices(payload, size):
         yield piece

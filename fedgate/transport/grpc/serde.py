@@ -178,7 +178,7 @@ def model_header_to_proto(model: EncodedModel, first_chunk: bytes) -> pb.ModelCh
     )
 
 
-def model_from_proto(header: pb.ModelChunk, payload: bytes) -> EncodedModel:
+def model_from_proto(header: pb.ModelChunk, payload: bytes | bytearray) -> EncodedModel:
     return EncodedModel(
         version=header.version,
         codec=header.codec,

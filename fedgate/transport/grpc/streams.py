@@ -27,11 +27,12 @@ import grpc
 
 from fedgate.core.messages import EncodedModel, Task
 from fedgate.errors import TransportError
+from fedgate.transport.filling import Filling
 from fedgate.transport.grpc import serde
 from fedgate.transport.grpc.channel import CHUNK_BYTES
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 from fedgate.transport.grpc.proto import fedgate_pb2_grpc as pb_grpc
-from fedgate.transport.slicing import joined, slices
+from fedgate.transport.slicing import slices
 
 # The one field each message's bytes travel in, as its tag byte (field number << 3 | 2).
 MODEL_DATA = 4 << 3 | 2  # ModelChunk.data
@@ -221,15 +222,13 @@ def add_federation_servicer(servicer: pb_grpc.FederationServicer, server: grpc.a
 
 
 class ModelAssembly:
-    """A model's chunks put back together: the header first, then its bytes; more bytes
-    than the header declared, or fewer by the end, fail the download (a TransportError:
-    the transfer went wrong). The chunks are kept as they came and joined once, at the
-    end: never more than the declared size (and the one chunk that passes it) is held."""
+    """A model's chunks put back together: the header first, then its bytes, each chunk
+    copied into its place as it comes (`Filling`); more bytes than the header declared, or
+    fewer by the end, fail the download (a TransportError: the transfer went wrong)."""
 
     def __init__(self) -> None:
         self.header: pb.ModelChunk | None = None
-        self._parts: list[bytes | memoryview] = []
-        self._size = 0
+        self._filling: Filling | None = None
 
     def add(self, chunk: ModelPart) -> None:
         if isinstance(chunk, memoryview):
@@ -237,15 +236,23 @@ class ModelAssembly:
         else:
             self.header = self.header or chunk
             data = chunk.data
-        if self.header is None:
-            raise TransportError("a model download must start with its header")
-        self._size += len(data)
-        if self._size > self.header.total_size:
-            raise TransportError(
-                f"model download passed its declared {self.header.total_size} bytes"
-            )
-        if data:
-            self._parts.append(data)
+        filling = self._filling_for(self.header)
+        if filling.filled + len(data) > filling.size:
+            raise TransportError(f"model download passed its declared {filling.size} bytes")
+        filling.add(data)
+
+    def _filling_for(self, header: pb.ModelChunk | None) -> Filling:
+        if self._filling is None:
+            if header is None:
+                raise TransportError("a model download must start with its header")
+            try:
+                self._filling = Filling(header.total_size)
+            except MemoryError:
+                raise TransportError(
+                    f"the server declared a model of {header.total_size} bytes,"
+                    " more than this process can hold"
+                ) from None
+        return self._filling
 
     def add_part(self, part: TaskItem | WorkDownItem, refusal: str) -> None:
         """A chunk that came in a task's answer: bytes alone, or a message's ``model``;
@@ -260,14 +267,14 @@ class ModelAssembly:
     @property
     def complete(self) -> bool:
         """Whether the header and all the bytes it declared have come."""
-        return self.header is not None and self._size == self.header.total_size
+        return self._filling is not None and self._filling.filled == self._filling.size
 
     async def model(self) -> EncodedModel:
-        if self.header is None or self._size != self.header.total_size:
+        if self.header is None or self._filling is None or not self.complete:
+            filled = self._filling.filled if self._filling else 0
             declared = self.header.total_size if self.header else "?"
-            raise TransportError(f"model download ended after {self._size} of {declared} bytes")
-        parts, self._parts = self._parts, []
-        return serde.model_from_proto(self.header, await joined(parts))
+            raise TransportError(f"model download ended after {filled} of {declared} bytes")
+        return serde.model_from_proto(self.header, await self._filling.result())
 
 
 async def model_from_chunks(chunks: AsyncIterable[ModelPart]) -> EncodedModel:

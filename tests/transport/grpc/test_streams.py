@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 
 from fedgate.core.messages import EncodedModel, Task, TaskKind, TrainConfig
 from fedgate.errors import TransportError
+from fedgate.transport.filling import FILL_ON_LOOP_BYTES
 from fedgate.transport.grpc import serde, streams
 from fedgate.transport.grpc.proto import fedgate_pb2 as pb
 
@@ -108,7 +109,8 @@ async def test_a_model_streams_and_reassembles_byte_identically(chunk_bytes: int
 
 async def test_a_model_from_a_server_that_sends_bytes_in_its_header_reassembles() -> None:
     """Servers before the bytes-alone chunks put the first bytes in the header."""
-    head, rest = MODEL.payload[:300], MODEL.payload[300:]
+    payload = bytes(MODEL.payload)
+    head, rest = payload[:300], payload[300:]
     chunks = [serde.model_header_to_proto(MODEL, head), pb.ModelChunk(data=rest)]
     assert await streams.model_from_chunks(streamed(chunks)) == MODEL
 
@@ -155,7 +157,25 @@ async def test_a_download_in_odd_pieces_of_exactly_its_size_reassembles() -> Non
         start += size
     chunks = [header_of(len(payload)), *pieces]
     model = await streams.model_from_chunks(streamed(chunks))
-    assert type(model.payload) is bytes and model.payload == payload
+    # the buffer the pieces were copied into, handed over (a decoder's tensors share it)
+    assert type(model.payload) is bytearray and model.payload == payload
+
+
+async def test_a_large_download_is_filled_off_the_loop_byte_identically() -> None:
+    payload = bytes(range(251)) * (5 * FILL_ON_LOOP_BYTES // 251)  # several worker copies
+    model = dataclasses.replace(MODEL, payload=payload)
+    wired = through_wire(
+        list(streams.model_chunks(model, 300_001)),
+        streams.model_chunk_to_wire,
+        streams.model_chunk_from_wire,
+    )
+    back = await streams.model_from_chunks(streamed(wired))
+    assert type(back.payload) is bytearray and back.payload == payload
+
+
+async def test_a_declared_size_no_memory_holds_is_a_transport_error() -> None:
+    with pytest.raises(TransportError, match="more than this process can hold"):
+        await streams.model_from_chunks(streamed([header_of(1 << 62), memoryview(b"x")]))
 
 
 @pytest.mark.parametrize(
