@@ -5,7 +5,9 @@ x transport (``grpc``, ``rest``) x direction, pytest-benchmark times one transfe
 wall time of the client's `Transport` call, from the call until its answer. The server
 is a real fedgate Gateway (gRPC + REST on loopback) in a separate process
 (``bench_server.py``); the client side runs here, through ``fedgate.transport.connect``
-with one connection per transport kept open, as a client keeps its own.
+with one connection per transport kept open, as a client keeps its own, in a process set
+up as `fedgate client` sets up its own (`fedgate.run.process_memory`: freed memory kept
+for the next transfer; the ``tcp`` ceiling's receiver runs here too, under the same).
 
 - ``down``: ``fetch_model`` of the current version in the codec. The server encodes a
   version once per codec and serves every client from that cache, so each timed call is
@@ -59,6 +61,7 @@ from fedgate.core.config import RunConfig
 from fedgate.core.messages import EncodedModel, JoinRequest, Task, TaskKind, Update
 from fedgate.core.transport import Session, Transport
 from fedgate.errors import CodecError
+from fedgate.run.process_memory import keep_freed_memory
 from fedgate.run.sim_config import NETWORK_TRANSPORTS
 from fedgate.transport.connect import connect
 
@@ -164,6 +167,13 @@ def update_payload(host: ModelHost, codec: str, downloaded: EncodedModel | None)
     if downloaded is not None and downloaded.codec == codec:
         return bytes(downloaded.payload)
     return CODECS[codec].encode(host.weights)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def client_process() -> None:
+    """This process's memory set up as every client process's (fedgate.run.client_runner),
+    before any transfer, the ceiling's included."""
+    keep_freed_memory()
 
 
 @pytest.fixture(scope="module")

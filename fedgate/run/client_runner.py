@@ -20,11 +20,13 @@ from fedgate.core.retry import Backoff
 from fedgate.core.trainers import build_trainer
 from fedgate.errors import Forbidden, Unauthorized, error_from_code
 from fedgate.run.client_options import KEY_ENV, ClientOptions
+from fedgate.run.process_memory import keep_freed_memory
 from fedgate.transport.connect import connect
 
 
 async def run_client(options: ClientOptions) -> ClientReport:
     """Join, train until the run ends, leave. SIGINT/SIGTERM make the client leave cleanly."""
+    keep_freed_memory()  # the next round's model comes into pages this process has
     if options.threads:
         torch.set_num_threads(options.threads)
     trainer = build_trainer(
