@@ -37,12 +37,19 @@ def unzeroed_bytearray(size: int) -> bytearray:
     return made
 
 
-def _copy(target: np.ndarray, piece: bytes | memoryview) -> None:
-    np.copyto(target, np.frombuffer(piece, dtype=np.uint8))
+def _copy(target: np.ndarray, pieces: list[bytes | memoryview]) -> None:
+    """``pieces`` one after the other into ``target``, which is exactly as long."""
+    start = 0
+    for piece in pieces:
+        np.copyto(target[start : start + len(piece)], np.frombuffer(piece, dtype=np.uint8))
+        start += len(piece)
 
 
 class Filling:
-    """``size`` bytes filled in order by `add`; `result` once they have all come."""
+    """``size`` bytes filled in order by `add`; `result` once they have all come.
+
+    Pieces of a large payload are handed to a worker thread a megabyte or more at a time
+    (a transport's pieces can be a socket read each, tens of kilobytes)."""
 
     def __init__(self, size: int) -> None:
         if size < 0:
@@ -51,26 +58,40 @@ class Filling:
         self.filled = 0
         self._buffer = unzeroed_bytearray(size) if size else bytearray()
         self._target = np.frombuffer(self._buffer, dtype=np.uint8)
+        self._pending: list[bytes | memoryview] = []
+        self._pending_bytes = 0
         self._copies: list[asyncio.Future[None]] = []
 
     def add(self, piece: bytes | memoryview) -> None:
-        """Copy ``piece`` in after what came before (on a worker thread when the payload is
-        large); a piece that passes the declared size is refused, nothing copied."""
+        """Take ``piece`` as the bytes after what came before; a piece that passes the
+        declared size is refused, and nothing of it kept."""
         end = self.filled + len(piece)
         if end > self.size:
             raise ValueError(f"{end} bytes passed the declared {self.size}")
-        target = self._target[self.filled : end]
-        if self.size < FILL_ON_LOOP_BYTES:
-            _copy(target, piece)
-        else:
-            loop = asyncio.get_running_loop()
-            self._copies.append(loop.run_in_executor(None, _copy, target, piece))
+        self._pending.append(piece)
+        self._pending_bytes += len(piece)
         self.filled = end
+        if self.size < FILL_ON_LOOP_BYTES or self._pending_bytes >= FILL_ON_LOOP_BYTES:
+            self._copy_pending()
 
     async def result(self) -> bytearray:
         """The payload, once every copy is done; fewer bytes than declared are refused."""
         if self.filled != self.size:
             raise ValueError(f"{self.filled} of the declared {self.size} bytes came")
+        self._copy_pending()
         copies, self._copies = self._copies, []
         await asyncio.gather(*copies)
         return self._buffer
+
+    def _copy_pending(self) -> None:
+        """Copy what is pending into its place: on the loop when the payload is small,
+        else on a worker thread (numpy lets go of the GIL while it copies)."""
+        target = self._target[self.filled - self._pending_bytes : self.filled]
+        pieces, self._pending, self._pending_bytes = self._pending, [], 0
+        if not pieces:
+            return
+        if self.size < FILL_ON_LOOP_BYTES:
+            _copy(target, pieces)
+        else:
+            loop = asyncio.get_running_loop()
+            self._copies.append(loop.run_in_executor(None, _copy, target, pieces))

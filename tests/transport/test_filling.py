@@ -44,9 +44,9 @@ async def test_a_large_payload_is_copied_on_worker_threads(monkeypatch: pytest.M
     threads: list[int] = []
     copy = filling._copy
 
-    def spied(target: np.ndarray, piece: bytes | memoryview) -> None:
+    def spied(target: np.ndarray, pieces: list[bytes | memoryview]) -> None:
         threads.append(threading.get_ident())
-        copy(target, piece)
+        copy(target, pieces)
 
     monkeypatch.setattr(filling, "_copy", spied)
     payload = os.urandom(2 * FILL_ON_LOOP_BYTES)
@@ -59,6 +59,25 @@ async def test_a_large_payload_is_copied_on_worker_threads(monkeypatch: pytest.M
     assert await small.result() == b"0123456789"
     loop_thread = threading.get_ident()
     assert len(threads) == 3 and loop_thread not in threads[:2] and threads[2] == loop_thread
+
+
+async def test_small_pieces_of_a_large_payload_go_to_the_worker_a_megabyte_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches: list[int] = []
+    copy = filling._copy
+
+    def spied(target: np.ndarray, pieces: list[bytes | memoryview]) -> None:
+        batches.append(len(target))
+        copy(target, pieces)
+
+    monkeypatch.setattr(filling, "_copy", spied)
+    payload = os.urandom(3 * FILL_ON_LOOP_BYTES + 1000)
+    fill = Filling(len(payload))
+    for piece in pieces_of(payload, [64 << 10] * (len(payload) // (64 << 10))):
+        fill.add(piece)
+    assert await fill.result() == payload
+    assert batches == [FILL_ON_LOOP_BYTES] * 3 + [1000]
 
 
 async def test_a_piece_past_the_declared_size_is_refused_and_nothing_copied() -> None:
