@@ -21,6 +21,7 @@ from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest
 from fedgate.core.transport import Session
 from fedgate.errors import ServerError, TransportError
+from fedgate.transport.filling import FILL_ON_LOOP_BYTES
 from fedgate.transport.rest.client import RestTransport
 from fedgate.transport.rest.http_session import MAX_FIELD_BYTES, HttpSession
 from tests.transport.conftest import serving
@@ -73,6 +74,7 @@ async def test_a_model_comes_down_whole_over_one_kept_alive_connection(
         session = Session.from_ack(await client.join(JoinRequest("a", "raw", 10)))
         for _ in range(3):
             model = await client.fetch_model(session, 0, "raw")
+            assert type(model.payload) is bytearray  # filled as it came, handed over
             received = get_codec("raw").decode(model.payload)
             assert all(torch.equal(received[k], weights[k]) for k in weights)
     assert len(opened) == 1  # the join and three downloads on one connection
@@ -119,14 +121,17 @@ async def test_a_server_that_says_nothing_is_a_timeout_not_a_hang() -> None:
             await http.close()
 
 
-async def test_a_body_cut_short_is_a_transport_error_and_the_next_request_goes_through() -> None:
+@pytest.mark.parametrize("declared", [1000, 4 * FILL_ON_LOOP_BYTES])  # read whole; filled
+async def test_a_body_cut_short_is_a_transport_error_and_the_next_request_goes_through(
+    declared: int,
+) -> None:
     calls = 0
 
     async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            writer.write(response_head(1000) + b"x" * 10)  # then hang up
+            writer.write(response_head(declared) + b"x" * (declared // 2))  # then hang up
         else:
             writer.write(response_head(2) + b"ok")
         await writer.drain()
@@ -139,6 +144,24 @@ async def test_a_body_cut_short_is_a_transport_error_and_the_next_request_goes_t
             assert (await http.request("GET", url + "/", {}, 5.0)).content == b"ok"
         finally:
             await http.close()
+
+
+async def test_a_large_body_is_filled_into_one_buffer_byte_for_byte() -> None:
+    body = bytes(range(256)) * (3 * FILL_ON_LOOP_BYTES // 256) + b"end"
+
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response_head(len(body)))
+        for start in range(0, len(body), 100_000):  # in pieces, as a socket delivers them
+            writer.write(body[start : start + 100_000])
+            await writer.drain()
+
+    async with raw_server(reply) as url:
+        http = HttpSession(None)
+        try:
+            answer = await http.request("GET", url + "/", {}, 5.0)
+        finally:
+            await http.close()
+    assert type(answer.content) is bytearray and answer.content == body
 
 
 @pytest.mark.parametrize("body", [b'{"unexpected": true}', b"not json", b""])
