@@ -43,8 +43,14 @@ the background while the next round runs, so its round ends with the model publi
 (the next round opens a fraction of a millisecond later: 0.2 ms median at 10 clients, by
 a probe of the server's events), and the evaluation's CPU falls in the next round.
 
+The runs compared round for round (Flower legacy, fedgate raw over gRPC and over REST) run
+`REPEATS` times per client count, interleaved and rotated (Flower, gRPC, REST; then gRPC,
+REST, Flower; ...), a row each; the report pools a run's rows into one, the median over
+all their rounds (``fedgate.report.repeats``). The rest run once.
+
 Row fields (``suite="flower"``): ``framework``, ``mode`` (Flower's rows: ``legacy`` or
 ``deployment``), ``transport``, ``payload``, ``partition``, ``clients``, ``rounds``,
+``repeat`` (which run of the same federation this row is, from 1) and ``repeats``,
 ``runtime`` (framework and torch versions); ``round_wall_s`` (median round),
 ``round_wall_mean_s`` / ``_min_s`` / ``_max_s`` / ``_stddev_s`` / ``_rounds``,
 ``round_latencies_s`` (every round); ``bytes_per_round`` (payload bytes both ways, mean
@@ -97,6 +103,27 @@ RUNS = [
 # --fedgate-quick leaves out fedgate over REST (the rounds suite runs it) to stay within a
 # minute or so a run: each run here starts its own processes, seconds of torch import apiece.
 QUICK_RUNS = [run for run in RUNS if run[2] != "rest"]
+# The runs compared round for round (Flower's legacy gRPC against fedgate's raw over gRPC
+# and REST) run this many times, interleaved and each time in another order, and the
+# report pools their rounds: one run each, in a fixed order, let the machine's drift over
+# a minute (10-25 % here) fall on whichever ran last. The others run once.
+REPEATS = {False: 3, True: 1}
+COMPARED = [RUNS[0], RUNS[2], RUNS[3]]
+
+
+def cases(quick: bool) -> list[tuple[Any, ...]]:
+    """(framework, mode, transport, codec, clients, repeat) in the order they run: per
+    client count, the compared runs in turns, rotated each turn, then the rest once."""
+    runs = QUICK_RUNS if quick else RUNS
+    compared = [run for run in COMPARED if run in runs]
+    out: list[tuple[Any, ...]] = []
+    for clients in CLIENTS[quick]:
+        for repeat in range(REPEATS[quick]):
+            turn = compared[repeat % len(compared) :] + compared[: repeat % len(compared)]
+            out += [(*run, clients, repeat + 1) for run in turn]
+        out += [(*run, clients, 1) for run in runs if run not in compared]
+    return out
+
 
 pytestmark = pytest.mark.timeout(3600)
 
@@ -130,9 +157,11 @@ def warmed(bench_server: BenchServer, digits: Dataset) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function.__name__ == "test_flower_vs_fedgate":
         quick = bool(metafunc.config.getoption("fedgate_quick"))
-        cases = [(*run, n) for n in CLIENTS[quick] for run in (QUICK_RUNS if quick else RUNS)]
-        ids = ["-".join(str(part) for part in case if part is not None) for case in cases]
-        metafunc.parametrize(("framework", "mode", "transport", "codec", "clients"), cases, ids=ids)
+        ordered = cases(quick)
+        ids = ["-".join(str(part) for part in case[:-1] if part is not None) for case in ordered]
+        ids = [f"{name}-run{case[-1]}" for name, case in zip(ids, ordered, strict=True)]
+        names = ("framework", "mode", "transport", "codec", "clients", "repeat")
+        metafunc.parametrize(names, ordered, ids=ids)
 
 
 def figures(rounds: list[Measured]) -> dict[str, Any]:
@@ -247,6 +276,7 @@ def test_flower_vs_fedgate(
     transport: str,
     codec: str,
     clients: int,
+    repeat: int,
     quick: bool,
     warmed: None,
 ) -> None:
@@ -266,6 +296,8 @@ def test_flower_vs_fedgate(
         partition=spec.partition,
         clients=spec.clients,
         rounds=spec.rounds,
+        repeat=repeat,
+        repeats=REPEATS[quick] if (framework, mode, transport, codec) in COMPARED else 1,
         runtime=runtime,
         timing="federation",
         **figures(rounds),

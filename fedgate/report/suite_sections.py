@@ -22,6 +22,7 @@ from fedgate.report.blocks import (
     seconds,
 )
 from fedgate.report.codec_sections import model_label
+from fedgate.report.repeats import pooled
 from fedgate.report.results import Row, number
 from fedgate.report.store_sections import is_store_row
 
@@ -258,6 +259,14 @@ FLOWER_EXPLAIN = (
     "buffers, and its int8-zstd run (model deltas both ways) shows what its codecs save."
 )
 
+FLOWER_REPEATS = (
+    "Runs: the runs compared round for round (Flower's legacy gRPC, fedgate's raw over "
+    "gRPC and REST) ran several times, interleaved, each time in another order, so the "
+    "machine's drift over the suite fell on each alike; their round wall time is the "
+    "median over the rounds of all their runs, and each run's own median is listed under "
+    "the details."
+)
+
 
 FLOWER_MODES = (
     "Mode: how Flower ran. legacy: its deprecated start_server / start_client, one "
@@ -272,6 +281,7 @@ FLOWER_MODES = (
 
 def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     found = _suite(rows, "flower", [field for field, _, _ in FLOWER_FIELDS])
+    found = pooled(found, (*FLOWER_RUN, "clients"))
     if not found:
         return None
     table = [
@@ -281,6 +291,8 @@ def flower_section(rows: Sequence[Row], out_dir: Path) -> Section | None:
     chart = "flower-vs-fedgate.png"
     _flower_chart(found, out_dir / chart)
     blocks: list[Paragraph | Table | Image] = [Paragraph(FLOWER_EXPLAIN)]
+    if any(row.get("run_medians_s") for row in found):
+        blocks.append(Paragraph(FLOWER_REPEATS))
     if any(row.get("mode") is not None for row in found):
         blocks.append(Paragraph(FLOWER_MODES))
     if "flower" not in _names(found, "framework"):
@@ -316,8 +328,10 @@ def _flower_run_header(rows: Sequence[Row]) -> str:
 
 def _flower_details(rows: Sequence[Row]) -> Table:
     """Each run's spread of rounds, bytes each way, the whole federation and its software."""
+    repeated = any(row.get("run_medians_s") for row in rows)
     headers = [_flower_run_header(rows), "fastest round", "slowest round", "MB down", "MB up"]
-    headers += ["whole federation", "runtime"]
+    headers += ["whole federation", *(["each run's median round"] if repeated else [])]
+    headers += ["runtime"]
     table = [
         [
             _flower_run(row, rows),
@@ -326,6 +340,7 @@ def _flower_details(rows: Sequence[Row]) -> Table:
             megabytes(number(row, "bytes_down_per_round")),
             megabytes(number(row, "bytes_up_per_round")),
             seconds(number(row, "federation_s")),
+            *([_run_medians(row)] if repeated else []),
             str(row.get("runtime") or MISSING),
         ]
         for row in rows
@@ -334,8 +349,13 @@ def _flower_details(rows: Sequence[Row]) -> Table:
         "Per round unless said otherwise; the slowest round is usually the first, where "
         "fresh client processes do their first training. Whole federation: the timed run, "
         "from starting the client processes to every process having exited"
-    )
+    ) + (" (of a run made several times, the median run's)" if repeated else "")
     return Table(headers, table, caption=caption)
+
+
+def _run_medians(row: Row) -> str:
+    medians = row.get("run_medians_s") or []
+    return " / ".join(seconds(float(m)) for m in medians) if medians else "one run"
 
 
 def _flower_accuracy(rows: Sequence[Row]) -> list[Table]:
