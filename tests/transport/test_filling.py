@@ -1,8 +1,10 @@
 """A payload received in pieces fills one buffer of its declared size, byte for byte, large
-ones by copies off the event loop, and a wrong total is refused."""
+ones by copies on one thread off the event loop (a forked child's own), and a wrong total
+is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -40,12 +42,16 @@ async def test_pieces_fill_the_buffer_byte_for_byte(total: int, sizes: list[int]
     assert type(result) is bytearray and result == payload
 
 
-async def test_a_large_payload_is_copied_on_worker_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_large_payload_is_copied_on_one_thread_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     threads: list[int] = []
+    names: list[str] = []
     copy = filling._copy
 
     def spied(target: np.ndarray, pieces: list[bytes | memoryview]) -> None:
         threads.append(threading.get_ident())
+        names.append(threading.current_thread().name)
         copy(target, pieces)
 
     monkeypatch.setattr(filling, "_copy", spied)
@@ -59,9 +65,27 @@ async def test_a_large_payload_is_copied_on_worker_threads(monkeypatch: pytest.M
     assert await small.result() == b"0123456789"
     loop_thread = threading.get_ident()
     assert len(threads) == 3 and loop_thread not in threads[:2] and threads[2] == loop_thread
+    assert threads[0] == threads[1] and names[0].startswith("fedgate-fill")
 
 
-async def test_small_pieces_of_a_large_payload_go_to_the_worker_a_megabyte_at_a_time(
+def test_a_forked_child_fills_on_a_copying_thread_of_its_own() -> None:
+    payload = os.urandom(3 * FILL_ON_LOOP_BYTES)
+
+    async def fill() -> bytearray:
+        filling_ = Filling(len(payload))
+        for piece in pieces_of(payload, [FILL_ON_LOOP_BYTES, FILL_ON_LOOP_BYTES]):
+            filling_.add(piece)
+        return await filling_.result()
+
+    assert asyncio.run(fill()) == payload  # the parent's thread now exists
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's copying thread is not here
+        os._exit(0 if asyncio.run(asyncio.wait_for(fill(), 10)) == payload else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_small_pieces_of_a_large_payload_are_copied_a_megabyte_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     batches: list[int] = []
