@@ -245,6 +245,8 @@ class ModelAssembly:
         if self._filling is None:
             if header is None:
                 raise TransportError("a model download must start with its header")
+            if header.total_size < 0:
+                raise TransportError(f"the server declared a model of {header.total_size} bytes")
             try:
                 self._filling = Filling(header.total_size)
             except MemoryError:

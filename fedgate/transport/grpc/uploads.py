@@ -62,6 +62,8 @@ async def receive_body(
     (``to_end``: the call's own stream, which must end with the body) or up to the declared
     size (a Work call's, which goes on). Refused as soon as it passes what it declared or
     the limit allows, ends short, or stalls or takes too long (see `UploadTimeouts`)."""
+    if declared < 0:
+        raise InvalidUpdate(f"an update cannot be {declared} bytes")
     if declared > limit:
         raise PayloadTooLarge(f"update of {declared} bytes exceeds the limit of {limit}")
     try:

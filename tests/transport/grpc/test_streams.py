@@ -141,6 +141,7 @@ def header_of(size: int) -> pb.ModelChunk:
         [header_of(10), memoryview(b"x" * 11)],  # one byte more than declared
         [header_of(10), memoryview(b"x" * 4), memoryview(b"x" * 5)],  # one byte less
         [memoryview(b"x" * 10)],  # bytes before any header
+        [header_of(-1)],  # a size no model has
         [],  # nothing at all
     ],
 )

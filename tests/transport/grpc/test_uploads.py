@@ -53,6 +53,11 @@ async def test_a_declared_size_over_the_limit_is_refused_before_a_chunk_is_read(
         await body(b"", 11, limit=10)
 
 
+async def test_a_negative_declared_size_is_an_invalid_update() -> None:
+    with pytest.raises(InvalidUpdate, match="cannot be -1 bytes"):
+        await body(b"", -1)
+
+
 async def test_a_declared_size_no_memory_holds_is_overloaded_not_a_crash() -> None:
     with pytest.raises(Overloaded, match="no memory"):
         await body(b"x", 1 << 62, limit=1 << 62)

@@ -103,6 +103,11 @@ async def test_each_bad_call_gets_its_status_code(stubs: tuple[Any, Any, Federat
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "payload_too_large",
     )
+    await expect(  # a size no body has: refused before any is read, not a server fault
+        client.SubmitUpdate(chunks(header(total_size=-1), b""), metadata=meta),
+        invalid,
+        "invalid_update",
+    )
     await expect(
         client.SubmitUpdate(chunks(header(), good + b"extra"), metadata=meta),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
