@@ -23,7 +23,7 @@ from fedgate.core.transport import Session
 from fedgate.errors import ServerError, TransportError
 from fedgate.transport.filling import FILL_ON_LOOP_BYTES
 from fedgate.transport.rest.client import RestTransport
-from fedgate.transport.rest.http_session import MAX_FIELD_BYTES, HttpSession
+from fedgate.transport.rest.http_session import MAX_FIELD_BYTES, Answer, HttpSession
 from tests.transport.conftest import serving
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -47,6 +47,16 @@ async def raw_server(reply: Reply) -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def get_once(reply: Reply) -> Answer:
+    """One GET, on a session of its own, to a hand-written server answering with ``reply``."""
+    async with raw_server(reply) as url:
+        http = HttpSession(None)
+        try:
+            return await http.request("GET", url + "/", {}, 5.0)
+        finally:
+            await http.close()
 
 
 def response_head(body_length: int, **headers: str) -> bytes:
@@ -87,12 +97,7 @@ async def test_a_header_longer_than_aiohttps_default_is_read() -> None:
         writer.write(response_head(2, X_Task=long_value) + b"ok")
         await writer.drain()
 
-    async with raw_server(reply) as url:
-        http = HttpSession(None)
-        try:
-            answer = await http.request("GET", url + "/", {}, 5.0)
-        finally:
-            await http.close()
+    answer = await get_once(reply)
     assert answer.headers["x-task"] == long_value and answer.content == b"ok"
 
 
@@ -155,12 +160,7 @@ async def test_a_large_body_is_filled_into_one_buffer_byte_for_byte() -> None:
             writer.write(body[start : start + 100_000])
             await writer.drain()
 
-    async with raw_server(reply) as url:
-        http = HttpSession(None)
-        try:
-            answer = await http.request("GET", url + "/", {}, 5.0)
-        finally:
-            await http.close()
+    answer = await get_once(reply)
     assert type(answer.content) is bytearray and answer.content == body
 
 
