@@ -12,6 +12,7 @@ from typing import Any
 from fedgate.errors import ConfigError
 from fedgate.report import (
     codec_sections,
+    flower_sections,
     partition_sections,
     speed_sections,
     store_sections,
@@ -37,7 +38,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     store_sections.store_section,
     speed_sections.speed_section,
     tradeoff_sections.tradeoff_section,
-    suite_sections.flower_section,
+    flower_sections.flower_section,
     partition_sections.partition_section,
 )
 STYLE = """
