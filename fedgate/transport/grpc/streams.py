@@ -237,9 +237,12 @@ class ModelAssembly:
             self.header = self.header or chunk
             data = chunk.data
         filling = self._filling_for(self.header)
-        if filling.filled + len(data) > filling.size:
-            raise TransportError(f"model download passed its declared {filling.size} bytes")
-        filling.add(data)
+        try:
+            filling.add(data)
+        except ValueError:  # a piece past the declared size: refused, nothing of it kept
+            raise TransportError(
+                f"model download passed its declared {filling.size} bytes"
+            ) from None
 
     def _filling_for(self, header: pb.ModelChunk | None) -> Filling:
         if self._filling is None:

@@ -78,9 +78,10 @@ async def receive_body(
                 if chunk is None:
                     break
                 data = data_of(chunk)
-                if body.filled + len(data) > declared:
-                    raise PayloadTooLarge(f"upload passed its declared {declared} bytes")
-                body.add(data)
+                try:
+                    body.add(data)
+                except ValueError:  # past the declared size: refused, nothing of it kept
+                    raise PayloadTooLarge(f"upload passed its declared {declared} bytes") from None
     except TimeoutError:
         raise InvalidUpdate(
             f"upload too slow: refused after {body.filled} of {declared} bytes"
