@@ -28,15 +28,18 @@ import numpy as np
 FILL_ON_LOOP_BYTES = 1 << 20
 
 
+# CPython's constructor: given no source, it leaves the memory as allocated
+_BYTEARRAY_OF_SIZE = ctypes.pythonapi.PyByteArray_FromStringAndSize
+_BYTEARRAY_OF_SIZE.restype = ctypes.py_object
+_BYTEARRAY_OF_SIZE.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+
+
 def unzeroed_bytearray(size: int) -> bytearray:
     """``size`` bytes in a new bytearray, not zeroed first: ``bytearray(size)`` writes every
     byte, holding the GIL (94 MB: ~40 ms, most of it page faults) before the first piece
-    is copied in. The C API leaves the memory as allocated when given no source; callers
-    write every byte before anyone reads one (`Filling.result` checks that they did)."""
-    make = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    make.restype = ctypes.py_object
-    make.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    made = make(None, size)  # raises MemoryError when there is no such memory
+    is copied in, and makes all of it resident. Callers write every byte before anyone
+    reads one (`Filling.result` checks that they did)."""
+    made = _BYTEARRAY_OF_SIZE(None, size)  # raises MemoryError when there is no such memory
     assert isinstance(made, bytearray)
     return made
 

@@ -2,8 +2,9 @@
 
 Going out, `slices` are `memoryview`s of the bytes: handed over whole, a large body is
 copied by each layer it passes (h11, the socket transport, protobuf) on the loop; in
-slices each layer sees a piece at a time. Coming in, the pieces are kept as they arrive
-and `joined` once, off the loop when the body is large.
+slices each layer sees a piece at a time. Coming in, a body of a declared size is copied
+into its place piece by piece as it arrives (`fedgate.transport.filling`: downloads, gRPC
+uploads); the others are kept as they arrive and `joined` once, off the loop when large.
 """
 
 from __future__ import annotations
