@@ -133,6 +133,21 @@ def test_an_unzeroed_bytearray_has_its_size_and_can_be_written() -> None:
     assert made.endswith(b"end")
 
 
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_a_large_declared_size_costs_only_the_bytes_that_came() -> None:
+    """What a peer that declares a large body and sends little costs: the bytes it sent,
+    not the declared size (a zeroed buffer would be resident whole)."""
+    before = resident_bytes()
+    fill = Filling(512 << 20)
+    fill.add(os.urandom(2 * FILL_ON_LOOP_BYTES))
+    assert resident_bytes() - before < 64 << 20
+    del fill
+
+
 def test_an_unzeroed_bytearray_no_memory_holds_is_a_memory_error() -> None:
     with pytest.raises(MemoryError):
         unzeroed_bytearray(1 << 62)
