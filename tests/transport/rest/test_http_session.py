@@ -164,6 +164,15 @@ async def test_a_large_body_is_filled_into_one_buffer_byte_for_byte() -> None:
     assert type(answer.content) is bytearray and answer.content == body
 
 
+async def test_an_answer_declaring_more_than_memory_holds_is_a_transport_error() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response_head(1 << 62))
+        await writer.drain()
+
+    with pytest.raises(TransportError, match="no memory for a"):
+        await get_once(reply)
+
+
 @pytest.mark.parametrize("body", [b'{"unexpected": true}', b"not json", b""])
 async def test_an_answer_the_client_cannot_read_is_a_server_error(body: bytes) -> None:
     async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
