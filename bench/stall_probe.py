@@ -67,10 +67,11 @@ from bench_server import Host, serve
 from benchkit import BenchServer, EventLoop, Hosted
 from federations import FederationSpec, make_trainers
 
-from fedgate.core.client import SESSION_LOST, FederatedClient
+from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
 from fedgate.core.data import Dataset
 from fedgate.core.federation import Federation
+from fedgate.core.membership import SESSION_LOST
 from fedgate.core.messages import ClientState, FederationStatus, JoinRequest, TaskKind, Update
 from fedgate.core.offload import DEFAULT_WORKERS, MIN_OFFLOAD_BYTES, CodecOffload
 from fedgate.core.ports import RunStore

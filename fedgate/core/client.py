@@ -25,79 +25,36 @@ for the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
 from fedgate.codecs import TensorDict, get_codec
 from fedgate.core import delta
+from fedgate.core.membership import (
+    FATAL,
+    SESSION_LOST,
+    ClientReport,
+    Membership,
+    run_over,
+)
 from fedgate.core.messages import (
     EncodedModel,
-    JoinRequest,
     ModelWant,
     Task,
     TaskKind,
     TrainConfig,
     Update,
 )
-from fedgate.core.retry import Backoff, Link
+from fedgate.core.retry import Backoff
 from fedgate.core.training import Trainer, TrainResult
 from fedgate.core.transport import ModelOnTask, Session, Transport
-from fedgate.errors import (
-    BadRequest,
-    CodecError,
-    ConfigError,
-    Conflict,
-    FedgateError,
-    Forbidden,
-    Overloaded,
-    RateLimited,
-    RunNotActive,
-    ServerError,
-    StoreError,
-    TlsError,
-    TransportError,
-    Unauthorized,
-    UnknownClient,
-    error_from_code,
-)
+from fedgate.errors import FedgateError, RunNotActive
 
-__all__ = ["Backoff", "ClientReport", "FederatedClient", "HeldModel"]
+__all__ = ["Backoff", "ClientReport", "FederatedClient", "HeldModel", "Membership"]
 
 log = logging.getLogger("fedgate.client")
-T = TypeVar("T")
-
-UNREACHABLE = "cannot reach the server"
-# a session the server does not know (any more): joining again mends it
-SESSION_LOST = (UnknownClient, Unauthorized)
-# what no retry mends: raised out of `run` (transient TransportErrors never get this far)
-FATAL = (Forbidden, TransportError)
-# a join refused for the client's credentials or settings: asking again gets the same
-JOIN_REFUSED = (Unauthorized, Forbidden, ConfigError, BadRequest, CodecError)
-
-
-def transient(error: FedgateError) -> bool:
-    """Worth asking again as it is: the connection, or the server's own failure."""
-    if isinstance(error, TlsError):
-        return False  # an untrusted certificate will not become trusted by asking again
-    # the connection, the server's own failure, or its store (which may come back)
-    return (
-        isinstance(error, TransportError | ServerError | StoreError) or type(error) is FedgateError
-    )
-
-
-def trouble_of(error: FedgateError) -> str:
-    """What a transient error says about the server, for the log (one line per change)."""
-    if isinstance(error, RateLimited):
-        return "the server limits this client's calls"
-    if isinstance(error, Overloaded):
-        return "the server is busy"
-    if isinstance(error, TransportError):
-        return UNREACHABLE
-    return "the server fails"
 
 
 @dataclass(frozen=True)
@@ -119,20 +76,6 @@ class Trained:
     residual: TensorDict
 
 
-@dataclass
-class ClientReport:
-    """What one client did, for logs and tests."""
-
-    client_id: str = ""  # the id of its latest session
-    rounds: list[int] = field(default_factory=list)  # rounds whose update was accepted
-    # why tasks were dropped: stale (round closed, model version gone) or update refused
-    dropped: list[str] = field(default_factory=list)
-    rejoins: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    ended: str = ""  # why `run` returned ("" while it runs, or if it was cancelled)
-
-
 class FederatedClient:
     def __init__(
         self,
@@ -145,22 +88,24 @@ class FederatedClient:
         backoff: Backoff | None = None,
         deltas: bool | None = None,
         key: str = "",
+        membership: Membership | None = None,
     ) -> None:
+        """``membership``: one already kept (joined, perhaps, before the trainer was
+        built); it must be on ``transport`` with this client's name, codec and number of
+        examples. None: the client makes its own from ``name``, ``key`` and ``backoff``."""
         self.transport = transport
-        self.key = key  # the enrolment key the client joins (and rejoins) with
         self.trainer = trainer
         self.name = name
         self.codec = get_codec(codec)
         self.poll_s = poll_s
-        self.backoff = backoff or Backoff()
-        self.link = Link(name, self.backoff)
+        self.membership = membership or Membership(
+            transport, name, self.codec.name, trainer.num_examples, key=key, backoff=backoff
+        )
+        _check_fits(self.membership, self)
         # Deltas by default where they pay: a lossy codec loses precision on the change,
         # not on the weight. Error feedback then carries what it loses into the next round.
         self.deltas = self.codec.lossy if deltas is None else deltas
-        self.report = ClientReport()
-        self._session: Session | None = None
-        self._session_answered = False  # has the server taken a call on this session yet
-        self._heartbeat_s = 2.0
+        self.report = self.membership.report
         self._held: HeldModel | None = None
         # the model the last task came with, kept apart from the task (it may be large)
         # until training takes it
@@ -169,22 +114,18 @@ class FederatedClient:
 
     async def run(self) -> ClientReport:
         """Take part until the run ends (a STOP task) or this task is cancelled."""
-        heartbeats = asyncio.create_task(self._heartbeats())
-        try:
+        async with self.membership.kept():
             self.report.ended = await self._take_tasks()
             log.info("%s: %s", self.name, self.report.ended)
-        finally:
-            heartbeats.cancel()
-            await self._leave()
         return self.report
 
     async def _take_tasks(self) -> str:
         """Tasks until the run ends; returns why it ended."""
         while True:
             try:
-                session = await self._ensure_session()
+                session = await self.membership.session()
             except RunNotActive as exc:
-                return f"the run is over: {exc.message}"
+                return run_over(exc)
             try:
                 task = await self._next_task(session)
                 if task.kind is TaskKind.STOP:
@@ -192,18 +133,19 @@ class FederatedClient:
                 if task.kind is TaskKind.TRAIN:
                     await self._take(session, task)
             except SESSION_LOST as exc:
-                await self._forget(session, exc)
+                await self.membership.forget(session, exc)
 
     async def _next_task(self, session: Session) -> Task:
         self._offered = None
         try:
-            task = await self._reaching(self._task_request(session))
+            task = await self.membership.reaching(self._task_request(session))
         except (*SESSION_LOST, *FATAL):
             raise
         except FedgateError as exc:  # not expected of a task request: wait, then ask again
-            await asyncio.sleep(self.link.failed("the server refuses task requests", exc))
+            link = self.membership.link
+            await asyncio.sleep(link.failed("the server refuses task requests", exc))
             return Task(TaskKind.WAIT)
-        self._session_answered = True
+        self.membership.answered()
         if task.model is not None:
             self._offered, task = task.model, dataclasses.replace(task, model=None)
         return task
@@ -252,7 +194,7 @@ class FederatedClient:
             base_ref=done.start.ref if self.deltas else "",
         )
         try:
-            await self._reaching(lambda: self.transport.submit_update(session, update))
+            await self.membership.reaching(lambda: self.transport.submit_update(session, update))
         finally:
             self.report.bytes_up += len(done.payload)
         self._residual = done.residual
@@ -280,7 +222,7 @@ class FederatedClient:
     async def _fetch(self, session: Session, version: int) -> HeldModel:
         """The model to train from: a delta to what this client holds, or in full."""
         have = self._have_ref()
-        model = await self._reaching(
+        model = await self.membership.reaching(
             lambda: self.transport.fetch_model(session, version, self.codec.name, have)
         )
         self.report.bytes_down += len(model.payload)
@@ -325,90 +267,14 @@ class FederatedClient:
         sent = self.codec.decode(payload)
         return payload, {n: t - sent[n] for n, t in change.items() if t.is_floating_point()}
 
-    async def _reaching(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until the server answers it: a lost connection (or a failure of the
-        server's own) is waited out with backoff; any other error is the caller's."""
-        while True:
-            try:
-                result = await call()
-            except FedgateError as exc:
-                if not transient(exc):
-                    raise
-                await asyncio.sleep(self.link.failed(trouble_of(exc), exc))
-                continue
-            self.link.succeeded()
-            return result
 
-    async def _ensure_session(self) -> Session:
-        """The current session, joining (again) first if there is none."""
-        request = JoinRequest(
-            name=self.name,
-            codec=self.codec.name,
-            num_examples=self.trainer.num_examples,
-            key=self.key,
+def _check_fits(membership: Membership, client: FederatedClient) -> None:
+    """A membership made apart from the client (`fedgate.run.client_runner` joins before
+    the trainer exists) must be the one the client would have made."""
+    mine = (client.transport, client.name, client.codec.name, client.trainer.num_examples)
+    theirs = (membership.transport, membership.name, membership.codec, membership.num_examples)
+    if mine != theirs:
+        raise ValueError(
+            f"{client.name}: the membership (transport, name, codec, examples) {theirs[1:]} "
+            f"is not this client's {mine[1:]}"
         )
-        while self._session is None:
-            try:
-                ack = await self._reaching(lambda: self.transport.join(request))
-            except JOIN_REFUSED as exc:
-                raise refused(self.name, exc) from None
-            except (RunNotActive, *FATAL):
-                raise
-            except Conflict as exc:  # no room (the federation, or the key, is full): wait
-                await asyncio.sleep(self.link.failed("no room to join", exc))
-                continue
-            except FedgateError as exc:  # unexpected of a join (a proxy's 404...): wait
-                await asyncio.sleep(self.link.failed("the server refuses joins", exc))
-                continue
-            self._session, self._session_answered = Session.from_ack(ack), False
-            self._heartbeat_s = ack.heartbeat_interval_s
-            self.report.client_id = ack.client_id
-            log.info("%s: joined run %s as %s", self.name, ack.run_id, ack.client_id)
-        return self._session
-
-    async def _forget(self, session: Session, error: FedgateError) -> None:
-        """The server no longer knows ``session`` (and any task it held is stale): join
-        again. One it forgot before answering a single call is not rejoined at once,
-        so a server that keeps forgetting is not asked in a tight loop."""
-        log.warning("%s: the server forgot this client (%s); joining again", self.name, error)
-        if self._session is session:
-            self._session = None
-            self.report.rejoins += 1
-        if not self._session_answered:
-            await asyncio.sleep(self.link.failed("the server forgets this client", error))
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            session = self._session
-            if session is None:
-                continue
-            try:
-                await self.transport.heartbeat(session)
-            except FedgateError as exc:  # the main loop deals with it on its next call
-                if transient(exc):
-                    self.link.noticed(trouble_of(exc), exc)
-                log.debug("%s: heartbeat failed: %s", self.name, exc)
-            else:
-                self.link.succeeded()
-
-    async def _leave(self) -> None:
-        session, self._session = self._session, None
-        if session is None:
-            return
-        with contextlib.suppress(FedgateError, TimeoutError):
-            async with asyncio.timeout(5.0):
-                await self.transport.leave(session)
-
-
-def refused(name: str, error: FedgateError) -> FedgateError:
-    """``error``, told as the end of this client: what was refused, and that it gives up."""
-    what = (
-        "its enrolment key"
-        if isinstance(error, Unauthorized | Forbidden)
-        else "its settings (name, codec or size)"
-    )
-    return error_from_code(
-        error.code,
-        f"{name}: the server refused {what}: {error.message}; not retrying",
-    )
