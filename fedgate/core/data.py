@@ -5,24 +5,20 @@ CIFAR-100 and an ImageFolder-style directory of people's own PNG and JPEG images
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from fedgate.core import bundled
 from fedgate.core.augment import Augmentation
+from fedgate.core.bundled import Split
 from fedgate.core.cifar import CIFAR10, CIFAR100, CifarLayout, as_float, read_cifar
 from fedgate.core.imagefolder import MEAN, STD, read_image_folder
 from fedgate.core.models import ModelSpec
 from fedgate.errors import ConfigError, DataError
-
-TEST_FRACTION = 0.2
-DIGITS_FILE = Path("datasets") / "data" / "digits.csv.gz"  # inside the sklearn package
 
 
 @dataclass(frozen=True)
@@ -58,56 +54,23 @@ class Dataset:
 
 def digits(seed: int = 0) -> Dataset:
     """The 1,797 8x8 handwritten digits that ship inside scikit-learn."""
-    pixels, labels = _digits_arrays()
-    images = pixels.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
-    return _split("digits", images, labels.astype(np.int64), 10, seed)
-
-
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """Pixels (N, 64) and labels, read from scikit-learn's bundled file without importing
-    scikit-learn: its import costs about a second, paid by every client process."""
-    spec = importlib.util.find_spec("sklearn")  # locates the package, runs none of it
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    bundled = Path(folders[0]) / DIGITS_FILE if folders else None
-    if bundled is None or not bundled.is_file():
-        from sklearn.datasets import load_digits  # noqa: PLC0415 - another sklearn layout
-
-        bunch = load_digits()
-        return np.asarray(bunch.data), np.asarray(bunch.target)
-    with gzip.open(bundled, "rt") as text:
-        table = np.loadtxt(text, delimiter=",")
-    return table[:, :-1], table[:, -1]
+    return from_split(bundled.digits(seed))
 
 
 def synthetic(seed: int = 0, samples: int = 2000, num_classes: int = 10, size: int = 8) -> Dataset:
     """Separable Gaussian blobs shaped like digits, for fast tests and scale runs."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.5, 0.25, size=(num_classes, 1, size, size)).astype(np.float32)
-    labels = rng.integers(0, num_classes, size=samples)
-    noise = rng.normal(0.0, 0.15, size=(samples, 1, size, size)).astype(np.float32)
-    images = np.clip(centres[labels] + noise, 0.0, 1.0)
-    return _split("synthetic", images, labels.astype(np.int64), num_classes, seed)
+    return from_split(bundled.synthetic(seed, samples, num_classes, size))
 
 
-def _split(
-    name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int
-) -> Dataset:
-    """Stratified, seeded train/test split: the test split is the server's held-out data."""
-    rng = np.random.default_rng(seed)
-    test_idx: list[int] = []
-    for label in range(num_classes):
-        members = np.flatnonzero(labels == label)
-        rng.shuffle(members)
-        test_idx.extend(members[: round(len(members) * TEST_FRACTION)].tolist())
-    is_test = np.zeros(len(labels), dtype=bool)
-    is_test[test_idx] = True
+def from_split(split: Split) -> Dataset:
+    """``split``'s arrays as tensors (sharing their memory)."""
     return Dataset(
-        name=name,
-        x_train=torch.from_numpy(images[~is_test]),
-        y_train=torch.from_numpy(labels[~is_test]),
-        x_test=torch.from_numpy(images[is_test]),
-        y_test=torch.from_numpy(labels[is_test]),
-        num_classes=num_classes,
+        name=split.name,
+        x_train=torch.from_numpy(split.x_train),
+        y_train=torch.from_numpy(split.y_train),
+        x_test=torch.from_numpy(split.x_test),
+        y_test=torch.from_numpy(split.y_test),
+        num_classes=split.num_classes,
     )
 
 
@@ -147,7 +110,9 @@ def imagefolder(seed: int = 0, data_dir: Path | None = None) -> Dataset:
     folder = read_image_folder(require_dir("imagefolder", data_dir))
     if folder.test is None:
         images, labels = folder.train.images.numpy(), folder.train.labels
-        dataset = _split("imagefolder", images, labels, len(folder.classes), seed)
+        dataset = from_split(
+            bundled.stratified("imagefolder", images, labels, len(folder.classes), seed)
+        )
     else:
         dataset = Dataset(
             name="imagefolder",

@@ -34,6 +34,16 @@ def partition(labels: np.ndarray, num_clients: int, spec: str, seed: int = 0) ->
     return [np.sort(part) for part in parts]
 
 
+def client_rows(labels: np.ndarray, spec: str, index: int, of: int, seed: int) -> np.ndarray:
+    """Client ``index`` of ``of``: its rows of a training split with ``labels``.
+
+    Every client computes the same split from (spec, of, seed) and takes its own part, so
+    clients in separate processes need no coordination to get disjoint data."""
+    if not 0 <= index < of:
+        raise ValueError(f"client index {index} is outside 0..{of - 1}")
+    return partition(labels, of, spec, seed)[index]
+
+
 def _parse(spec: str) -> tuple[str, float]:
     kind, _, value = spec.partition(":")
     if kind == "iid" and not value:

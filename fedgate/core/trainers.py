@@ -6,22 +6,16 @@ import torch
 
 from fedgate.core.data import Dataset
 from fedgate.core.models import build_model
-from fedgate.core.partition import partition
+from fedgate.core.partition import client_rows
 from fedgate.core.training import LocalTrainer
 
 
 def build_trainer(
     dataset: Dataset, model: str, *, spec: str, index: int, of: int, seed: int
 ) -> LocalTrainer:
-    """Client ``index`` of ``of``: a trainer on its part of the training split.
-
-    Every client computes the same split from (spec, of, seed) and takes its own part, so
-    clients in separate processes need no coordination to get disjoint data.
-    """
-    if not 0 <= index < of:
-        raise ValueError(f"client index {index} is outside 0..{of - 1}")
-    parts = partition(dataset.y_train.numpy(), of, spec, seed)
-    rows = torch.from_numpy(parts[index])
+    """Client ``index`` of ``of``: a trainer on its part of the training split
+    (`fedgate.core.partition.client_rows`)."""
+    rows = torch.from_numpy(client_rows(dataset.y_train.numpy(), spec, index, of, seed))
     return LocalTrainer(
         build_model(model, dataset.model_spec),
         dataset.x_train[rows],

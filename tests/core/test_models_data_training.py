@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fedgate.core import data as data_module
+from fedgate.core import bundled
 from fedgate.core.aggregation import distance
 from fedgate.core.data import load_dataset
 from fedgate.core.messages import TrainConfig
@@ -49,7 +49,7 @@ def test_digits_fall_back_to_scikit_learn_where_its_file_is_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     read = load_dataset("digits", 0)
-    monkeypatch.setattr(data_module, "DIGITS_FILE", data_module.DIGITS_FILE.with_name("gone"))
+    monkeypatch.setattr(bundled, "DIGITS_FILE", bundled.DIGITS_FILE.with_name("gone"))
     loaded = load_dataset("digits", 0)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(loaded, name), getattr(read, name)), name
