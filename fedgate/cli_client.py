@@ -1,5 +1,5 @@
-"""`fedgate client`: its options here; the client runner (torch, the trainer, the transport
-the client asked for) is imported only when the command runs."""
+"""`fedgate client`: its options here; the client runner (the transport the client asked
+for; torch, later, on a worker thread) is imported only when the command runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from fedgate.cli_tls import add_client_tls_options, client_tls
 from fedgate.cli_train import add_data_dir_option
-from fedgate.cli_types import CODEC_HELP, codec_name
+from fedgate.cli_types import CODEC_HELP
 from fedgate.run.client_options import DELTAS, KEY_ENV, ClientOptions
 from fedgate.transport.connect import TRANSPORTS
 
@@ -21,7 +21,9 @@ def add_client_command(commands: Any) -> None:
     client = commands.add_parser("client", help="join a federation and train on local data")
     client.add_argument("--server", required=True, help="HOST:PORT (REST also takes a URL)")
     client.add_argument("--transport", required=True, choices=sorted(TRANSPORTS))
-    client.add_argument("--codec", default="raw", type=codec_name, help=CODEC_HELP)
+    client.add_argument(
+        "--codec", default="raw", help=f"{CODEC_HELP}; checked as the client starts"
+    )
     client.add_argument("--dataset", default="digits")
     client.add_argument("--model", default="cnn")
     add_data_dir_option(client)
@@ -69,11 +71,12 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
 
 def run_client_command(args: argparse.Namespace) -> int:
     options = client_options(args)
-    from fedgate.run.client_runner import run_client  # noqa: PLC0415 - torch loads here
+    from fedgate.run.client_runner import run_client  # noqa: PLC0415 - the transports load here
 
     report = asyncio.run(run_client(options))
+    who = report.client_id or options.name or f"client-{options.index}"  # "": never joined
     print(
-        f"{report.client_id}: {len(report.rounds)} rounds sent, {len(report.dropped)} tasks "
+        f"{who}: {len(report.rounds)} rounds sent, {len(report.dropped)} tasks "
         f"dropped, {report.rejoins} rejoins; {report.ended or 'interrupted'}"
     )
     return 0

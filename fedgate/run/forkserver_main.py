@@ -37,7 +37,8 @@ def preload() -> int:
     import torch  # noqa: PLC0415
 
     import fedgate.codecs  # noqa: PLC0415
-    import fedgate.run.client_runner  # noqa: PLC0415 - core.client, trainers, data
+    import fedgate.run.client_runner  # noqa: PLC0415
+    import fedgate.run.client_side  # noqa: PLC0415 - core.client, trainers, data
     import fedgate.transport.grpc.client  # noqa: PLC0415
     import fedgate.transport.rest.client  # noqa: F401, PLC0415
 

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fedgate.codecs import get_codec
 from fedgate.core.messages import (
     EncodedModel,
     HeartbeatAck,
@@ -244,6 +243,10 @@ def _unexpected_reply() -> Iterator[None]:
 
 
 def _media_type(codec: str) -> str:
+    # imported here: a client process joins (no codec needed) before it imports torch,
+    # which the codecs need; by its first model the codecs are loaded
+    from fedgate.codecs import get_codec  # noqa: PLC0415 - see the comment above
+
     try:
         return get_codec(codec).media_type
     except UnknownCodec:
