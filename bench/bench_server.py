@@ -213,7 +213,10 @@ class Host:
         key = (dataset, run.seed)
         if key not in self.datasets:  # loading digits costs a second; runs share it
             self.datasets[key] = load_dataset(dataset, run.seed)
-        return build_federation(self.datasets[key], model, run, store=store, meta=meta)
+        # evaluated as `fedgate serve` evaluates (its default)
+        return build_federation(
+            self.datasets[key], model, run, store=store, meta=meta, evaluate_in="process"
+        )
 
     async def stop(self) -> dict[str, Any]:
         running, self.running = self.running, None

@@ -41,6 +41,14 @@ def add_serve_command(commands: Any) -> None:
         "evaluation (0: torch's default, one per core; fedgate sim gives its server 1, as "
         "each of its clients: on a machine shared with them more only compete)",
     )
+    serve_parser.add_argument(
+        "--evaluate-in",
+        choices=("process", "thread"),
+        default="process",
+        help="where each new model is evaluated on the held-out split: a worker process at "
+        "the lowest CPU priority (default; it takes only CPU the rounds leave idle), or a "
+        "thread of the server (for a machine kept busy by other work)",
+    )
     serve_parser.add_argument("--ready-file", type=Path, help="write the bound ports here")
     serve_parser.add_argument("--results", type=Path, help="write the results JSON here")
     serve_parser.add_argument(
@@ -146,6 +154,7 @@ def run_serve(args: argparse.Namespace) -> int:
         keep_serving_s=args.keep_serving,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         public_predict=args.public_predict,
+        evaluate_in=args.evaluate_in,
     )
     status = asyncio.run(serve(options))
     print(f"run {status.run_id} {status.state.value} after {status.rounds_completed} rounds")

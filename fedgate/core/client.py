@@ -1,5 +1,9 @@
 """The client loop: join, take tasks, train, send updates, heartbeat, leave.
 
+The session itself (joining, joining again, heartbeats, leaving) is the client's
+`Membership` (`fedgate.core.membership`, no torch): a `fedgate client` process makes it and
+joins before it imports torch, then hands it to the `FederatedClient` it builds.
+
 A round costs one request down and one up where the transport can carry a TRAIN task's
 model with the task (`ModelOnTask`); a task that comes without its model (an older
 server, a transport with only the six calls) is completed by fetching it.

@@ -33,6 +33,7 @@ from fedgate.core.admission import Permit
 from fedgate.core.changes import Changes
 from fedgate.core.config import RunConfig
 from fedgate.core.enrolment import Enrolment, EnrolmentMode, JoinLimits, KeyStore, KeyView
+from fedgate.core.evaluation_process import EvaluationProcess
 from fedgate.core.intake import IntakeLimits, UpdateIntake
 from fedgate.core.memory_store import InMemoryRunStore
 from fedgate.core.messages import (
@@ -355,7 +356,7 @@ class Federation:
 
     async def close(self) -> None:
         """Cancel background tasks (the run, heartbeat watch), write what is pending to
-        the store and stop the codec worker processes; for shutdown."""
+        the store and stop the codec and evaluation worker processes; for shutdown."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -363,6 +364,8 @@ class Federation:
             await asyncio.to_thread(self.recorder.close)
         finally:
             await asyncio.to_thread(self.offload.close)  # its worker processes end here
+            if isinstance(self.evaluator, EvaluationProcess):
+                await asyncio.to_thread(self.evaluator.close)
 
     def status(self) -> FederationStatus:
         run, last = self._run, self._run.last_eval

@@ -54,6 +54,7 @@ class ServeOptions:
     keep_serving_s: float = 0.0  # with exit_when_done: serve this long after the run ends
     data_dir: Path | None = None  # cifar10, cifar100, imagefolder; None: $FEDGATE_DATA_DIR
     public_predict: bool = False  # POST /api/v1/predict (and gRPC Predict) need no credential
+    evaluate_in: str = "process"  # or "thread" (`fedgate.core.factory.evaluator_in`)
 
 
 async def serve(options: ServeOptions) -> FederationStatus:
@@ -165,6 +166,7 @@ def open_run(options: ServeOptions, store: SqlStore, dataset: Dataset | None = N
         options.model,
         options.run,
         resume=unfinished,
+        evaluate_in=options.evaluate_in,
         max_update_bytes=options.gateway.max_update_bytes,
         max_concurrent_uploads=options.max_concurrent_uploads,
         join_limits=options.join_limits,
