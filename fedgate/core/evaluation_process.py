@@ -101,15 +101,22 @@ class EvaluationProcess:
         return value
 
     def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
-        """End the worker (an evaluation in progress fails); blocking. Later calls run in
-        the calling thread."""
+        """End the worker; blocking. An evaluation in progress fails (the worker is killed:
+        nobody waits for that result, and its pipe is closed only once no call reads it).
+        Later calls run in the calling thread."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            self._pipe.close()  # the worker's next read ends it
-            worker.join(grace_s)
-            if worker.is_alive():
-                worker.kill()  # mid-evaluation: nobody waits for that result
-                worker.join()
+            if not self._lock.acquire(blocking=False):
+                worker.kill()  # the call in flight reads the end of the pipe and lets go
+                self._lock.acquire()
+            try:
+                self._pipe.close()  # an idle worker's next read ends it
+                worker.join(grace_s)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join()
+            finally:
+                self._lock.release()
         shutil.rmtree(self._spool, ignore_errors=True)
 
     def _lost(self, error: BaseException) -> None:
@@ -142,8 +149,10 @@ def _serve(pipe: multiprocessing.connection.Connection, evaluate: Evaluator, nic
         except (EOFError, OSError):
             return
         try:
-            result = evaluate(packed.read(path))
+            answer: tuple[str, object] = ("ok", evaluate(packed.read(path)))
         except Exception as error:  # the model's own code: whatever it raises, report it
-            pipe.send(("failed", f"{type(error).__name__}: {error}"))
-            continue
-        pipe.send(("ok", result))
+            answer = ("failed", f"{type(error).__name__}: {error}")
+        try:
+            pipe.send(answer)
+        except OSError:  # closed while evaluating: the server no longer waits
+            return

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,37 @@ def test_a_worker_that_died_is_told_once_then_the_server_evaluates(
         apart(weights(0, digits))
     assert apart.pid is None
     assert apart(weights(2, digits)) == here(weights(2, digits))  # on this thread now
+
+
+def test_closing_mid_evaluation_fails_that_call_at_once_and_quietly(
+    here: Evaluator, digits: Dataset, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = os.getpid()
+
+    def slow(weights: Mapping[str, torch.Tensor]) -> EvalResult:
+        if os.getpid() != server:  # slow in the worker only
+            time.sleep(30)
+        return here(weights)
+
+    apart = EvaluationProcess(slow)
+    outcome: list[BaseException | EvalResult] = []
+
+    def call() -> None:
+        try:
+            outcome.append(apart(weights(0, digits)))
+        except ServerError as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.5)  # the worker is in `slow` now
+    began = time.monotonic()
+    apart.close()
+    caller.join(5)
+    assert time.monotonic() - began < 2.0  # not the 30 s evaluation, nor the grace
+    assert len(outcome) == 1 and isinstance(outcome[0], ServerError)
+    assert apart(weights(1, digits)) == here(weights(1, digits))  # later: on this thread
+    assert "Traceback" not in capfd.readouterr().err
 
 
 async def test_the_federation_closes_its_evaluation_process(digits: Dataset) -> None:
