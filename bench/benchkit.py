@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Coroutine, Mapping
@@ -109,6 +110,9 @@ class BenchServer:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
+                # as `fedgate serve` runs: gRPC's fork handlers off, for the evaluation
+                # worker it forks (`fedgate.core.evaluation_process`)
+                env={**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"},
             )
 
     def start(

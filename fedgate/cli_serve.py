@@ -117,6 +117,9 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from fedgate.core.evaluation_process import without_grpc_fork_handlers  # noqa: PLC0415
+
+    without_grpc_fork_handlers()  # before gRPC loads: the server forks its evaluation worker
     # imported here: the server's web stack (FastAPI, uvicorn) is no client's business
     from fedgate.gateway.serve import ServeOptions, serve  # noqa: PLC0415
     from fedgate.gateway.server import GatewaySettings  # noqa: PLC0415

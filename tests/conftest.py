@@ -11,8 +11,13 @@ import torch
 
 from fedgate.codecs import get_codec
 from fedgate.core.config import RunConfig
+from fedgate.core.evaluation_process import without_grpc_fork_handlers
 from fedgate.core.federation import Federation
 from fedgate.core.messages import JoinRequest, Task, TaskKind, Update, UpdateReceipt
+
+# as in `fedgate serve`: tests fork evaluation workers from this process, which may
+# have used gRPC by then (`fedgate.core.evaluation_process`)
+without_grpc_fork_handlers()
 
 
 def tiny_model(value: float = 0.0) -> dict[str, torch.Tensor]:

@@ -16,6 +16,13 @@ but small messages. Each model's tensors cross through a file in a private spool
 directory (`fedgate.core.offload.Packed`: raw bytes, read back on a private map), never
 pickled. The worker runs torch alone, on one thread.
 
+gRPC's own fork handlers must be off in the server (`without_grpc_fork_handlers`, called by
+`fedgate serve` before it loads gRPC): with them on, a fork restarts gRPC's poller threads in
+the child, on descriptors the child has closed, and the child aborts (seen in a test
+process that had used a gRPC client: one fork in five). The server forks no child that
+uses gRPC, so it needs them for nothing. Should a worker die anyway, the evaluation is
+recorded as failed and the server evaluates on its threads from then on.
+
 Trade-off: on a machine kept busy by *other* work, an evaluation waits for idle CPU, and
 the round after next waits for it before it closes (`Scheduler._settle`): serve with
 ``--evaluate-in thread`` there. If the worker dies, that evaluation is recorded as failed
@@ -48,6 +55,12 @@ log = logging.getLogger("fedgate.evaluation")
 
 NICENESS = 19  # added to the server's: the worker runs on what the round leaves idle
 CLOSE_GRACE_S = 2.0
+
+
+def without_grpc_fork_handlers() -> None:
+    """Turn gRPC's fork handlers off for this process and its children; call before gRPC
+    is first used (it reads the setting then)."""
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 
 
 class EvaluationProcess:
