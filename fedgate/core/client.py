@@ -274,9 +274,12 @@ class FederatedClient:
 
 def _check_fits(membership: Membership, client: FederatedClient) -> None:
     """A membership made apart from the client (`fedgate.run.client_runner` joins before
-    the trainer exists) must be the one the client would have made."""
+    the trainer exists) must be the one the client would have made. Its codec is compared
+    as the registry names it: the runner joins with the spelling it was given, before the
+    codecs (and torch) are loaded."""
+    codec = get_codec(membership.codec).name
     mine = (client.transport, client.name, client.codec.name, client.trainer.num_examples)
-    theirs = (membership.transport, membership.name, membership.codec, membership.num_examples)
+    theirs = (membership.transport, membership.name, codec, membership.num_examples)
     if mine != theirs:
         raise ValueError(
             f"{client.name}: the membership (transport, name, codec, examples) {theirs[1:]} "

@@ -90,3 +90,16 @@ async def test_heartbeats_count_from_the_join_not_from_the_start(
         await until(lambda: len(beats) >= 3)
     assert beats[0] - joined < 0.25  # the server's interval is 0.05 s
     await until(lambda: states(federation) == [ClientState.LEFT])
+
+
+async def test_a_membership_joined_with_another_spelling_of_the_codec_fits(
+    federation: Federation,
+) -> None:
+    """`fedgate client --codec topk-int8:0.010` joins with that spelling (the codecs are not
+    loaded yet); the client it builds names the codec canonically, and takes it over."""
+    transport = InProcTransport(federation)
+    membership = Membership(transport, "early", "topk-int8:0.010", StepTrainer.num_examples)
+    client = FederatedClient(
+        transport, StepTrainer(), "early", "topk-int8:0.01", membership=membership
+    )
+    assert client.membership is membership
