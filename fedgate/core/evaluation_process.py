@@ -7,8 +7,11 @@ it takes a core from their training just as their tasks arrive. Made low-priorit
 thread is worse: descheduled while it holds the GIL, it stalls the event loop behind it.
 A process at niceness `NICENESS` takes only the CPU the round leaves idle and holds no
 lock of the server's. Measured (``bench/round_timeline.py --transport grpc``, 2 cores,
-digits CNN; interleaved A/B pairs, median round open to open): 4 clients 91.3 -> 88.0 ms
-(7 of 8 pairs faster), 10 clients 124.9 -> 121.5 ms (6 of 6); bench/README.md.
+digits CNN; interleaved A/B pairs, median round open to open; every pair in
+bench/README.md): this worker, 4 clients, 99.3 -> 95.7 ms (6 of 6 pairs faster) in one
+set and 92.7 -> 94.4 ms (4 of 8) in another; a forkserver prototype 91.3 -> 88.0 ms (7 of
+8) at 4 clients and 124.9 -> 121.5 ms (6 of 6) at 10. The machine's drift between runs
+is larger than the effect: only many pairs show it.
 
 The worker is forked from the server as the evaluator is made (as torch's DataLoader
 forks its workers): it inherits the model and the held-out split, so nothing is pickled
