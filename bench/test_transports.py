@@ -145,7 +145,10 @@ async def open_host(model: str, hosted: Hosted) -> ModelHost:
     transports = {name: connect(name, hosted.address(name)) for name in TRANSPORTS}
     setup = transports[TRANSPORTS[0]]  # any transport does for the untimed setup
     session = Session.from_ack(await setup.join(JoinRequest("bench", "raw", num_examples=1)))
-    await setup.join(JoinRequest("keeps-the-round-open", "raw", num_examples=1))
+    keeper = Session.from_ack(
+        await setup.join(JoinRequest("keeps-the-round-open", "raw", num_examples=1))
+    )
+    await setup.next_task(keeper, 0.0)  # ready: a round opens only on clients that asked
     task = await setup.next_task(session, POLL_S)
     assert task.kind is TaskKind.TRAIN, task
     raw = await setup.fetch_model(session, task.model_version, "raw")

@@ -37,7 +37,13 @@ class Player:
     token: str
     codec: str = "raw"
 
+    # a task the join's first ask was given (a late joiner admitted to an open round)
+    given: Task | None = None
+
     async def task(self, wait_s: float = 2.0) -> Task:
+        if self.given is not None:
+            given, self.given = self.given, None
+            return given
         return await self.federation.next_task(self.client_id, self.token, wait_s)
 
     async def train_task(self, wait_s: float = 5.0) -> Task:
@@ -70,10 +76,31 @@ class Player:
 
 
 async def join(
-    federation: Federation, name: str, codec: str = "raw", num_examples: int = 100
+    federation: Federation,
+    name: str,
+    codec: str = "raw",
+    num_examples: int = 100,
+    ask: bool = True,
 ) -> Player:
+    """A joined player that has asked once for work without waiting, as every client does
+    right after its join: a round counts only clients that have asked (``ask=False``: one
+    still starting up). A task that ask was given is kept for the player's next `task`."""
     ack = await federation.join(JoinRequest(name=name, codec=codec, num_examples=num_examples))
-    return Player(federation, ack.client_id, ack.token, codec)
+    player = Player(federation, ack.client_id, ack.token, codec)
+    if ask:
+        first = await federation.next_task(ack.client_id, ack.token, 0.0)
+        player.given = None if first.kind is TaskKind.WAIT else first
+    return player
+
+
+async def play_round(federation: Federation, *players: Player, value: float = 1.0) -> None:
+    """One round: every player asks at once (as clients do: a round opens only on clients
+    that have asked), sends ``value`` everywhere, and the model moves on one version."""
+    version = federation.models.version
+    tasks = await asyncio.gather(*(player.train_task() for player in players))
+    for player, task in zip(players, tasks, strict=True):
+        await player.send(task, tiny_model(value), num_examples=10)
+    await until(lambda: federation.models.version == version + 1)
 
 
 async def until(predicate: object, within_s: float = 5.0) -> None:

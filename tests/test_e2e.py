@@ -112,11 +112,14 @@ def test_clients_join_leave_and_die_mid_run(server: ServerProcess, tmp_path: Pat
     try:
         for index in range(3):
             launch(index)
-        # a stalled client holds its round open (up to the deadline) while a fourth joins
+        # a stalled client holds its round open (up to the deadline) while a fourth joins,
+        # and asks for work once its trainer is built: from the next round it is counted
         stalled = stall_while_training(server, clients[2], "client-2")
         launch(3)
         joined = wait_for(server, lambda s: client_state(s, "client-3") is not None)
         assert joined["round"] == stalled, f"client-3 should have joined during round {stalled}"
+        ready = wait_for(server, lambda s: client_state(s, "client-3") == "ready")
+        assert ready["round"] == stalled, f"client-3 should be ready during round {stalled}"
         os.kill(clients[2].pid, signal.SIGCONT)
         # held while training (a poll alone can miss a fraction-of-a-second window), then
         # it dies mid-round without a word

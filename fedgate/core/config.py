@@ -176,10 +176,13 @@ MILLION = 1_000_000
 class RunConfig:
     rounds: int = option(20, "rounds to run", gt=0, le=MILLION)
     clients_per_round: int = option(
-        0, "clients selected per round (0: all available)", ge=0, le=MILLION
+        0, "clients selected per round (0: all ready)", ge=0, le=MILLION
     )
     min_clients: int = option(
-        2, "clients needed to open a round, and to close one at its deadline", gt=0, le=MILLION
+        2,
+        "ready clients needed to open a round, and reports to close one at its deadline",
+        gt=0,
+        le=MILLION,
     )
     round_deadline_s: float = option(
         60.0, "seconds a round stays open", gt=0, le=30 * 86_400.0, flag="--deadline"

@@ -265,6 +265,13 @@ class ClientRegistry:
     def active(self) -> list[ClientRecord]:
         return [c for c in self._clients.values() if not c.gone]
 
+    def available(self) -> list[ClientRecord]:
+        """Active clients that have asked for work since they joined: a round counts and
+        selects only these, so one still starting up (a process importing torch after an
+        early join) cannot hold a round it was selected for; it takes part late, if the
+        round admits it, once it asks."""
+        return [c for c in self.active() if c.state is not ClientState.JOINED]
+
     def active_by_key(self) -> Counter[str]:
         """Active clients per enrolment key id ("" counts those without one)."""
         return Counter(c.key_id for c in self._clients.values() if not c.gone)

@@ -107,10 +107,10 @@ class Scheduler:
         while run.phase is RunState.WAITING:
             # Busy clients count too: one still on a closed round's task takes the new one
             # at its next poll, so a retry is not starved by the stragglers that caused it.
-            active = [c.client_id for c in self.clients.active()]
-            if len(active) >= run.config.min_clients:
+            available = [c.client_id for c in self.clients.available()]
+            if len(available) >= run.config.min_clients:
                 strategy = get_strategy(run.config.strategy)
-                return self._open_round_with(strategy.select(active, run.config, run.rng))
+                return self._open_round_with(strategy.select(available, run.config, run.rng))
             await run.changes.wait(TICK_S)
         return None
 

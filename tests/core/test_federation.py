@@ -7,6 +7,7 @@ cannot make one pass by accident.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 
@@ -85,6 +86,44 @@ async def test_a_late_joiner_takes_part_from_the_next_round(federation: Federati
     next_task = await late.train_task()
     assert next_task.round == 2
     assert federation.round is not None and late.client_id in federation.round.selected
+
+
+async def test_a_round_opens_on_and_selects_only_clients_that_have_asked(
+    federation: Federation,
+) -> None:
+    """A client that joined and has not asked yet (a process still importing torch) is not
+    counted toward the minimum nor selected: the round must not wait for its start-up."""
+    federation.start()
+    a = await join(federation, "a")
+    starting = await join(federation, "starting", ask=False)
+    await asyncio.sleep(0.1)  # the round loop has seen both joins
+    assert federation.round is None and state_of(federation, starting) is ClientState.JOINED
+    b = await join(federation, "b")
+    task_a, task_b = await a.train_task(), await b.train_task()
+    assert federation.round is not None
+    assert federation.round.selected == {a.client_id, b.client_id}
+    assert (await starting.task(wait_s=0)).kind is TaskKind.WAIT  # late, not admitted
+    await a.send(task_a, tiny_model(1.0))
+    await b.send(task_b, tiny_model(1.0))
+    assert (await starting.train_task()).round == 2
+
+
+async def test_a_client_that_asks_late_fills_the_open_round_when_allowed(
+    clock: ManualClock,
+) -> None:
+    config = RunConfig(rounds=1, min_clients=2, admit_late=True)
+    federation = clock.federation(tiny_model(), config)
+    federation.start()
+    try:
+        starting = await join(federation, "starting", ask=False)
+        a, b = await join(federation, "a"), await join(federation, "b")
+        task_a = await a.train_task()
+        assert federation.round is not None and starting.client_id not in federation.round.selected
+        assert (await starting.train_task()).round_id == task_a.round_id
+        assert starting.client_id in federation.round.selected
+        assert b.client_id in federation.round.selected
+    finally:
+        await federation.close()
 
 
 async def test_a_late_joiner_fills_an_open_round_when_allowed(clock: ManualClock) -> None:

@@ -17,7 +17,7 @@ from fedgate.core.memory_store import InMemoryRunStore
 from fedgate.core.messages import ClientState, RoundOutcome, RunState, TaskKind
 from fedgate.core.ports import RunMeta, weights_hash
 from fedgate.errors import RoundClosed
-from tests.conftest import Player, join, tiny_model, until
+from tests.conftest import join, play_round, tiny_model, until
 from tests.core.clock import ManualClock
 
 CONFIG = RunConfig(
@@ -28,14 +28,6 @@ CONFIG = RunConfig(
 def without_ready(states: list[ClientState]) -> list[ClientState]:
     """A client asking before the round opens is ready for a moment: timing, not a rule."""
     return [s for s in states if s is not ClientState.READY]
-
-
-async def play_round(federation: Federation, *players: Player, value: float = 1.0) -> None:
-    version = federation.models.version
-    for player in players:
-        task = await player.train_task()
-        await player.send(task, tiny_model(value), num_examples=10)
-    await until(lambda: federation.models.version == version + 1)
 
 
 async def test_every_round_and_client_transition_reaches_the_store() -> None:

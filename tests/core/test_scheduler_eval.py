@@ -32,7 +32,7 @@ from fedgate.core.ports import weights_hash
 from fedgate.core.trainers import build_trainer
 from fedgate.core.training import EvalResult, evaluate, state_dict_copy
 from fedgate.transport.inproc import InProcTransport
-from tests.conftest import Player, join, tiny_model, until
+from tests.conftest import join, play_round, tiny_model, until
 
 CONFIG = RunConfig(
     rounds=3, min_clients=2, round_deadline_s=5.0, heartbeat_interval_s=0.2, heartbeat_timeout_s=2.0
@@ -62,14 +62,6 @@ class HeldEvaluator:
         if self.held is None or self.calls in self.held:
             self.gate.wait(GATE_S)
         return score(weights)
-
-
-async def play_round(federation: Federation, *players: Player, value: float) -> None:
-    version = federation.models.version
-    for player in players:
-        task = await player.train_task()
-        await player.send(task, tiny_model(value), num_examples=10)
-    await until(lambda: federation.models.version == version + 1)
 
 
 async def test_the_next_round_opens_while_the_last_model_is_evaluated() -> None:

@@ -117,7 +117,7 @@ async def test_the_form_offers_the_run_settings_with_their_bounds() -> None:
     assert by_name["clients_per_round"] == {
         "name": "clients_per_round",
         "kind": "int",
-        "help": "clients selected per round (0: all available)",
+        "help": "clients selected per round (0: all ready)",
         "minimum": 0.0,
         "above": None,
         "maximum": 1_000_000.0,
