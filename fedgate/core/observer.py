@@ -41,6 +41,13 @@ class Observer(Protocol):
     def aggregated(self, strategy: str, seconds: float) -> None:
         """A round's result was checked and turned into the next model by ``strategy``."""
 
+    def evaluated(self, seconds: float) -> None:
+        """A published model was evaluated on the held-out split (wherever that runs)."""
+
+    def evaluation_waited(self, seconds: float) -> None:
+        """A round's close waited ``seconds`` for the last round's evaluation to finish
+        (0: it had finished while the round ran, as it should)."""
+
 
 class NullObserver:
     """Sees nothing: the default."""
@@ -58,6 +65,12 @@ class NullObserver:
         pass
 
     def aggregated(self, strategy: str, seconds: float) -> None:
+        pass
+
+    def evaluated(self, seconds: float) -> None:
+        pass
+
+    def evaluation_waited(self, seconds: float) -> None:
         pass
 
 
@@ -105,6 +118,14 @@ class Observers:
     def aggregated(self, strategy: str, seconds: float) -> None:
         for observer in self._observers:
             _guarded(observer.aggregated, strategy, seconds)
+
+    def evaluated(self, seconds: float) -> None:
+        for observer in self._observers:
+            _guarded(observer.evaluated, seconds)
+
+    def evaluation_waited(self, seconds: float) -> None:
+        for observer in self._observers:
+            _guarded(observer.evaluation_waited, seconds)
 
 
 @runtime_checkable

@@ -41,6 +41,10 @@ TICK_S = 0.5  # how often waits re-check deadlines and heartbeats
 # A selected client unheard of for this many heartbeat intervals leaves the open round.
 ROUND_SILENCE_BEATS = 2.5
 MIN_SILENCE_S = 1.0
+# A round's close held this long by the last round's evaluation is told to the operator
+# (once a minute at most): that evaluation is slower than a round, and holds every one.
+EVALUATION_WAIT_WARN_S = 1.0
+EVALUATION_WARN_EVERY_S = 60.0
 
 Evaluator = Callable[[Mapping[str, torch.Tensor]], EvalResult]
 log = logging.getLogger("fedgate.scheduler")
@@ -75,8 +79,9 @@ class Scheduler:
         self.recorder = recorder
         self.evaluator = evaluator
         self.clock = clock
-        self.observer = observer  # told each closed round and each aggregation's time
+        self.observer = observer  # told each closed round, aggregation and evaluation
         self._evaluation: asyncio.Task[None] | None = None  # the last round's, if running
+        self._warned_at = -math.inf  # time.monotonic() of the last evaluation-wait warning
 
     async def run_rounds(self) -> None:
         """Open, wait for and close rounds until the configured rounds are done or stopped."""
@@ -189,7 +194,7 @@ class Scheduler:
         """Record the round and commit it (with ``model``, the version it published, when
         it completed), then start its evaluation."""
         run, closed_at = self.run, self.clock()
-        await self._settle()  # the last round's record (and its store write) goes first
+        await self._settle(holds_a_round=True)  # the last round's record goes first
         evaluating = model is not None and self.evaluator is not None  # a published model
         record = round_.record(
             outcome, self.models.version, closed_at, accuracy=math.nan, loss=math.nan
@@ -208,15 +213,37 @@ class Scheduler:
         )
         await self.recorder.commit_round(commit)
         if model is not None and self.evaluator is not None:
-            self._evaluation = asyncio.create_task(self._evaluate(record, model.weights))
+            self._evaluation = asyncio.create_task(
+                self._evaluate(record, model.weights), name=f"evaluation of round {record.round}"
+            )
 
     # ---- evaluation, off the round's critical path ----------------------------------------
 
-    async def _settle(self) -> None:
-        """Wait for the last round's evaluation, if it is still running."""
+    async def _settle(self, *, holds_a_round: bool = False) -> None:
+        """Wait for the last round's evaluation, if it is still running; a round's close
+        (``holds_a_round``) tells how long it waited."""
         task, self._evaluation = self._evaluation, None
-        if task is not None:
-            await task
+        if task is None:
+            return
+        started = time.perf_counter()
+        await task
+        if holds_a_round:
+            self._waited_for(task.get_name(), time.perf_counter() - started)
+
+    def _waited_for(self, evaluation: str, seconds: float) -> None:
+        self.observer.evaluation_waited(seconds)
+        now = time.monotonic()
+        if seconds < EVALUATION_WAIT_WARN_S or now - self._warned_at < EVALUATION_WARN_EVERY_S:
+            return
+        self._warned_at = now
+        log.warning(
+            "run %s: a round's close waited %.1f s for the %s: evaluation is slower than a "
+            "round, and holds every round (on a machine busy with other work, an evaluation "
+            "at idle priority waits for CPU: `fedgate serve --evaluate-in thread`)",
+            self.run.run_id,
+            seconds,
+            evaluation,
+        )
 
     async def _evaluate(self, record: RoundRecord, weights: TensorDict) -> None:
         """Evaluate the model ``record``'s round published (while the next round runs);
@@ -243,6 +270,7 @@ class Scheduler:
         a failed evaluation is logged and recorded in its reason, and the run goes on."""
         if self.evaluator is None:
             return record, None
+        started = time.perf_counter()
         try:
             result = await asyncio.to_thread(self.evaluator, weights)
         except Exception as error:  # the model's own code: whatever it raises, rounds go on
@@ -250,6 +278,7 @@ class Scheduler:
             why = f"evaluation failed: {error}"
             reason = f"{record.reason}; {why}" if record.reason else why
             return dataclasses.replace(record, reason=reason), None
+        self.observer.evaluated(time.perf_counter() - started)
         return dataclasses.replace(record, accuracy=result.accuracy, loss=result.loss), result
 
     # ---- signs of life --------------------------------------------------------------------

@@ -65,6 +65,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "fedgate_decode_seconds": ("histogram", "Time to decode and check an update, by codec."),
     "fedgate_encode_seconds": ("histogram", "Time to encode a model version, by codec."),
     "fedgate_aggregation_seconds": ("histogram", "Time to finish a round's aggregate."),
+    "fedgate_evaluation_seconds": ("histogram", "Time to evaluate a published model."),
+    "fedgate_evaluation_wait_seconds": (
+        "histogram",
+        "Time a round's close waited for the last round's evaluation (0: none).",
+    ),
     "fedgate_http_request_duration_seconds": (
         "histogram",
         "REST requests: seconds until the response's headers, by route template, "
@@ -154,6 +159,8 @@ class GatewayMetrics:
         self.aggregation = self._histogram(
             "fedgate_aggregation_seconds", ["strategy"], WORK_BUCKETS
         )
+        self.evaluation = self._histogram("fedgate_evaluation_seconds", [], WORK_BUCKETS)
+        self.evaluation_wait = self._histogram("fedgate_evaluation_wait_seconds", [], WORK_BUCKETS)
         self.requests = self._histogram(
             "fedgate_http_request_duration_seconds",
             ["route", "method", "status"],
@@ -194,6 +201,12 @@ class GatewayMetrics:
 
     def aggregated(self, strategy: str, seconds: float) -> None:
         self.aggregation.labels(self._strategy(strategy)).observe(seconds)
+
+    def evaluated(self, seconds: float) -> None:
+        self.evaluation.observe(seconds)
+
+    def evaluation_waited(self, seconds: float) -> None:
+        self.evaluation_wait.observe(seconds)
 
     # ---- the edges (fedgate.web.metrics_wire), with bounded labels already ----------------
 

@@ -5,12 +5,16 @@ break the run."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import torch
 
 from fedgate.core.config import RunConfig
 from fedgate.core.federation import Federation
 from fedgate.core.messages import RoundRecord, Traffic
 from fedgate.core.observer import NULL_OBSERVER, Observable, Observer, Observers
+from fedgate.core.training import EvalResult
 from tests.conftest import join, tiny_model, until
 
 
@@ -41,6 +45,14 @@ class Recording:
         assert seconds >= 0
         self.work["aggregated", strategy] += 1
 
+    def evaluated(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.work["evaluated", ""] += 1
+
+    def evaluation_waited(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.work["evaluation_waited", ""] += 1
+
 
 class Broken(Recording):
     """Raises at every call."""
@@ -57,6 +69,13 @@ class Broken(Recording):
     def aggregated(self, strategy: str, seconds: float) -> None:
         raise RuntimeError("broken")
 
+    def evaluated(self, seconds: float) -> None:
+        raise RuntimeError("broken")
+
+
+def halfway(weights: Mapping[str, torch.Tensor]) -> EvalResult:
+    return EvalResult(loss=0.5, accuracy=0.5, num_examples=1)
+
 
 def as_table(counts: Counter[tuple[str, str]]) -> dict[str, Traffic]:
     names = {name for name, _ in counts}
@@ -66,7 +85,7 @@ def as_table(counts: Counter[tuple[str, str]]) -> dict[str, Traffic]:
 async def test_observers_hear_what_history_and_the_ledger_keep() -> None:
     recording = Recording()
     config = RunConfig(rounds=2, min_clients=2, round_deadline_s=5.0)
-    federation = Federation(tiny_model(), config, observer=recording)
+    federation = Federation(tiny_model(), config, observer=recording, evaluator=halfway)
     federation.observers.add(Broken())  # logged; the others still hear everything
     assert isinstance(federation, Observable)
     run = federation.start()
@@ -83,6 +102,8 @@ async def test_observers_hear_what_history_and_the_ledger_keep() -> None:
     assert as_table(recording.by_codec) == dict(status.bytes_by_codec)
     assert recording.work["decoded", "raw"] == recording.work["decoded", "msgpack"] == 2
     assert recording.work["aggregated", "fedavg"] == 2
+    assert recording.work["evaluated", ""] == 2  # each published model
+    assert recording.work["evaluation_waited", ""] == 1  # round 2's close, for round 1's
     await federation.close()
 
 

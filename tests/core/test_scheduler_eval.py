@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 
+from fedgate.core import scheduler
 from fedgate.core.client import FederatedClient
 from fedgate.core.config import RunConfig
 from fedgate.core.data import load_dataset
@@ -28,6 +29,7 @@ from fedgate.core.federation import Federation
 from fedgate.core.memory_store import InMemoryRunStore
 from fedgate.core.messages import RoundOutcome, RunState
 from fedgate.core.models import build_model
+from fedgate.core.observer import NullObserver
 from fedgate.core.ports import weights_hash
 from fedgate.core.trainers import build_trainer
 from fedgate.core.training import EvalResult, evaluate, state_dict_copy
@@ -91,6 +93,49 @@ async def test_the_next_round_opens_while_the_last_model_is_evaluated() -> None:
         run = store.load_run(federation.run_id)
         assert run.history == (record,)
         assert (run.snapshot.accuracy, run.snapshot.loss) == (expected.accuracy, expected.loss)
+    finally:
+        evaluator.gate.set()
+        await federation.close()
+
+
+class Waits(NullObserver):
+    """Hears the evaluations' times and the rounds' waits for them."""
+
+    def __init__(self) -> None:
+        self.evaluations: list[float] = []
+        self.waits: list[float] = []
+
+    def evaluated(self, seconds: float) -> None:
+        self.evaluations.append(seconds)
+
+    def evaluation_waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+async def test_a_close_held_by_a_slow_evaluation_is_told_to_the_operator(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler, "EVALUATION_WAIT_WARN_S", 0.2)
+    evaluator, waits = HeldEvaluator(held={1}), Waits()
+    federation = Federation(tiny_model(), CONFIG, evaluator=evaluator, observer=waits)
+    run = federation.start()
+    try:
+        a, b = await join(federation, "a"), await join(federation, "b")
+        await play_round(federation, a, b, value=1.0)
+        with caplog.at_level(logging.WARNING, logger="fedgate.scheduler"):
+            tasks = await asyncio.gather(a.train_task(), b.train_task())
+            for player, task in zip((a, b), tasks, strict=True):
+                await player.send(task, tiny_model(2.0))
+            await asyncio.sleep(0.4)  # round 2 is done; its close waits for round 1's
+            assert federation.models.version == 2 and len(federation.history) == 0
+            evaluator.gate.set()
+            await until(lambda: len(federation.history) == 2)  # round 2's is instant
+            await play_round(federation, a, b, value=3.0)  # no wait: nothing told
+            await run
+        (told,) = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+        assert "for the evaluation of round 1" in told and "--evaluate-in thread" in told
+        assert len(waits.waits) == 2 and waits.waits[0] >= 0.4 > waits.waits[1]
+        assert len(waits.evaluations) == 3 and waits.evaluations[0] >= 0.4
     finally:
         evaluator.gate.set()
         await federation.close()

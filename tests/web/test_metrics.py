@@ -239,7 +239,8 @@ def check_rounds(after: Samples, status: FederationStatus) -> None:
 
 
 def check_work(after: Samples, status: FederationStatus) -> None:
-    """One decode per update taken, by codec; one aggregation per completed round."""
+    """One decode per update taken, by codec; one aggregation and one evaluation per
+    completed round."""
     codec_of = {c.client_id: c.codec for c in status.clients}
     updates = Counter(codec_of[p] for record in status.history for p in record.participants)
     for codec, count in updates.items():
@@ -247,6 +248,10 @@ def check_work(after: Samples, status: FederationStatus) -> None:
     completed = sum(1 for r in status.history if r.outcome is RoundOutcome.COMPLETED)
     assert total(after, "fedgate_aggregation_seconds_count", strategy="fedavg") == completed
     assert total(after, "fedgate_encode_seconds_count") >= completed  # at least once a version
+    # every published model evaluated; a close after a completed one waited (or not) for it
+    assert total(after, "fedgate_evaluation_seconds_count") == completed
+    followed = sum(1 for r in status.history[:-1] if r.outcome is RoundOutcome.COMPLETED)
+    assert total(after, "fedgate_evaluation_wait_seconds_count") == followed
 
 
 def check_requests(after: Samples) -> None:
@@ -319,6 +324,8 @@ async def test_every_exported_name_is_declared() -> None:
     metrics.traffic("grpc", "raw", 1, 1)
     for observe in (metrics.decoded, metrics.encoded, metrics.aggregated):
         observe("raw", 0.1)
+    metrics.evaluated(0.1)
+    metrics.evaluation_waited(0.0)
     metrics.request("/metrics", "GET", 200, 0.1)
     metrics.grpc_call("/fedgate.v1.Federation/Join", "OK", 0.1)
     shown = {name for name, _ in parse(metrics.exposition().decode())}
