@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedgate.cli import build_parser
+from fedgate.cli_serve import run_serve
 from fedgate.core.config import RunConfig
 from fedgate.core.data import Dataset, load_dataset
 from fedgate.core.evaluation_process import NICENESS, EvaluationProcess
@@ -23,6 +25,8 @@ from fedgate.core.models import build_model
 from fedgate.core.scheduler import Evaluator
 from fedgate.core.training import EvalResult, evaluate, state_dict_copy
 from fedgate.errors import ConfigError, ServerError
+
+GRPC_FORK_SUPPORT = "GRPC_ENABLE_FORK_SUPPORT"  # gRPC reads it when it is first used
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +156,13 @@ def test_evaluate_in_names_a_place(here: Evaluator) -> None:
     assert evaluator_in("thread", here) is here
     with pytest.raises(ConfigError, match="evaluate_in is one of process, thread, not 'gpu'"):
         evaluator_in("gpu", here)
+
+
+def test_fedgate_serve_turns_grpc_fork_handlers_off_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With gRPC's fork handlers on, a forked worker aborted one fork in five after a gRPC
+    client had run in the server: `fedgate serve` turns them off before anything else
+    (before its options are even checked), for the evaluation worker it will fork."""
+    monkeypatch.delenv(GRPC_FORK_SUPPORT, raising=False)
+    with pytest.raises(ConfigError, match="--threads"):
+        run_serve(build_parser().parse_args(["serve", "--threads", "-1"]))
+    assert os.environ[GRPC_FORK_SUPPORT] == "false"
