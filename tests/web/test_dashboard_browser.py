@@ -161,6 +161,47 @@ def completed(page: Any) -> int:
     return int(found.group(1))
 
 
+@pytest.fixture
+def idle_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server no client process joins: the test joins by hand (its client sends no
+    heartbeats, so the timeout outlasts the test)."""
+    require_browser()
+    served = start_server(["--min-clients", "2", "--heartbeat-timeout", "120"], tmp_path)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def test_the_phase_counts_ready_clients_apart_from_starting_ones(
+    browser: Any, idle_server: ServerProcess
+) -> None:
+    """A round opens on clients that have asked for work: while the run waits, the run
+    panel counts those, and the joined ones that have not asked yet (starting) apart."""
+    page = browser.new_page()
+    page.goto(f"{idle_server.http_url}/")
+    page.fill("#token", idle_server.admin_token)
+    page.click("#token-form button")
+    page.wait_for_selector("#phase:text-is('waiting: 0 ready, 2 needed')")
+    api = f"{idle_server.http_url}/api/v1"
+    key = {"Authorization": f"Bearer {idle_server.enrolment_key}"}
+    body = {"name": "by-hand", "codec": "raw", "num_examples": 10}
+    joined = httpx.post(f"{api}/clients", json=body, headers=key, timeout=10.0)
+    assert joined.status_code == 201, joined.text
+    page.wait_for_selector("#phase:text-is('waiting: 0 ready, 2 needed, 1 starting')")
+    client_id, token = joined.json()["client_id"], joined.json()["token"]
+    asked = httpx.get(
+        f"{api}/clients/{client_id}/task",
+        params={"wait_s": 0},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10.0,
+    )
+    assert asked.status_code == 200 and asked.json()["kind"] == "wait", asked.text
+    page.wait_for_selector("#phase:text-is('waiting: 1 ready, 2 needed')")
+    shot(page, "dashboard-waiting")
+    page.close()
+
+
 def test_without_the_token_the_page_shows_nothing_and_the_api_refuses(
     browser: Any, server: ServerProcess
 ) -> None:

@@ -177,10 +177,22 @@ function render(snapshot) {
   if (!previous || (previous.state !== status.state && FINAL.has(status.state))) refreshRuns();
 }
 
+// A round opens on clients that have asked for work: one that joined and has not asked yet
+// (a client process still loading) is starting, and no round waits for it.
+function phase(status, open) {
+  if (open) return `${status.state}: round ${open.round} open`;
+  if (status.state !== "waiting") return status.state;
+  const active = status.clients.filter((c) => !GONE.has(c.state));
+  const ready = active.filter((c) => c.state !== "joined").length;
+  const starting = active.length - ready;
+  return `waiting: ${ready} ready, ${status.config.min_clients} needed`
+    + (starting ? `, ${starting} starting` : "");
+}
+
 function renderRun(status, open) {
   const config = status.config;
   $("round").textContent = `${status.round} of ${config.rounds} (${status.rounds_completed} completed)`;
-  $("phase").textContent = open ? `${status.state}: round ${open.round} open` : status.state;
+  $("phase").textContent = phase(status, open);
   $("accuracy").textContent = fixed(status.accuracy);
   const active = status.clients.filter((c) => !GONE.has(c.state)).length;
   $("client-count").textContent = `${active} connected, ${status.clients.length} seen`;
