@@ -12,7 +12,7 @@ from fedgate.cli_config import add_config_options
 from fedgate.cli_limits import add_limit_options, join_limits, max_update_bytes, upload_timeouts
 from fedgate.cli_tls import add_server_tls_options, server_tls
 from fedgate.cli_train import add_data_dir_option
-from fedgate.core.config import RunConfig, settings_of
+from fedgate.core.config import EVALUATE_IN, RunConfig, settings_of
 from fedgate.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ def add_serve_command(commands: Any) -> None:
     )
     serve_parser.add_argument(
         "--evaluate-in",
-        choices=("process", "thread"),
+        choices=EVALUATE_IN,
         default="process",
         help="where each new model is evaluated on the held-out split: a worker process at "
         "the lowest CPU priority (default; it takes only CPU the rounds leave idle), or a "

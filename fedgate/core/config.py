@@ -155,6 +155,11 @@ def settings_of(source: object, declaration: type[Any] | None = None) -> dict[st
 STRATEGY_NAMES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
 
 
+# Where a server evaluates each new model (`fedgate.core.factory.evaluator_in`), for the
+# CLI's choices without torch: a forked worker at the lowest CPU priority, or a thread.
+EVALUATE_IN = ("process", "thread")
+
+
 def strategy_names() -> tuple[str, ...]:
     return STRATEGY_NAMES
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from fedgate.core.config import RunConfig
+from fedgate.core.config import EVALUATE_IN, RunConfig
 from fedgate.core.data import Dataset
 from fedgate.core.evaluation_process import EvaluationProcess
 from fedgate.core.federation import Federation
@@ -48,9 +48,6 @@ def build_federation(
         return Federation.resumed(resume, evaluator=evaluator, **options)
     initial = build_model(model, dataset.model_spec, seed=config.seed)
     return Federation(state_dict_copy(initial), config, evaluator=evaluator, **options)
-
-
-EVALUATE_IN = ("process", "thread")
 
 
 def evaluator_in(where: str, evaluate_here: Evaluator) -> Evaluator:
