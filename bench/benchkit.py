@@ -19,6 +19,7 @@ from typing import IO, Any, TypeVar
 import torch
 
 from fedgate.core.config import RunConfig
+from fedgate.core.evaluation_process import without_grpc_fork_handlers
 from fedgate.core.models import ModelSpec
 
 # Input shapes the models are benchmarked at: the CNN on 8x8 digits, the resnets as they
@@ -86,6 +87,14 @@ class Hosted:
         return self.addresses[transport]
 
 
+def server_environment() -> dict[str, str]:
+    """The bench server's environment, as `fedgate serve` runs: gRPC's fork handlers off,
+    for the evaluation worker it forks (`fedgate.core.evaluation_process`)."""
+    environ = dict(os.environ)
+    without_grpc_fork_handlers(environ)
+    return environ
+
+
 class BenchServerError(RuntimeError):
     pass
 
@@ -110,9 +119,7 @@ class BenchServer:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                # as `fedgate serve` runs: gRPC's fork handlers off, for the evaluation
-                # worker it forks (`fedgate.core.evaluation_process`)
-                env={**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"},
+                env=server_environment(),
             )
 
     def start(

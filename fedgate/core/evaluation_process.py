@@ -45,7 +45,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import torch
 
@@ -56,14 +56,15 @@ from fedgate.errors import ServerError
 
 log = logging.getLogger("fedgate.evaluation")
 
+GRPC_FORK_SUPPORT = "GRPC_ENABLE_FORK_SUPPORT"  # gRPC reads it when it is first used
 NICENESS = 19  # added to the server's: the worker runs on what the round leaves idle
 CLOSE_GRACE_S = 2.0
 
 
-def without_grpc_fork_handlers() -> None:
-    """Turn gRPC's fork handlers off for this process and its children; call before gRPC
-    is first used (it reads the setting then)."""
-    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+def without_grpc_fork_handlers(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Turn gRPC's fork handlers off in ``environ``: by default this process's and its
+    children's; call before gRPC is first used (it reads the setting then)."""
+    environ[GRPC_FORK_SUPPORT] = "false"
 
 
 class EvaluationProcess:

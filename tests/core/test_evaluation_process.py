@@ -19,14 +19,12 @@ from fedgate.cli import build_parser
 from fedgate.cli_serve import run_serve
 from fedgate.core.config import RunConfig
 from fedgate.core.data import Dataset, load_dataset
-from fedgate.core.evaluation_process import NICENESS, EvaluationProcess
+from fedgate.core.evaluation_process import GRPC_FORK_SUPPORT, NICENESS, EvaluationProcess
 from fedgate.core.factory import build_federation, evaluator_in
 from fedgate.core.models import build_model
 from fedgate.core.scheduler import Evaluator
 from fedgate.core.training import EvalResult, evaluate, state_dict_copy
 from fedgate.errors import ConfigError, ServerError
-
-GRPC_FORK_SUPPORT = "GRPC_ENABLE_FORK_SUPPORT"  # gRPC reads it when it is first used
 
 
 @pytest.fixture(scope="module")
