@@ -23,14 +23,13 @@ gRPC's own fork handlers must be off in the server (`without_grpc_fork_handlers`
 `fedgate serve` before it loads gRPC): with them on, a fork restarts gRPC's poller threads in
 the child, on descriptors the child has closed, and the child aborts (seen in a test
 process that had used a gRPC client: one fork in five). The server forks no child that
-uses gRPC, so it needs them for nothing. Should a worker die anyway, the evaluation is
-recorded as failed and the server evaluates on its threads from then on.
+uses gRPC, so it needs them for nothing. Should a worker die anyway, that evaluation is
+recorded as failed and later ones run on the server's threads (a second fork, from a
+server whose threads are all running, is not one to make).
 
 Trade-off: on a machine kept busy by *other* work, an evaluation waits for idle CPU, and
-the round after next waits for it before it closes (`Scheduler._settle`): serve with
-``--evaluate-in thread`` there. If the worker dies, that evaluation is recorded as failed
-and later ones run on the server's threads (a second fork, from a server whose threads
-are all running, is not one to make).
+the round after next waits for it before it closes (`Scheduler._settle`, which logs a
+wait of a second or more): serve with ``--evaluate-in thread`` there.
 """
 
 from __future__ import annotations
