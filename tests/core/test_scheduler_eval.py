@@ -141,6 +141,29 @@ async def test_a_close_held_by_a_slow_evaluation_is_told_to_the_operator(
         await federation.close()
 
 
+@pytest.mark.parametrize(("every_s", "told"), [(60.0, 1), (0.0, 2)])
+async def test_the_wait_warning_is_told_once_a_minute_at_most(
+    every_s: float, told: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every wait counts here (threshold 0): two closes wait, the warning is told once
+    within its interval, and again once the interval has passed."""
+    monkeypatch.setattr(scheduler, "EVALUATION_WAIT_WARN_S", 0.0)
+    monkeypatch.setattr(scheduler, "EVALUATION_WARN_EVERY_S", every_s)
+    waits = Waits()
+    federation = Federation(tiny_model(), CONFIG, evaluator=score, observer=waits)
+    run = federation.start()
+    try:
+        a, b = await join(federation, "a"), await join(federation, "b")
+        with caplog.at_level(logging.WARNING, logger="fedgate.scheduler"):
+            for value in (1.0, 2.0, 3.0):
+                await play_round(federation, a, b, value=value)
+            await run
+        assert len(waits.waits) == 2
+        assert sum("waited" in r.getMessage() for r in caplog.records) == told
+    finally:
+        await federation.close()
+
+
 async def test_records_keep_round_order_and_the_run_ends_with_its_last_evaluation() -> None:
     store, evaluator = InMemoryRunStore(), HeldEvaluator(held={3})
     federation = Federation(tiny_model(), CONFIG, store=store, evaluator=evaluator)
