@@ -58,6 +58,33 @@ async def test_every_round_and_client_transition_reaches_the_store() -> None:
         await federation.close()
 
 
+async def test_a_resumed_round_selects_only_the_clients_that_came_back() -> None:
+    """Restored clients count again once they ask: one that never comes back after the
+    restart is not selected, and no round waits for it."""
+    store = InMemoryRunStore()
+    first = Federation(tiny_model(), CONFIG, store=store)
+    first.start()
+    a, b, gone = [await join(first, name) for name in ("a", "b", "gone")]
+    await play_round(first, a, b, gone)
+    await first.recorder.flush()
+    await first.close()
+
+    stored = store.unfinished_run()
+    assert stored is not None
+    second = Federation.resumed(stored, store=store)
+    second.start()
+    try:
+        a2 = dataclasses.replace(a, federation=second)
+        b2 = dataclasses.replace(b, federation=second)
+        await play_round(second, a2, b2, value=2.0)
+        last = second.history[-1]
+        assert last.outcome is RoundOutcome.COMPLETED
+        assert set(last.selected) == {a.client_id, b.client_id}
+        assert second.clients.get(gone.client_id).state is ClientState.JOINED
+    finally:
+        await second.close()
+
+
 async def test_a_resumed_run_goes_on_from_its_last_completed_round() -> None:
     store = InMemoryRunStore()
     first = Federation(tiny_model(), CONFIG, store=store)
