@@ -69,13 +69,15 @@ def test_the_figures_are_the_threads_to_the_bit(
     assert apart.pid is not None and apart.pid != os.getpid()
 
 
-def test_the_worker_is_niced_and_keeps_none_of_the_servers_files(here: Evaluator) -> None:
+def test_the_worker_is_niced_and_keeps_none_of_the_servers_files(
+    here: Evaluator, digits: Dataset
+) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:  # open as the worker is forked
         apart = EvaluationProcess(here)
         try:
             pid = apart.pid
             assert pid is not None
-            apart(weights(0, load_dataset("digits", 0)))  # the worker has set itself up
+            apart(weights(0, digits))  # the worker has set itself up
             assert niceness(pid) == min(19, niceness(os.getpid()) + NICENESS)
             kept = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
             assert listener.fileno() not in kept
